@@ -1,0 +1,199 @@
+"""Loading official checkpoints safely, by their own key names.
+
+The release formats differ by family (see ``shared/reference/models.md`` section 7):
+
+* a training file ``{'model': ..., 'optimizer': ..., 'config'/'args': ...}`` (SMT, Twins, Swin-ACmix),
+* ``{'state_dict': ...}`` saved from DataParallel/DDP with a ``module.`` prefix (ResNet-ACmix, timm-style),
+* ``{'state_dict_ema': ...}`` from timm's ``--model-ema`` (EfficientMod),
+* a bare state dict (CrossViT releases).
+
+Loading never runs pickled code unless the caller opts in: ``torch.load(weights_only=True)`` with a small
+allowlist for the argparse/config objects that training scripts save next to the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError
+
+CONTAINER_KEYS = ("model", "state_dict", "model_state", "module", "net")
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+class _ConfigStub(dict):
+    """Stands in for a yacs ``CfgNode`` when unpickling: keeps the data, runs no code of yacs."""
+
+    def __setstate__(self, state):  # pragma: no cover - depends on the pickler's protocol
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+class _ObjectStub:
+    """Stands in for plain objects (argparse-like) saved by training scripts."""
+
+    def __setstate__(self, state):
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+def _safe_globals() -> list[Any]:
+    allowed: list[Any] = [argparse.Namespace, collections.OrderedDict, (_ConfigStub, "yacs.config.CfgNode")]
+    try:
+        import numpy as np
+
+        allowed += [
+            np.dtype, (np.core.multiarray.scalar if hasattr(np, "core") else np.dtype),
+        ]
+        for dt in (np.float64, np.float32, np.int64, np.int32, np.bool_):
+            allowed.append(type(np.dtype(dt)))
+    except Exception:  # pragma: no cover - numpy is a dependency
+        pass
+    return allowed
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
+    """Read a checkpoint file. ``trust=True`` allows arbitrary pickled objects (runs their code)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint is a directory, not a file: {p}")
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover
+            raise CheckpointError("reading .safetensors needs the safetensors package") from e
+        try:
+            return load_file(str(p))
+        except Exception as e:
+            raise CheckpointError(f"cannot read {p.name} as safetensors: {_short(e)}") from None
+    if trust:
+        try:
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"cannot read checkpoint {p.name}: {_short(e)}") from None
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        blocked = _blocked_globals(p)
+        what = f" it holds objects outside the safe list ({', '.join(blocked)})" if blocked else f" {_short(e)}"
+        raise CheckpointError(
+            f"refusing to unpickle {p.name}:{what}; re-save only the state dict, or pass --trust-checkpoint "
+            f"(trust_checkpoint=True) if you trust the file, which runs its pickled code") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): {_short(e)}") from None
+
+
+def _blocked_globals(p: Path) -> list[str]:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(p))
+    except Exception:
+        return []
+    safe = {"yacs.config.CfgNode", "argparse.Namespace", "collections.OrderedDict"}
+    return [n for n in names if n not in safe][:5]
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:300] + "...") if len(text) > 300 else text or type(e).__name__
+
+
+def extract_state_dict(obj: Any, *, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """Unwrap the release container and return a flat ``{key: tensor}`` dict."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+    order = (EMA_KEYS + CONTAINER_KEYS) if use_ema else (CONTAINER_KEYS + EMA_KEYS)
+    for _ in range(3):  # containers can nest, e.g. {'model': {'state_dict': ...}}
+        if _is_state_dict(obj):
+            break
+        inner = next((obj[k] for k in order if isinstance(obj.get(k), dict) and obj[k]), None)
+        if inner is None:
+            break
+        obj = inner
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(list(map(str, obj))[:6])
+        raise CheckpointError(f"no tensors found in the checkpoint (top-level keys: {keys})")
+    return dict(_strip_prefixes(tensors))
+
+
+def _is_state_dict(d: dict) -> bool:
+    values = list(d.values())
+    return bool(values) and sum(isinstance(v, torch.Tensor) for v in values) >= max(1, len(values) // 2)
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_into(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    ignore_keys: Iterable[str] = (),
+    source: str = "checkpoint",
+) -> tuple[list[str], list[str]]:
+    """Load with a clear, one-line account of missing, unexpected and mis-shaped keys."""
+    ignore = tuple(ignore_keys) + ("num_batches_tracked",)
+
+    def ignorable(key: str) -> bool:
+        return any(key == s or key.endswith("." + s) or key.endswith(s) for s in ignore)
+
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not ignorable(k)]
+    unexpected = [k for k in state_dict if k not in own and not ignorable(k)]
+    mis_shaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if mis_shaped:
+        raise CheckpointError(
+            f"{source} does not fit this model: {len(mis_shaped)} tensors differ in shape, e.g. "
+            + "; ".join(mis_shaped[:3]))
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:4])}"
+                         f"{', ...' if len(unexpected) > 4 else ''})")
+        raise CheckpointError(f"{source} does not match the model: " + " and ".join(parts)
+                              + "; is it the right variant? (strict=False loads what matches)")
+    filtered = {k: v for k, v in state_dict.items() if k in own}
+    with torch.no_grad():
+        model.load_state_dict(filtered, strict=False)
+    return missing, unexpected
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    trust: bool = False,
+    use_ema: bool = False,
+    remap=None,
+    ignore_keys: Iterable[str] = (),
+) -> tuple[list[str], list[str]]:
+    obj = read_checkpoint(path, trust=trust)
+    sd = extract_state_dict(obj, use_ema=use_ema)
+    if remap is not None:
+        sd = remap(sd)
+    return load_state_dict_into(model, sd, strict=strict, ignore_keys=ignore_keys, source=Path(path).name)

@@ -1,0 +1,49 @@
+"""Twins-PCPVT and Twins-SVT (Chu et al., NeurIPS 2021), built from timm's faithful implementation.
+
+timm's modules have the official key names and shapes (``shared/reference/models.md`` §2.3), so official
+checkpoints load as they are. The official code scales q after ``q@kᵀ`` and timm before; the logits differ by at
+most 4e-7 on the same weights.
+
+| canonical        | timm name          | official fn      | embed dims         | depths       | heads      | params     |
+|------------------|--------------------|------------------|--------------------|--------------|------------|------------|
+| twins_pcpvt_s    | twins_pcpvt_small  | pcpvt_small_v0   | 64,128,320,512     | 3,4,6,3      | 1,2,5,8    | 24,106,216 |
+| twins_pcpvt_b    | twins_pcpvt_base   | pcpvt_base_v0    | 64,128,320,512     | 3,4,18,3     | 1,2,5,8    | 43,828,456 |
+| twins_pcpvt_l    | twins_pcpvt_large  | pcpvt_large_v0   | 64,128,320,512     | 3,8,27,3     | 1,2,5,8    | 60,989,672 |
+| twins_svt_s      | twins_svt_small    | alt_gvt_small    | 64,128,256,512     | 2,2,10,4     | 2,4,8,16   | 24,060,776 |
+| twins_svt_b      | twins_svt_base     | alt_gvt_base     | 96,192,384,768     | 2,2,18,2     | 3,6,12,24  | 56,070,952 |
+| twins_svt_l      | twins_svt_large    | alt_gvt_large    | 128,256,512,1024   | 2,2,18,2     | 4,8,16,32  | 99,271,400 |
+"""
+from __future__ import annotations
+
+import timm
+
+from ..registry import ModelSpec, add_spec
+
+_VARIANTS = [
+    # canonical, timm name, official fn, paper name, params, release file
+    ("twins_pcpvt_s", "twins_pcpvt_small", "pcpvt_small_v0", "Twins-PCPVT-S", 24_106_216, "pcpvt_small.pth"),
+    ("twins_pcpvt_b", "twins_pcpvt_base", "pcpvt_base_v0", "Twins-PCPVT-B", 43_828_456, "pcpvt_base.pth"),
+    ("twins_pcpvt_l", "twins_pcpvt_large", "pcpvt_large_v0", "Twins-PCPVT-L", 60_989_672, "pcpvt_large.pth"),
+    ("twins_svt_s", "twins_svt_small", "alt_gvt_small", "Twins-SVT-S", 24_060_776, "alt_gvt_small.pth"),
+    ("twins_svt_b", "twins_svt_base", "alt_gvt_base", "Twins-SVT-B", 56_070_952, "alt_gvt_base.pth"),
+    ("twins_svt_l", "twins_svt_large", "alt_gvt_large", "Twins-SVT-L", 99_271_400, "alt_gvt_large.pth"),
+]
+
+
+def _builder(timm_name: str):
+    def build(**kwargs):
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+
+    build.__name__ = timm_name
+    build.__doc__ = f"timm's {timm_name}"
+    return build
+
+
+for _name, _timm, _official, _paper, _params, _file in _VARIANTS:
+    add_spec(ModelSpec(
+        name=_name, family="twins", builder=_builder(_timm), params=_params, paper_name=_paper,
+        aliases=(_timm, _official), weights=_file, crop_pct=0.9,
+        # SVT's local windows need the token grid of every stage to be a multiple of 7 (the official code has no
+        # padding); PCPVT needs multiples of 32 for its patch embeddings.
+        input_multiple=224 if _name.startswith("twins_svt") else 32,
+    ))

@@ -1,0 +1,224 @@
+"""The rewrite registry: small, named passes over modules that keep the weights and the outputs.
+
+A rewrite is a function ``fn(model, ctx) -> int`` that changes ``model`` in place (``rewrite()`` hands it a
+deep copy) and returns how many modules it changed. It is registered with a name, the families it is meant for,
+and the backends it is allowed for::
+
+    @register_rewrite("smt.merge_mhmc", families=("smt",), description="four depthwise convs as one 9x9")
+    def merge_mhmc(model, ctx):
+        ...
+
+Which rewrites a model gets for a backend is written in its family's recipe (``export_recipes/<family>.yaml``),
+in the spirit of MMDeploy's backend-switched rewriters but as explicit module passes rather than monkey patches,
+so that a rewritten model is an ordinary ``nn.Module`` that can be inspected, tested and exported by any tool.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import RewriteError
+
+BACKENDS = ("onnx", "openvino", "coreml")
+
+RewriteFn = Callable[[nn.Module, "RewriteContext"], int]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    fn: RewriteFn
+    families: tuple[str, ...]     # empty: any family
+    backends: tuple[str, ...]
+    description: str
+    exact: bool                   # True when outputs are bit-identical, False when equal up to float rounding
+
+
+_REWRITES: dict[str, Rewrite] = {}
+
+
+def register_rewrite(
+    name: str,
+    *,
+    families: tuple[str, ...] = (),
+    backends: tuple[str, ...] = BACKENDS,
+    description: str | None = None,
+    exact: bool = False,
+):
+    def decorator(fn: RewriteFn) -> RewriteFn:
+        if name in _REWRITES:
+            raise ValueError(f"rewrite {name!r} registered twice")
+        doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
+        _REWRITES[name] = Rewrite(name, fn, tuple(families), tuple(backends), doc, exact)
+        return fn
+
+    return decorator
+
+
+def get_rewrite(name: str) -> Rewrite:
+    _ensure_loaded()
+    try:
+        return _REWRITES[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REWRITES), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise RewriteError(f"unknown rewrite {name!r}{hint}") from None
+
+
+def list_rewrites(family: str | None = None) -> list[Rewrite]:
+    _ensure_loaded()
+    return [r for r in _REWRITES.values() if family is None or not r.families or family in r.families]
+
+
+def _ensure_loaded() -> None:
+    from . import _load_all  # noqa: F401
+
+
+@dataclass
+class ProbeRecord:
+    """What a module received in one forward pass at the export resolution."""
+
+    args: tuple[Any, ...]           # tensors are replaced by their shapes (tuples), other values kept
+    kwargs: dict[str, Any]
+    output_shape: Any
+
+
+@dataclass
+class RewriteContext:
+    backend: str
+    input_shape: tuple[int, int, int, int]          # (B, C, H, W) the export will use
+    model_name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    _probe_cache: dict[int, dict[str, ProbeRecord]] = field(default_factory=dict, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.input_shape[0]
+
+    def probe(self, model: nn.Module) -> dict[str, ProbeRecord]:
+        """Run one forward pass at the export shape and record each module's inputs (static shapes)."""
+        key = id(model)
+        if key not in self._probe_cache:
+            self._probe_cache[key] = probe_shapes(model, self.input_shape)
+        return self._probe_cache[key]
+
+    def invalidate(self) -> None:
+        self._probe_cache.clear()
+
+
+def _describe(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_describe(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _describe(x) for k, x in v.items()}
+    return v
+
+
+def probe_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, ProbeRecord]:
+    records: dict[str, ProbeRecord] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(mod, args, kwargs, output, _name=name):
+            if _name not in records:
+                records[_name] = ProbeRecord(_describe(args), _describe(kwargs), _describe(output))
+        handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        with torch.no_grad():
+            model(torch.zeros(input_shape, device=device, dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return records
+
+
+@dataclass(frozen=True)
+class AppliedRewrite:
+    name: str
+    modules_changed: int
+
+
+def apply_rewrites(model: nn.Module, names: list[str], ctx: RewriteContext) -> list[AppliedRewrite]:
+    """Apply the named rewrites in order, in place. A rewrite not allowed for ``ctx.backend`` is an error."""
+    done = []
+    for name in names:
+        rw = get_rewrite(name)
+        if ctx.backend not in rw.backends:
+            raise RewriteError(f"rewrite {name!r} is not meant for {ctx.backend} (only {', '.join(rw.backends)})")
+        try:
+            count = int(rw.fn(model, ctx) or 0)
+        except RewriteError:
+            raise
+        except Exception as e:
+            raise RewriteError(f"rewrite {name!r} failed: {type(e).__name__}: {e}") from e
+        ctx.invalidate()
+        done.append(AppliedRewrite(name, count))
+    return done
+
+
+# --------------------------------------------------------------------------------------------- helpers for passes
+
+def replace_module(root: nn.Module, qualified_name: str, new: nn.Module) -> None:
+    parent_name, _, child = qualified_name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def swap_class(module: nn.Module, new_cls: type) -> None:
+    """Give ``module`` a new forward by changing its class to a subclass; parameters and keys stay the same."""
+    if not issubclass(new_cls, type(module)) and not issubclass(new_cls, nn.Module):
+        raise TypeError(f"{new_cls.__name__} cannot stand in for {type(module).__name__}")
+    module.__class__ = new_cls
+
+
+def rewrite(
+    model: nn.Module,
+    backend: str,
+    *,
+    input_size=None,
+    batch_size: int = 1,
+    names: list[str] | None = None,
+) -> nn.Module:
+    """Return an export-friendly copy of ``model`` for ``backend`` ("onnx", "openvino" or "coreml").
+
+    The copy has the same weights and the same outputs (bit-identical or equal up to float rounding, as each
+    rewrite's tests show); the original is left untouched. Which rewrites apply comes from the family's recipe,
+    or from ``names`` when given. Shapes are made static for ``input_size`` (default: the model's own) and
+    ``batch_size``.
+    """
+    if backend not in BACKENDS:
+        raise RewriteError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    family = getattr(model, "hvit_family", None)
+    model_name = getattr(model, "hvit_name", None)
+    size = input_size or getattr(model, "hvit_input_size", None)
+    if size is None:
+        raise RewriteError("the model carries no input size; pass input_size=(C, H, W)")
+    if isinstance(size, int):
+        size = (3, size, size)
+    if names is None:
+        if family is None:
+            raise RewriteError("model was not built by hvit_deploy.create_model; pass names=[...] of the rewrites")
+        from ..recipes import load_recipe
+
+        names = load_recipe(family).rewrites_for(backend, model_name)
+    new = copy.deepcopy(model)
+    new.eval()
+    ctx = RewriteContext(backend=backend, input_shape=(int(batch_size),) + tuple(int(s) for s in size),
+                         model_name=model_name)
+    applied = apply_rewrites(new, list(names), ctx)
+    new.hvit_rewrites = [a.name for a in applied]
+    new.hvit_rewrite_counts = {a.name: a.modules_changed for a in applied}
+    new.hvit_backend = backend
+    new.hvit_input_size = tuple(size)
+    new.hvit_batch_size = int(batch_size)
+    return new

@@ -1,0 +1,73 @@
+"""Helpers for proving rewrites equal to the original model (used by the test-suite, usable by users)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters, and every LayerScale-like
+    vector non-trivial values, so that folds and merges are tested on weights that look trained."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith(("gamma", "rate", "layer_scale", "ls")) or leaf in ("scale",):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.9 + 0.1)
+    return model
+
+
+@dataclass
+class Difference:
+    max_abs: float
+    max_ref: float
+
+    @property
+    def rel(self) -> float:
+        return self.max_abs / max(self.max_ref, 1e-12)
+
+
+def compare_outputs(a: torch.Tensor, b: torch.Tensor) -> Difference:
+    a, b = a.detach().float(), b.detach().float()
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return Difference(float((a - b).abs().max()), float(a.abs().max()))
+
+
+def assert_rewrite_equal(
+    model: nn.Module,
+    backend: str,
+    names: list[str] | None = None,
+    *,
+    inputs: int = 2,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    input_size=None,
+) -> nn.Module:
+    """Rewrite ``model`` for ``backend`` (recipe rewrites, or ``names``) and check the outputs on seeded random
+    inputs: ``max|diff| <= atol + rtol * max|ref|``. Returns the rewritten model."""
+    from .rewrites import rewrite
+
+    size = tuple(input_size or model.hvit_input_size)
+    rewritten = rewrite(model, backend, names=names, input_size=size)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(inputs):
+            x = torch.randn((1,) + size, generator=g)
+            d = compare_outputs(model(x), rewritten(x))
+            bound = atol + rtol * d.max_ref
+            if not d.max_abs <= bound:
+                raise AssertionError(
+                    f"rewrite {names or rewritten.hvit_rewrites} for {backend}: max|diff| {d.max_abs:.3g} > "
+                    f"{bound:.3g} (max|ref| {d.max_ref:.3g})")
+    return rewritten
