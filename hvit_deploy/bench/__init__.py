@@ -1,0 +1,8 @@
+"""``hvit-bench``: batch-1 latency of exported models on every runtime, and CI regression reports.
+
+* :mod:`.profiles` — the YAML protocols in ``profiles/``.
+* :mod:`.runner` — the coordinator: one worker process per model and backend, interleaved rounds, results file.
+* :mod:`.worker` / :mod:`.backends` — what runs inside a worker: one runtime, one model, the timing loop.
+* :mod:`.stats` — summaries, the median's CI, block statistics for comparisons.
+* :mod:`.compare` / :mod:`.report` — ``hvit-bench compare``: verdicts, Markdown report, exit codes.
+"""

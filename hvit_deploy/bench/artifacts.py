@@ -1,0 +1,229 @@
+"""The artifact cache: exported models reused across runs, keyed by model, rewrites and tool versions.
+
+Layout: ``$HVIT_CACHE_DIR/artifacts/<model>/<format>-<rewritten|original>-<key>/`` holding what the exporter
+wrote plus ``bench-artifact.json`` (the key fields, the artifact path, export time, validation). The key is a
+hash of everything that changes the exported file: model, format, rewrite names, input size, batch, precision,
+checkpoint (path, size, mtime), the versions of torch/onnx/onnxsim/openvino/coremltools, and a digest of the
+project's own source (models, rewrites, exporters, recipes), so editing a rewrite re-exports.
+
+Exporting happens in a child process (:mod:`.worker` ``export``), never in the timing worker: the timing
+process imports only its runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from ..resources import recipes_dir
+from .environment import package_version
+
+MANIFEST = "bench-artifact.json"
+
+# the export format each backend times (None: the PyTorch module itself)
+BACKEND_FORMAT = {
+    "torch": None, "torch-cuda": None,
+    "onnxruntime": "onnx", "onnxruntime-cuda": "onnx",
+    "openvino": "openvino", "openvino-gpu": "openvino",
+    "coreml": "coreml",
+}
+
+# the tools whose version changes each format's artifact
+FORMAT_TOOLS = {
+    "onnx": ("torch", "onnx", "onnxsim", "onnxscript"),
+    "openvino": ("torch", "openvino"),
+    "coreml": ("torch", "coremltools"),
+    None: ("torch", "timm"),
+}
+
+# what the rewritten torch entry applies: the ONNX recipe (the form every other runtime is exported from)
+TORCH_REWRITE_BACKEND = "onnx"
+
+
+def cache_root() -> Path:
+    root = os.environ.get("HVIT_CACHE_DIR")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "hvit-deploy"
+
+
+def source_digest() -> str:
+    """sha256 of the files that shape an exported model: the project's models, rewrites, exporters and recipes
+    (not the benchmark code itself), plus any --plugin files."""
+    from .plugins import loaded_files
+
+    return _source_digest(tuple(loaded_files))
+
+
+@functools.lru_cache(maxsize=4)
+def _source_digest(plugin_files: tuple[str, ...]) -> str:
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = [p for p in sorted(pkg.rglob("*.py")) if not {"bench", "cli", "__pycache__"} & set(p.relative_to(pkg).parts)]
+    files += sorted(recipes_dir().glob("*.yaml"))
+    files += [Path(f) for f in plugin_files]
+    for p in files:
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        h.update(p.name.encode())
+        h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
+def rewrite_names(model: str, fmt: str | None, rewrite: bool) -> list[str]:
+    """The recipe's rewrites for ``model`` in ``fmt`` (empty for the original form)."""
+    if not rewrite:
+        return []
+    from ..recipes import load_recipe
+    from ..registry import get_spec
+
+    spec = get_spec(model)
+    return load_recipe(spec.family).rewrites_for(fmt or TORCH_REWRITE_BACKEND, spec.name)
+
+
+def checkpoint_id(checkpoint: str | None) -> dict | None:
+    if not checkpoint:
+        return None
+    p = Path(checkpoint).expanduser().resolve()
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p)}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], input_size: int | None,
+                 batch_size: int = 1, precision: str = "fp32", checkpoint: str | None = None) -> tuple[str, dict]:
+    fields = {
+        "model": model, "format": fmt, "rewrite": bool(rewrite), "rewrites": list(rewrites),
+        "input_size": input_size, "batch_size": batch_size, "precision": precision,
+        "checkpoint": checkpoint_id(checkpoint),
+        "tools": {t: package_version(t) for t in FORMAT_TOOLS[fmt]},
+        "hvit_deploy": package_version("hvit-deploy"),
+        "source": source_digest(),
+    }
+    blob = json.dumps(fields, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12], fields
+
+
+def entry_dir(model: str, fmt: str, rewrite: bool, key: str) -> Path:
+    return cache_root() / "artifacts" / model / f"{fmt}-{'rewritten' if rewrite else 'original'}-{key}"
+
+
+def lookup(model: str, fmt: str, rewrite: bool, key: str) -> dict | None:
+    """The manifest of a cached artifact, or None when it is absent or incomplete."""
+    d = entry_dir(model, fmt, rewrite, key)
+    try:
+        info = json.loads((d / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    path = Path(info.get("path", ""))
+    if not path.is_absolute():
+        path = d / path
+    if not path.exists():
+        return None
+    info["path"] = str(path)
+    return info
+
+
+@contextlib.contextmanager
+def locked(directory: Path):
+    """An exclusive lock next to ``directory`` so two hvit-bench runs do not export the same thing at once."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.parent / f".{directory.name}.lock"
+    with open(lock_path, "w") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows: no lock, the manifest is still written last
+            pass
+        yield
+
+
+def export(model: str, fmt: str, *, rewrite: bool, input_size: int | None, checkpoint: str | None,
+           batch_size: int = 1, precision: str = "fp32") -> dict:
+    """Export (or reuse) ``model`` as ``fmt``; returns the manifest. Runs inside the export child process."""
+    from ..errors import ExportError
+
+    rewrites = rewrite_names(model, fmt, rewrite)
+    key, fields = artifact_key(model, fmt, rewrite=rewrite, rewrites=rewrites, input_size=input_size,
+                               batch_size=batch_size, precision=precision, checkpoint=checkpoint)
+    d = entry_dir(model, fmt, rewrite, key)
+    with locked(d):
+        hit = lookup(model, fmt, rewrite, key)
+        if hit:
+            hit["cached"] = True
+            return hit
+        d.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        result = _export_with_project(model, fmt, d, rewrite=rewrite, input_size=input_size,
+                                      checkpoint=checkpoint, batch_size=batch_size, precision=precision)
+        seconds = time.perf_counter() - t0
+        if not result["ok"]:
+            raise ExportError(f"{model} → {fmt}: {result['error']}")
+        path = Path(result["path"])
+        info = {
+            "key": key, "fields": fields, "path": os.path.relpath(path, d) if path.is_relative_to(d) else str(path),
+            "rewrites": result.get("rewrites", rewrites), "input_shape": result.get("input_shape"),
+            "validation": result.get("validation"), "exporter": result.get("exporter"),
+            "export_s": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        from ..utils.io import atomic_write_json
+
+        atomic_write_json(d / MANIFEST, info)
+    info = lookup(model, fmt, rewrite, key) or info
+    info["cached"] = False
+    return info
+
+
+def _export_with_project(model: str, fmt: str, out_dir: Path, **kw) -> dict:
+    """``hvit_deploy.export.export_model`` when the exporter is present, else a minimal built-in export."""
+    try:
+        from ..export import export_model  # type: ignore[attr-defined]
+    except ImportError:
+        export_model = None
+    if export_model is not None:
+        size = kw["input_size"]
+        res = export_model(model, fmt, out_dir, checkpoint=kw["checkpoint"], rewrite=kw["rewrite"],
+                           input_size=size, batch_size=kw["batch_size"],
+                           precision=None if kw["precision"] == "fp32" else kw["precision"], validate=True)
+        return {"ok": bool(res.ok), "error": res.error, "path": str(res.path) if res.path else None,
+                "rewrites": list(res.rewrites or []), "input_shape": list(res.input_shape or []) or None,
+                "validation": res.validation, "exporter": "hvit_deploy.export"}
+    return _fallback_export(model, fmt, out_dir, **kw)
+
+
+def _fallback_export(model: str, fmt: str, out_dir: Path, *, rewrite: bool, input_size, checkpoint, batch_size,
+                     precision) -> dict:
+    """Plain conversions used until ``hvit_deploy.export`` exists: TorchScript ONNX export, OpenVINO's PyTorch
+    frontend. No validation beyond the converters' own checks."""
+    import torch
+
+    from ..factory import create_model
+    from ..rewrites import rewrite as apply_rewrite
+
+    m = create_model(model, checkpoint, input_size=input_size)
+    names: list[str] = []
+    if rewrite:
+        m = apply_rewrite(m, fmt if fmt in ("onnx", "openvino", "coreml") else "onnx", batch_size=batch_size)
+        names = list(getattr(m, "hvit_rewrites", []))
+    shape = (batch_size,) + tuple(m.hvit_input_size)
+    x = torch.randn(*shape)
+    if fmt == "onnx":
+        path = out_dir / f"{model}.onnx"
+        torch.onnx.export(m, (x,), str(path), opset_version=18, dynamo=False, input_names=["input"],
+                          output_names=["logits"])
+    elif fmt == "openvino":
+        import openvino as ov
+
+        path = out_dir / f"{model}.xml"
+        ov.save_model(ov.convert_model(m, example_input=x), str(path), compress_to_fp16=False)
+    else:
+        return {"ok": False, "error": f"exporting {fmt} needs hvit_deploy.export (not installed in this checkout)"}
+    return {"ok": True, "error": None, "path": str(path), "rewrites": names, "input_shape": list(shape),
+            "validation": None, "exporter": "fallback"}

@@ -1,0 +1,248 @@
+"""``hvit-bench compare BASELINE.json CANDIDATE.json``: per-entry verdicts for CI.
+
+Entries are matched by (model, backend, variant). For each pair whose settings and environment agree, the
+raw ``samples_ms`` are compared with :func:`.stats.compare_runs` (ratio of medians, bootstrap CI over block
+medians, Mann-Whitney U on block medians) and get a verdict:
+
+* ``regression`` / ``improvement`` — beyond the threshold *and* significant *and* the CI excludes 1;
+* ``unchanged`` — anything else (with a note when the ratio passed the threshold but the test did not);
+* ``new`` — measured in the candidate only; ``missing`` — measured in the baseline only (or failed in the
+  candidate);
+* ``not comparable`` — settings (threads, input shape, ...) or the environment that matters for the entry
+  (CPU model, cores, OS, GPU, the runtime's version) differ; the differing fields are named.
+
+Exit codes of the command: 1 when anything regressed, 0 otherwise, 2 for unusable input; with ``--strict``, 3
+when nothing regressed but entries are missing or not comparable (so CI can re-measure the baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .environment import get_field
+from .results import SETTINGS_FIELDS, entry_key
+from .stats import compare_runs
+
+VERDICT_ORDER = ("regression", "missing", "not comparable", "improvement", "new", "unchanged")
+
+# environment fields that must agree for every entry, and per backend
+HARDWARE = ("cpu.model", "cpu.logical_cores", "cpu.available_cores", "os.system", "os.machine")
+VERSIONS_ALL = ("versions.python",)
+VERSIONS_BY_BACKEND = {
+    "torch": ("versions.torch",), "torch-cuda": ("versions.torch",),
+    "onnxruntime": ("versions.onnxruntime",), "onnxruntime-cuda": ("versions.onnxruntime",),
+    "openvino": ("versions.openvino",), "openvino-gpu": ("versions.openvino",),
+    "coreml": ("versions.coremltools",),
+}
+GPU_BACKENDS = ("torch-cuda", "onnxruntime-cuda", "openvino-gpu")
+# shown in the report's environment section but never a reason to refuse a comparison
+INFORMATIONAL = ("git.commit", "versions.hvit-deploy", "versions.onnx", "versions.onnxsim", "versions.numpy",
+                 "versions.timm", "os.release", "memory_gb", "cpu.governor", "cpu.cgroup_quota_cores")
+
+
+@dataclass
+class Row:
+    model: str
+    backend: str
+    variant: str
+    verdict: str
+    baseline_ms: float | None = None
+    candidate_ms: float | None = None
+    ratio: float | None = None
+    ratio_ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    notes: list[str] = field(default_factory=list)
+    test: dict | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.backend}/{self.variant}"
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "variant": self.variant, "verdict": self.verdict,
+                "baseline_median_ms": self.baseline_ms, "candidate_median_ms": self.candidate_ms,
+                "ratio": self.ratio, "ratio_ci": list(self.ratio_ci) if self.ratio_ci else None,
+                "p_value": self.p_value, "notes": self.notes}
+
+
+@dataclass
+class EnvDiff:
+    field: str
+    baseline: object
+    candidate: object
+    scope: str          # "all entries", a backend list, or "informational"
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    env_diffs: list[EnvDiff]
+    threshold: float
+    alpha: float
+    warnings: list[str] = field(default_factory=list)
+    skipped_both: list[str] = field(default_factory=list)
+    baseline_name: str = "baseline"
+    candidate_name: str = "candidate"
+    baseline_meta: dict = field(default_factory=dict)
+    candidate_meta: dict = field(default_factory=dict)
+
+    def count(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.rows)
+
+    def summary(self) -> str:
+        n_reg, n_imp = self.count("regression"), self.count("improvement")
+        parts = [f"{n_reg} regression{'s' if n_reg != 1 else ''}", f"{n_imp} improvement{'s' if n_imp != 1 else ''}"]
+        for v in ("unchanged", "new", "missing", "not comparable"):
+            n = self.count(v)
+            if n:
+                parts.append(f"{n} {v}")
+        return ", ".join(parts)
+
+    def exit_code(self, strict: bool = False) -> int:
+        if self.count("regression"):
+            return 1
+        if strict and (self.count("missing") or self.count("not comparable")):
+            return 3
+        return 0
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary(), "threshold": self.threshold, "alpha": self.alpha,
+                "rows": [r.to_dict() for r in self.rows],
+                "environment_differences": [d.__dict__ for d in self.env_diffs], "warnings": self.warnings}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list):
+        return ", ".join(str(x.get("name", x)) if isinstance(x, dict) else str(x) for x in v) or "none"
+    return "—" if v is None else str(v)
+
+
+def environment_diffs(base_env: dict, cand_env: dict) -> list[EnvDiff]:
+    diffs = []
+    fields = list(HARDWARE) + ["gpu"] + list(VERSIONS_ALL) + sorted(
+        {f for fs in VERSIONS_BY_BACKEND.values() for f in fs}) + list(INFORMATIONAL)
+    for f in fields:
+        a, b = get_field(base_env, f), get_field(cand_env, f)
+        if f == "gpu":
+            a = [g.get("name") for g in a or []]
+            b = [g.get("name") for g in b or []]
+        if a == b:
+            continue
+        if f in HARDWARE or f in VERSIONS_ALL:
+            scope = "all entries"
+        elif f == "gpu":
+            scope = "GPU backends"
+        elif f in INFORMATIONAL:
+            scope = "informational"
+        else:
+            scope = ", ".join(k for k, v in VERSIONS_BY_BACKEND.items() if f in v)
+        diffs.append(EnvDiff(f, _fmt(a), _fmt(b), scope))
+    return diffs
+
+
+def _env_blockers(backend: str, diffs: list[EnvDiff]) -> list[str]:
+    out = []
+    for d in diffs:
+        if d.scope == "all entries" or (d.scope == "GPU backends" and backend in GPU_BACKENDS) or (
+                d.field in VERSIONS_BY_BACKEND.get(backend, ())):
+            out.append(f"{d.field}: {d.baseline} vs {d.candidate}")
+    return out
+
+
+def _settings_blockers(a: dict, b: dict) -> list[str]:
+    out = []
+    for f in SETTINGS_FIELDS:
+        va, vb = a.get(f), b.get(f)
+        if va is not None and vb is not None and va != vb:
+            out.append(f"{f}: {_fmt(va)} vs {_fmt(vb)}")
+    return out
+
+
+def _state(e: dict | None) -> str:
+    if e is None:
+        return "absent"
+    st = e.get("status", "ok")
+    why = e.get("reason") or e.get("error") or ""
+    return f"{st}: {why}" if why else st
+
+
+def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: float = 0.01,
+                 allow_env_diff: bool = False, seed: int = 0) -> Comparison:
+    diffs = environment_diffs(base.get("environment") or {}, cand.get("environment") or {})
+    bmap = {entry_key(e): e for e in base["results"]}
+    cmap = {entry_key(e): e for e in cand["results"]}
+    rows: list[Row] = []
+    skipped_both: list[str] = []
+    warnings: list[str] = []
+    for key in list(dict.fromkeys(list(bmap) + list(cmap))):
+        b, c = bmap.get(key), cmap.get(key)
+        b_ok = b is not None and b.get("status", "ok") == "ok"
+        c_ok = c is not None and c.get("status", "ok") == "ok"
+        row = Row(*key, verdict="unchanged")
+        if b_ok:
+            row.baseline_ms = b.get("median_ms")
+        if c_ok:
+            row.candidate_ms = c.get("median_ms")
+        if not b_ok and not c_ok:
+            skipped_both.append(f"{'/'.join(key)} (baseline {_state(b)}; candidate {_state(c)})")
+            continue
+        if b_ok and not c_ok:
+            row.verdict = "missing"
+            row.notes.append(f"candidate: {_state(c)}")
+        elif c_ok and not b_ok:
+            row.verdict = "new"
+            if b is not None:
+                row.notes.append(f"baseline: {_state(b)}")
+        else:
+            blockers = _settings_blockers(b, c)
+            env_block = _env_blockers(key[1], diffs)
+            if env_block and not allow_env_diff:
+                blockers += env_block
+            if blockers:
+                row.verdict = "not comparable"
+                row.notes.append("differs: " + "; ".join(blockers))
+            else:
+                if env_block:
+                    row.notes.append("compared despite environment differences: " + "; ".join(env_block))
+                t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
+                                 baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"), seed=seed)
+                row.verdict = t.verdict
+                row.ratio, row.ratio_ci, row.p_value = t.ratio, t.ratio_ci, t.p_value
+                row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
+                row.notes += t.notes
+                row.test = t.to_dict()
+                if b.get("iterations") != c.get("iterations"):
+                    row.notes.append(f"iterations differ ({b.get('iterations')} vs {c.get('iterations')})")
+        rows.append(row)
+    rows.sort(key=_severity)
+    if any("too wide" in n for r in rows for n in r.notes):
+        warnings.append(f"some runs are too noisy to resolve a ±{threshold:.0%} change; quieten the machine, "
+                        "use more iterations/rounds, or raise --threshold")
+    for name, doc in (("baseline", base), ("candidate", cand)):
+        if doc.get("status") == "interrupted":
+            warnings.append(f"the {name} run was interrupted; its unfinished entries count as missing")
+    return Comparison(rows=rows, env_diffs=diffs, threshold=threshold, alpha=alpha, warnings=warnings,
+                      skipped_both=skipped_both)
+
+
+def _severity(r: Row):
+    rank = VERDICT_ORDER.index(r.verdict)
+    if r.verdict == "regression":
+        return (rank, -(r.ratio or 0))
+    if r.verdict == "improvement":
+        return (rank, r.ratio or 0)
+    return (rank, r.model, r.backend, r.variant)
+
+
+def parse_threshold(text: str) -> float:
+    """``5%``, ``0.05`` or ``5`` (read as percent when above 1) → 0.05."""
+    s = str(text).strip()
+    pct = s.endswith("%")
+    try:
+        v = float(s.rstrip("%"))
+    except ValueError:
+        raise ValueError(f"threshold {text!r} is not a number like 5% or 0.05") from None
+    if pct or v >= 1:
+        v /= 100
+    if not 0 < v < 1:
+        raise ValueError(f"threshold {text!r} must be between 0% and 100%")
+    return v

@@ -1,0 +1,93 @@
+"""PNG plots of latency distributions (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OutputError
+from ..utils.io import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _clip(x: np.ndarray) -> np.ndarray:
+    """Drop the slowest 0.5 % so one stall does not flatten every violin (the table keeps max and p99)."""
+    if x.size < 20:
+        return x
+    return x[x <= np.percentile(x, 99.5)]
+
+
+def _save(fig, path: str | Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    try:
+        return atomic_write_bytes(path, buf.getvalue())
+    except OutputError:
+        raise
+
+
+def plot_results(doc: dict, path: str | Path) -> Path:
+    """One horizontal violin per (model, backend, variant), grouped by model, median marked."""
+    plt = _plt()
+    entries = [e for e in doc["results"] if e.get("samples_ms")]
+    if not entries:
+        raise OutputError("nothing to plot: no entry has samples")
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    fig, axes = plt.subplots(len(models), 1, figsize=(9, 1.0 + 0.55 * max(3, len(entries) / len(models)) * len(models)),
+                             squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        es = [e for e in entries if e["model"] == model]
+        data = [_clip(np.asarray(e["samples_ms"], dtype=float)) for e in es]
+        labels = [f"{e['backend']} · {e.get('variant', '')}" for e in es]
+        pos = np.arange(len(es))
+        parts = ax.violinplot(data, positions=pos, vert=False, showextrema=False, widths=0.8)
+        for body in parts["bodies"]:
+            body.set_alpha(0.55)
+        ax.scatter([np.median(np.asarray(e["samples_ms"])) for e in es], pos, marker="|", s=200, color="black",
+                   zorder=3, label="median")
+        ax.set_yticks(pos, labels)
+        ax.set_title(f"{model} — batch 1, {es[0].get('threads')} threads", fontsize=10)
+        ax.set_xlabel("latency (ms)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_compare(base: dict, cand: dict, cmp, path: str | Path) -> Path:
+    """Baseline vs candidate distributions for every compared entry, verdict in the title."""
+    plt = _plt()
+    from .results import entry_key
+
+    bmap = {entry_key(e): e for e in base["results"] if e.get("samples_ms")}
+    cmap = {entry_key(e): e for e in cand["results"] if e.get("samples_ms")}
+    rows = [r for r in cmp.rows if (r.model, r.backend, r.variant) in bmap and (r.model, r.backend, r.variant) in cmap]
+    if not rows:
+        raise OutputError("nothing to plot: no entry has samples in both files")
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 * len(rows) + 0.6), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows):
+        k = (r.model, r.backend, r.variant)
+        a = _clip(np.asarray(bmap[k]["samples_ms"], dtype=float))
+        b = _clip(np.asarray(cmap[k]["samples_ms"], dtype=float))
+        parts = ax.violinplot([a, b], positions=[1, 0], vert=False, showextrema=False, widths=0.85)
+        for body, color in zip(parts["bodies"], ("tab:blue", "tab:orange")):
+            body.set_facecolor(color)
+            body.set_alpha(0.55)
+        ax.scatter([np.median(a), np.median(b)], [1, 0], marker="|", s=200, color="black", zorder=3)
+        ax.set_yticks([1, 0], ["baseline", "candidate"])
+        ratio = f", ratio {r.ratio:.3f}" if r.ratio else ""
+        ax.set_title(f"{r.label}: {r.verdict}{ratio}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("latency (ms)")
+    fig.tight_layout()
+    return _save(fig, path)

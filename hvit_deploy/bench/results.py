@@ -1,0 +1,287 @@
+"""The results file of ``hvit-bench`` and its tables.
+
+Shape (``schema: hvit-bench/1``)::
+
+    {"schema": "hvit-bench/1", "created": ..., "finished": ..., "status": "complete" | "running" | "interrupted",
+     "command": "hvit-bench ...", "settings": {profile fields}, "environment": {...}, "warnings": [...],
+     "results": [{"model", "backend", "variant", "status": "ok" | "skipped" | "error" | "interrupted",
+                  "threads", "iterations", "warmup", "samples_ms": [...], "mean_ms", "median_ms", "std_ms",
+                  "min_ms", "max_ms", "p90_ms", "p99_ms", "median_ci_ms": [lo, hi], "ci_level",
+                  "first_inference_ms", "load_ms", "round_medians_ms", "speedup_vs_torch", ...}, ...]}
+
+Statistics are computed from ``samples_ms`` exactly as stored (rounded to the nanosecond), so
+``median_ms == numpy.median(samples_ms)`` holds for every entry.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from ..errors import HvitError
+from ..utils.io import atomic_write_json
+from . import environment
+from .stats import speedup, summarize
+
+SCHEMA = "hvit-bench/1"
+# entry fields that must agree for two entries to be compared (besides model, backend, variant)
+SETTINGS_FIELDS = ("threads", "batch_size", "input_shape", "precision", "device")
+
+
+def entry_key(e: dict) -> tuple[str, str, str]:
+    return (e.get("model", "?"), e.get("backend", "?"), e.get("variant", "rewritten"))
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class ResultsFile:
+    """The document being written during a run; ``write()`` replaces the file atomically."""
+
+    def __init__(self, path: Path | None, profile, command: str, child_env: dict):
+        self.path = Path(path) if path else None
+        self.profile = profile
+        self.warnings: list[str] = []
+        self.doc = {
+            "schema": SCHEMA,
+            "tool": "hvit-bench",
+            "created": now(),
+            "finished": None,
+            "status": "running",
+            "command": command,
+            "profile": profile.name,
+            "settings": profile.settings(),
+            "environment": environment.collect(threads=profile.threads, child_env=child_env),
+            "warnings": self.warnings,
+            "results": [],
+        }
+        self.pending: list[dict] = []
+        self._order: dict[int, int] = {}
+
+    @property
+    def entries(self) -> list[dict]:
+        return self.doc["results"]
+
+    def new_entry(self, model: str, backend: str, variant: str) -> dict:
+        p = self.profile
+        e = {
+            "model": model, "backend": backend, "variant": variant, "status": "pending",
+            "threads": p.threads, "batch_size": p.batch_size, "precision": p.precision,
+            "iterations": 0, "rounds": p.rounds,
+        }
+        self.pending.append(e)
+        self._order[id(e)] = len(self._order)
+        return e
+
+    def _publish(self, e: dict) -> None:
+        if e in self.pending:
+            self.pending.remove(e)
+        if not any(x is e for x in self.entries):
+            self.entries.append(e)
+
+    def skip(self, e: dict, reason: str) -> None:
+        e.update(status="skipped", reason=reason)
+        self._publish(e)
+
+    def fail(self, e: dict, error: str, ns: list[int] | None = None, round_medians: list[float] | None = None) -> None:
+        e.update(status="error", error=error)
+        if ns:  # rounds finished before the failure are kept, marked as such
+            self._fill(e, ns, round_medians or [])
+            e["status"] = "error"
+        self._publish(e)
+
+    def update_samples(self, e: dict, ns: list[int], round_medians: list[float], complete: bool) -> None:
+        self._fill(e, ns, round_medians)
+        e["status"] = "ok" if complete else "incomplete"
+        if complete:
+            e.pop("rounds_done", None)
+        self._publish(e)
+
+    def _fill(self, e: dict, ns: list[int], round_medians: list[float]) -> None:
+        samples = [round(v / 1e6, 6) for v in ns]
+        e["iterations"] = len(samples)
+        e["rounds_done"] = len(round_medians)
+        e["round_medians_ms"] = list(round_medians)
+        e.update(summarize(samples, self.profile.ci_level))
+        e["samples_ms"] = samples  # last, so the file stays readable
+
+    def write(self) -> None:
+        self.entries.sort(key=lambda e: self._order.get(id(e), len(self._order)))
+        if self.path is not None:
+            atomic_write_json(self.path, self.doc)
+
+    def finish(self, interrupted: bool) -> None:
+        for e in list(self.pending) + [x for x in self.entries if x.get("status") == "incomplete"]:
+            e["status"] = "interrupted"
+            e["reason"] = ("interrupted after %d of %d rounds" % (e.get("rounds_done", 0), e.get("rounds", 1))
+                           if e.get("samples_ms") else "interrupted before any timed run finished")
+            self._publish(e)
+        add_speedups(self.entries)
+        self.doc["status"] = "interrupted" if interrupted else "complete"
+        self.doc["finished"] = now()
+        try:
+            import os
+
+            self.doc["environment"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+        except (AttributeError, OSError):
+            pass
+        self.write()
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+def load_results(path: str | Path) -> dict:
+    """A results file, checked enough to be used; raises HvitError with one line otherwise."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HvitError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise HvitError(f"{p}: cannot read: {e}") from None
+    except json.JSONDecodeError as e:
+        raise HvitError(f"{p}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise HvitError(f"{p}: not an hvit-bench results file (no \"results\" list)")
+    schema = doc.get("schema")
+    if schema is not None and not str(schema).startswith("hvit-bench/"):
+        raise HvitError(f"{p}: schema {schema!r} is not an hvit-bench results file")
+    for i, e in enumerate(doc["results"]):
+        if not isinstance(e, dict) or not all(k in e for k in ("model", "backend")):
+            raise HvitError(f"{p}: results[{i}] lacks model/backend")
+        if e.get("status", "ok") == "ok":
+            s = e.get("samples_ms")
+            if not isinstance(s, list) or not s or not all(isinstance(v, (int, float)) for v in s):
+                raise HvitError(f"{p}: results[{i}] ({e['model']}/{e['backend']}) has no usable samples_ms")
+    return doc
+
+
+# -------------------------------------------------------------------------------------------------- ratios
+
+
+def _reference_backend(backend: str) -> str | None:
+    if backend in ("torch", "torch-cuda"):
+        return None
+    return "torch-cuda" if backend in ("onnxruntime-cuda", "openvino-gpu") else "torch"
+
+
+def add_speedups(entries: list[dict]) -> None:
+    """``speedup_vs_torch`` (torch eager median / this median, same model and variant; torch-cuda for GPU
+    backends) and ``speedup_vs_original`` (original median / rewritten median, same model and backend),
+    each with a block-bootstrap CI. Measured in the same run, so they are the numbers to quote."""
+    ok = {entry_key(e): e for e in entries if e.get("status") == "ok" and e.get("samples_ms")}
+    for (model, backend, variant), e in ok.items():
+        e.pop("speedup_vs_torch", None)
+        e.pop("speedup_vs_original", None)
+        ref_b = _reference_backend(backend)
+        ref = ok.get((model, ref_b, variant)) if ref_b else None
+        if ref is not None:
+            s = speedup(ref["samples_ms"], e["samples_ms"], reference_rounds=ref.get("rounds"),
+                        other_rounds=e.get("rounds"))
+            e["speedup_vs_torch"] = {"reference": f"{ref_b}/{variant}", **_rounded(s)}
+        if variant == "rewritten":
+            orig = ok.get((model, backend, "original"))
+            if orig is not None:
+                s = speedup(orig["samples_ms"], e["samples_ms"], reference_rounds=orig.get("rounds"),
+                            other_rounds=e.get("rounds"))
+                e["speedup_vs_original"] = {"reference": f"{backend}/original", **_rounded(s)}
+
+
+def _rounded(s: dict) -> dict:
+    return {"speedup": round(s["speedup"], 4), "ci": [round(v, 4) for v in s["ci"]]}
+
+
+# --------------------------------------------------------------------------------------------------- tables
+
+COLUMNS = ["model", "backend", "variant", "threads", "median ms", "95% CI", "mean", "std", "p90", "p99",
+           "first ms", "load s", "× torch", "× original", "status"]
+
+
+def _f(v, digits=3) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _x(s: dict | None) -> str:
+    if not s:
+        return ""
+    return f"{s['speedup']:.2f} ({s['ci'][0]:.2f}–{s['ci'][1]:.2f})"
+
+
+def summary_rows(doc: dict) -> list[dict]:
+    rows = []
+    for e in doc["results"]:
+        st = e.get("status", "ok")
+        ci = e.get("median_ci_ms")
+        status = st if st == "ok" else f"{st}: {e.get('reason') or e.get('error') or ''}".strip()
+        if st == "ok" and e.get("notes"):
+            status = "ok*"
+        rows.append({
+            "model": e["model"], "backend": e["backend"], "variant": e.get("variant", ""),
+            "threads": e.get("threads"),
+            "median ms": _f(e.get("median_ms")),
+            "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
+            "mean": _f(e.get("mean_ms")), "std": _f(e.get("std_ms")),
+            "p90": _f(e.get("p90_ms")), "p99": _f(e.get("p99_ms")),
+            "first ms": _f(e.get("first_inference_ms"), 1),
+            "load s": _f(e["load_ms"] / 1e3 if e.get("load_ms") is not None else None, 2),
+            "× torch": _x(e.get("speedup_vs_torch")),
+            "× original": _x(e.get("speedup_vs_original")),
+            "status": status,
+        })
+    return rows
+
+
+def format_table(doc: dict, fmt: str = "table") -> str:
+    """The summary as a terminal table, Markdown, CSV or JSON (JSON and CSV carry no raw samples)."""
+    rows = summary_rows(doc)
+    if fmt == "json":
+        slim = [{k: v for k, v in e.items() if k not in ("samples_ms", "warmup_detail")} for e in doc["results"]]
+        return json.dumps({"environment": doc.get("environment"), "results": slim}, indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        keys = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
+                "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
+                "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "reason"]
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for e in doc["results"]:
+            row = dict(e)
+            ci = e.get("median_ci_ms") or [None, None]
+            row["median_ci_lo_ms"], row["median_ci_hi_ms"] = ci
+            for k in ("speedup_vs_torch", "speedup_vs_original"):
+                row[k] = (e.get(k) or {}).get("speedup")
+            row["reason"] = e.get("reason") or e.get("error") or ""
+            w.writerow(row)
+        return buf.getvalue()
+    from tabulate import tabulate
+
+    if not rows:
+        return "(no results)"
+    used = [c for c in COLUMNS if any(r[c] not in ("", None) for r in rows)]
+    table = [[r[c] for c in used] for r in rows]
+    text = tabulate(table, headers=used, tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
+    notes = [f"- {e['model']}/{e['backend']}/{e.get('variant', '')}: {n}" for e in doc["results"]
+             for n in e.get("notes", [])]
+    foot = ["", "× torch / × original: how many times faster than torch eager / the original form, median ratio "
+                "from this run (95% block-bootstrap CI)."] if any(r["× torch"] or r["× original"] for r in rows) else []
+    if notes:
+        foot += ["", "Notes:"] + notes
+    for e in doc["results"]:
+        if e.get("op_profile"):
+            ops = [[o["op"], f"{o['ms_per_run']:.3f}", f"{o['share']:.1%}", f"{o['calls_per_run']:g}"]
+                   for o in e["op_profile"]]
+            foot += ["", f"Top operators: {e['model']}/{e['backend']}/{e.get('variant', '')}",
+                     tabulate(ops, headers=["op type", "ms/run", "share", "calls/run"],
+                              tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)]
+    return text + ("\n" + "\n".join(foot) if foot else "")
+
+
+def exit_code(doc: dict) -> int:
+    """0 when every entry ran or was skipped for lack of hardware; 1 when any failed; 130 when interrupted."""
+    if doc.get("status") == "interrupted":
+        return 130
+    return 1 if any(e.get("status") not in ("ok", "skipped") for e in doc["results"]) else 0

@@ -1,0 +1,238 @@
+"""Latency statistics: summaries of one run and the comparison of two.
+
+Everything here is plain numpy/scipy on lists of per-run latencies in milliseconds, so it can be tested without
+running a model.
+
+Two facts shape the comparison functions:
+
+* Consecutive latencies are autocorrelated (frequency scaling, a neighbour's burst, cache state). A test on
+  4000 raw samples treats them as 4000 independent draws and calls a 0.5 % shift "significant". We therefore
+  test on *block medians*: the run is cut into contiguous blocks (its interleaved rounds when it has enough of
+  them), each block gives one median, and the blocks are the unit of the test and of the bootstrap.
+* Two runs differ by more than their own spread (the machine's state between runs). Only a ratio beyond a
+  practical threshold *and* a significant block test *and* a ratio interval that excludes 1 count as a change.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_CI_LEVEL = 0.95
+MIN_BLOCKS = 10
+
+
+def as_array(samples: Sequence[float]) -> np.ndarray:
+    a = np.asarray(samples, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError("samples must be a flat list of numbers")
+    return a
+
+
+def median_ci(samples: Sequence[float], level: float = DEFAULT_CI_LEVEL) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics.
+
+    With n independent draws, the number of samples below the true median is Binomial(n, 1/2); the interval
+    [x_(l), x_(u)] (1-based order statistics) covers the median with probability
+    P(l <= K < u) = F(u-1) - F(l-1), K ~ Bin(n, 1/2). We take the narrowest symmetric pair reaching ``level``.
+    Autocorrelated samples make this interval too narrow; it describes the spread of this run, not of the machine.
+    """
+    from scipy.stats import binom
+
+    x = np.sort(as_array(samples))
+    n = x.size
+    if n == 0:
+        return (math.nan, math.nan)
+    if n < 6:  # no pair of order statistics reaches 95 %; the whole range is the honest answer
+        return (float(x[0]), float(x[-1]))
+    alpha = 1.0 - level
+    # l = largest rank with P(K <= l-1) <= alpha/2; u = n + 1 - l by symmetry
+    lo_rank = int(binom.ppf(alpha / 2, n, 0.5))  # P(K <= lo_rank) >= alpha/2
+    if binom.cdf(lo_rank, n, 0.5) > alpha / 2:
+        lo_rank -= 1
+    lo_rank = max(lo_rank + 1, 1)  # 1-based rank of the lower bound
+    hi_rank = n + 1 - lo_rank
+    return (float(x[lo_rank - 1]), float(x[hi_rank - 1]))
+
+
+def percentile(x: np.ndarray, q: float) -> float:
+    return float(np.percentile(x, q, method="linear"))
+
+
+def summarize(samples_ms: Sequence[float], level: float = DEFAULT_CI_LEVEL) -> dict:
+    """mean, median, std, min, max, p90, p99 and the median's CI of one list of latencies (ms)."""
+    x = as_array(samples_ms)
+    if x.size == 0:
+        raise ValueError("no samples")
+    lo, hi = median_ci(x, level)
+    med = float(np.median(x))
+    return {
+        "mean_ms": float(x.mean()),
+        "median_ms": med,
+        "std_ms": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "min_ms": float(x.min()),
+        "max_ms": float(x.max()),
+        "p90_ms": percentile(x, 90),
+        "p99_ms": percentile(x, 99),
+        "median_ci_ms": [lo, hi],
+        "ci_level": level,
+        # relative spread of the run, robust to outliers: (p75 - p25) / median
+        "iqr_rel": float((np.percentile(x, 75) - np.percentile(x, 25)) / med) if med > 0 else math.nan,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# blocks
+
+
+def block_medians(samples: Sequence[float], n_blocks: int) -> np.ndarray:
+    """Medians of ``n_blocks`` contiguous, nearly equal slices of ``samples`` (time order kept)."""
+    x = as_array(samples)
+    n_blocks = max(1, min(int(n_blocks), x.size))
+    return np.array([np.median(b) for b in np.array_split(x, n_blocks)])
+
+
+def choose_blocks(n_samples: int, rounds: int | None = None) -> int:
+    """How many blocks to cut a run into: its rounds when there are at least 10, else 10 slices of at least
+    5 samples (fewer for very short runs)."""
+    if rounds and rounds >= MIN_BLOCKS and n_samples >= rounds:
+        return int(rounds)
+    return int(max(1, min(MIN_BLOCKS, n_samples // 5)))
+
+
+def run_blocks(samples: Sequence[float], rounds: int | None = None) -> np.ndarray:
+    x = as_array(samples)
+    return block_medians(x, choose_blocks(x.size, rounds))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# warm-up
+
+
+def settled(window_medians: Sequence[float], tolerance: float) -> bool:
+    """True when the last two window medians differ by at most ``tolerance`` (relative)."""
+    if len(window_medians) < 2:
+        return False
+    a, b = window_medians[-2], window_medians[-1]
+    return a > 0 and abs(b / a - 1.0) <= tolerance
+
+
+# --------------------------------------------------------------------------------------------------------------
+# comparing two runs
+
+
+@dataclass
+class RatioTest:
+    """Candidate vs baseline for one entry: ratio of medians, its CI, a block-level test and the verdict."""
+
+    baseline_median_ms: float
+    candidate_median_ms: float
+    ratio: float                       # candidate / baseline: > 1 is slower
+    ratio_ci: tuple[float, float]      # bootstrap over blocks, level 1 - alpha
+    p_value: float                     # Mann-Whitney U on block medians, two-sided
+    baseline_blocks: int
+    candidate_blocks: int
+    baseline_spread: float             # half-width of the run's own block-median range, relative (IQR / 2 / median)
+    candidate_spread: float
+    verdict: str                       # "regression" | "improvement" | "unchanged"
+    notes: list[str] = field(default_factory=list)
+    decidable: bool = True             # False when the blocks cannot reach significance at alpha
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ratio_ci"] = list(self.ratio_ci)
+        return d
+
+
+def min_attainable_p(n1: int, n2: int) -> float:
+    """Smallest two-sided Mann-Whitney p-value possible with n1 and n2 observations (complete separation)."""
+    return 2.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
+
+
+def bootstrap_ratio_ci(a_blocks: np.ndarray, b_blocks: np.ndarray, level: float, n_boot: int = 4000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of median(b)/median(a), resampling blocks of each run independently."""
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, a_blocks.size, size=(n_boot, a_blocks.size))
+    ib = rng.integers(0, b_blocks.size, size=(n_boot, b_blocks.size))
+    r = np.median(b_blocks[ib], axis=1) / np.median(a_blocks[ia], axis=1)
+    alpha = 1.0 - level
+    lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def relative_spread(blocks: np.ndarray) -> float:
+    med = float(np.median(blocks))
+    if blocks.size < 2 or med <= 0:
+        return 0.0
+    q1, q3 = np.percentile(blocks, [25, 75])
+    return float((q3 - q1) / 2 / med)
+
+
+def compare_runs(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    threshold: float = 0.05,
+    alpha: float = 0.01,
+    baseline_rounds: int | None = None,
+    candidate_rounds: int | None = None,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> RatioTest:
+    """Decide whether ``candidate`` is slower or faster than ``baseline`` (raw per-run latencies, ms).
+
+    A regression needs all three: ratio of medians > 1 + threshold; Mann-Whitney U on block medians p < alpha;
+    the bootstrap interval of the ratio (level 1 - alpha) entirely above 1. An improvement mirrors it with
+    ratio < 1 / (1 + threshold).
+    """
+    from scipy.stats import mannwhitneyu
+
+    a = as_array(baseline)
+    b = as_array(candidate)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("both runs need samples")
+    ma, mb = float(np.median(a)), float(np.median(b))
+    ratio = mb / ma if ma > 0 else math.inf
+    ab = run_blocks(a, baseline_rounds)
+    bb = run_blocks(b, candidate_rounds)
+    notes: list[str] = []
+    decidable = min_attainable_p(ab.size, bb.size) < alpha
+    if decidable:
+        p = float(mannwhitneyu(bb, ab, alternative="two-sided").pvalue)
+    else:
+        p = 1.0
+        notes.append(f"too few samples to test ({ab.size} and {bb.size} blocks); need more iterations")
+    ci = bootstrap_ratio_ci(ab, bb, 1.0 - alpha, n_boot=n_boot, seed=seed)
+    sa, sb = relative_spread(ab), relative_spread(bb)
+    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if decidable and ratio > up and p < alpha and ci[0] > 1.0:
+        verdict = "regression"
+    elif decidable and ratio < down and p < alpha and ci[1] < 1.0:
+        verdict = "improvement"
+    else:
+        verdict = "unchanged"
+        if ratio > up or ratio < down:
+            notes.append(f"ratio {ratio:.3f} is beyond the ±{threshold:.0%} threshold but not significant "
+                         f"(p={p:.2g}, CI {ci[0]:.3f}–{ci[1]:.3f})")
+    for who, s in (("baseline", sa), ("candidate", sb)):
+        if s > threshold / 2:
+            notes.append(f"{who} spread ±{s:.1%} between blocks is too wide to resolve ±{threshold:.0%}")
+    return RatioTest(
+        baseline_median_ms=ma, candidate_median_ms=mb, ratio=ratio, ratio_ci=ci, p_value=p,
+        baseline_blocks=int(ab.size), candidate_blocks=int(bb.size), baseline_spread=sa, candidate_spread=sb,
+        verdict=verdict, notes=notes, decidable=decidable,
+    )
+
+
+def speedup(reference: Sequence[float], other: Sequence[float], *, level: float = DEFAULT_CI_LEVEL,
+            reference_rounds: int | None = None, other_rounds: int | None = None) -> dict:
+    """How many times faster ``other`` is than ``reference`` (median ratio reference/other) with a block
+    bootstrap CI; used for the "vs torch" and "vs original" columns of one run."""
+    ra, ob = as_array(reference), as_array(other)
+    s = float(np.median(ra) / np.median(ob))
+    rb, obb = run_blocks(ra, reference_rounds), run_blocks(ob, other_rounds)
+    lo, hi = bootstrap_ratio_ci(obb, rb, level, n_boot=2000)  # median(ref)/median(other)
+    return {"speedup": s, "ci": [lo, hi]}

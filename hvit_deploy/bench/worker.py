@@ -1,0 +1,184 @@
+"""The worker process: one runtime, one model, driven by the coordinator (:mod:`.runner`).
+
+Started as ``python -m hvit_deploy.bench.worker --fd N`` with the thread variables (OMP_NUM_THREADS, ...) already
+in its environment, so they are in place before any runtime is imported. Commands arrive as JSON lines on stdin;
+replies go as JSON lines to file descriptor N (stdout and stderr are left to the runtimes' own chatter, which the
+coordinator keeps in a log and quotes when something fails).
+
+Commands: ``probe`` (which backends can run here), ``export`` (build or reuse a cached artifact), ``setup`` (load,
+first inference, warm-up until settled), ``run`` (timed runs), ``op_profile``, ``quit``. A worker also exits
+when stdin closes, so it never outlives its coordinator.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+
+PROGRESS_INTERVAL_NS = 250_000_000
+
+
+class Channel:
+    def __init__(self, fd: int):
+        self.out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def send(self, event: str, **payload) -> None:
+        self.out.write(json.dumps({"event": event, **payload}, default=str) + "\n")
+        self.out.flush()
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) < 600 else text[:600] + " ..."
+
+
+def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL_NS) -> list[int]:
+    """``n`` timed calls; returns nanoseconds per call. Only ``call()`` sits between the two clock reads."""
+    pc = time.perf_counter_ns
+    out = [0] * n
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        next_report = pc() + interval_ns
+        for i in range(n):
+            t0 = pc()
+            call()
+            t1 = pc()
+            out[i] = t1 - t0
+            if progress is not None and t1 > next_report:
+                progress(i + 1)
+                next_report = pc() + interval_ns
+    finally:
+        if was_enabled:
+            gc.enable()
+    return out
+
+
+def warm_up(call, cfg: dict, progress=None) -> dict:
+    """At least ``min_runs`` runs, then windows of ``window`` runs until two window medians agree within
+    ``tolerance``; capped by ``max_runs`` and ``max_seconds``."""
+    import statistics
+
+    from .stats import settled
+
+    t_start = time.perf_counter()
+    deadline = t_start + float(cfg["max_seconds"])
+    runs = 0
+    first = timed_runs(call, min(int(cfg["min_runs"]), int(cfg["max_runs"])))
+    runs += len(first)
+    medians: list[float] = []
+    window = int(cfg["window"])
+    is_settled = False
+    reason = ""
+    while True:
+        if progress:
+            progress(runs)
+        if settled(medians, float(cfg["tolerance"])):
+            is_settled = True
+            break
+        if runs + window > int(cfg["max_runs"]):
+            reason = f"max_runs ({cfg['max_runs']}) reached"
+            break
+        if time.perf_counter() > deadline:
+            reason = f"max_seconds ({cfg['max_seconds']}) reached"
+            break
+        w = timed_runs(call, window)
+        runs += window
+        medians.append(statistics.median(w) / 1e6)
+    return {
+        "runs": runs, "settled": is_settled, "seconds": round(time.perf_counter() - t_start, 3),
+        "window_medians_ms": [round(m, 4) for m in medians[-6:]],
+        **({"not_settled_because": reason} if not is_settled else {}),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hvit_deploy.bench.worker")
+    ap.add_argument("--fd", type=int, required=True, help="file descriptor for replies")
+    args = ap.parse_args(argv)
+    ch = Channel(args.fd)
+    session = None
+    try:
+        from .plugins import load_from_env
+
+        load_from_env()
+    except Exception as e:  # noqa: BLE001
+        ch.send("error", error=one_line(e))
+        return 1
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            cmd = json.loads(line)
+            kind = cmd.get("cmd")
+            if kind == "quit":
+                break
+            try:
+                if kind == "probe":
+                    from .backends import check_available
+
+                    ch.send("probe", available={b: check_available(b) for b in cmd["backends"]})
+                elif kind == "export":
+                    from .artifacts import export
+
+                    info = export(cmd["model"], cmd["format"], rewrite=cmd["rewrite"], input_size=cmd.get("input_size"),
+                                  checkpoint=cmd.get("checkpoint"), batch_size=cmd.get("batch_size", 1),
+                                  precision=cmd.get("precision", "fp32"))
+                    ch.send("exported", info=info)
+                elif kind == "setup":
+                    session = setup(ch, cmd["spec"])
+                elif kind == "run":
+                    if session is None:
+                        raise RuntimeError("run before setup")
+                    warm = int(cmd.get("warm", 0))
+                    if warm:
+                        timed_runs(session.call, warm)
+                    ns = timed_runs(session.call, int(cmd["n"]), lambda i: ch.send("progress", done=i))
+                    ch.send("samples", ns=ns)
+                elif kind == "op_profile":
+                    if session is None:
+                        raise RuntimeError("op_profile before setup")
+                    ch.send("op_profile", ops=session.op_profile(int(cmd["runs"]), int(cmd["top"])))
+                else:
+                    raise ValueError(f"unknown command {kind!r}")
+            except Exception as e:  # noqa: BLE001 - every failure goes back to the coordinator as one line
+                from .backends import Unavailable
+
+                if isinstance(e, Unavailable):
+                    ch.send("skipped", reason=one_line(e))
+                else:
+                    from ..errors import HvitError
+
+                    ch.send("error", error=f"{type(e).__name__}: {one_line(e)}" if not isinstance(e, HvitError)
+                            else one_line(e), traceback=traceback.format_exc(limit=8)[-3000:])
+    finally:
+        if session is not None:
+            session.close()
+    return 0
+
+
+def setup(ch: Channel, spec: dict):
+    from .backends import load
+
+    t0 = time.perf_counter()
+    session = load(spec["backend"], spec)
+    load_s = getattr(session, "load_s", time.perf_counter() - t0)
+    t1 = time.perf_counter_ns()
+    session.call()
+    first_ms = (time.perf_counter_ns() - t1) / 1e6
+    ch.send("loaded", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3))
+    wu = warm_up(session.call, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
+    ch.send("ready", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3), warmup=wu,
+            readback=session.readback, device=session.device, timing=session.timing,
+            input_shape=session.input_shape, notes=session.notes,
+            rewrites=getattr(session, "rewrites", None), pid=os.getpid())
+    return session
+
+
+if __name__ == "__main__":
+    sys.exit(main())

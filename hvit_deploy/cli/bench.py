@@ -1,0 +1,314 @@
+"""``hvit-bench``: batch-1 latency of exported models; ``hvit-bench compare``: CI regression report.
+
+Examples::
+
+    hvit-bench --threads 4                                  # the default profile (papers' CPU protocol)
+    hvit-bench --models efficientmod_xxs --backends torch onnxruntime openvino --threads 2 --iters 60
+    hvit-bench --profile ci --out candidate.json
+    hvit-bench --models smt_t --variants rewritten original --op-profile --plot smt.png
+    hvit-bench compare baseline.json candidate.json --report report.md --threshold 5%
+
+Exit codes of ``hvit-bench``: 0 all entries measured (or skipped for lack of hardware), 1 some entry failed,
+2 bad input, 130 interrupted. Of ``hvit-bench compare``: 0 no regression, 1 regression, 2 unusable input,
+3 (with ``--strict``) entries missing or not comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..errors import HvitError, OutputError
+
+FORMATS = ("table", "md", "csv", "json")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other input error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..bench.profiles import BACKEND_NAMES, DEFAULT_PROFILE
+
+    ap = _Parser(
+        prog="hvit-bench",
+        description="Batch-1 latency of hybrid vision transformers on torch eager, ONNX Runtime, OpenVINO, "
+                    "CUDA and Core ML, each model and backend in its own process. "
+                    "`hvit-bench compare BASELINE CANDIDATE` compares two results files (see `hvit-bench compare -h`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Protocol fields come from the profile (--profile, default %s); the flags below override them." % DEFAULT_PROFILE,
+    )
+    ap.add_argument("--profile", metavar="NAME|FILE.yaml",
+                    help=f"protocol to follow (shipped: see --list-profiles; default {DEFAULT_PROFILE})")
+    ap.add_argument("--models", nargs="+", metavar="MODEL", help="models to time (default: the profile's, or the "
+                    "smallest variant of every family)")
+    ap.add_argument("--backends", nargs="+", metavar="BACKEND", help="backends: " + ", ".join(BACKEND_NAMES))
+    ap.add_argument("--variants", nargs="+", metavar="VARIANT", choices=("rewritten", "original"),
+                    help="forms to time side by side: rewritten (default) and/or original")
+    ap.add_argument("--no-rewrite", action="store_true", help="time the model as written (same as --variants original)")
+    ap.add_argument("--threads", type=int, metavar="N", help="intra-op threads of every CPU runtime")
+    ap.add_argument("--iters", type=int, metavar="N", help="timed runs per entry")
+    ap.add_argument("--warmup", type=int, metavar="N", help="warm-up runs before the settle check")
+    ap.add_argument("--rounds", type=int, metavar="R", help="interleaved rounds (iters/R runs per entry per round)")
+    ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
+    ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
+                    help="official weights (timing does not depend on them; accepted for completeness)")
+    ap.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
+                    help="import this first (registers models of your own; also imported in every worker)")
+    ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
+    ap.add_argument("--out", metavar="FILE.json",
+                    help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
+    ap.add_argument("--format", choices=FORMATS, default="table", help="summary printed at the end")
+    ap.add_argument("--plot", metavar="FILE.png", help="latency distributions per model and backend")
+    ap.add_argument("--timeout", type=float, metavar="S", help="stop a worker silent for this long")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
+    ap.add_argument("--list-backends", action="store_true", help="say which backends can run here and exit")
+    return ap
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="hvit-bench compare",
+        description="Compare two hvit-bench results files entry by entry (model, backend, variant) and give each "
+                    "a verdict: regression, improvement, unchanged, new, missing or not comparable.",
+        epilog="Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 (--strict) missing or not "
+               "comparable entries.")
+    ap.add_argument("baseline", metavar="BASELINE.json")
+    ap.add_argument("candidate", metavar="CANDIDATE.json")
+    ap.add_argument("--report", metavar="FILE.md", help="write the Markdown report here")
+    ap.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
+    ap.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
+    ap.add_argument("--plot", metavar="FILE.png", help="baseline vs candidate distributions")
+    ap.add_argument("--format", choices=("table", "md", "json"), default="table", help="what to print")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 3 when entries are missing or not comparable (and nothing regressed)")
+    ap.add_argument("--allow-env-diff", action="store_true",
+                    help="compare even when the machine or runtime versions differ (differences still reported)")
+    return ap
+
+
+# ------------------------------------------------------------------------------------------------ resolving
+
+
+def resolve_backends(names: list[str]) -> list[str]:
+    from ..bench.profiles import BACKEND_NAMES
+
+    out = []
+    for n in names:
+        key = n.strip().lower().replace("_", "-")
+        key = {"ort": "onnxruntime", "ov": "openvino", "pytorch": "torch", "cuda": "torch-cuda",
+               "ort-cuda": "onnxruntime-cuda", "ov-gpu": "openvino-gpu"}.get(key, key)
+        if key not in BACKEND_NAMES:
+            close = difflib.get_close_matches(key, BACKEND_NAMES, n=2, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(BACKEND_NAMES)}"
+            raise HvitError(f"unknown backend {n!r}{hint}")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def default_models() -> list[str]:
+    """The smallest variant (by parameter count) of every registered family."""
+    from ..registry import _MODELS, list_families, list_models
+
+    picks = []
+    for fam in list_families():
+        names = list_models(fam)
+        picks.append(min(names, key=lambda n: (_MODELS[n].params or float("inf"), names.index(n))))
+    return picks
+
+
+def resolve_models(names: list[str] | None) -> list[str]:
+    from ..registry import canonical_name
+
+    if not names:
+        return default_models()
+    out = []
+    for n in names:
+        c = canonical_name(n)  # UnknownModelError with suggestions
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def parse_checkpoints(items: list[str] | None, models: list[str]) -> dict[str, str]:
+    from ..registry import canonical_name
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" in item and not Path(item).exists():
+            m, path = item.split("=", 1)
+            out[canonical_name(m)] = path
+        elif len(models) == 1:
+            out[models[0]] = item
+        else:
+            raise HvitError(f"--checkpoint {item}: with several models, write MODEL=PATH")
+    for m, path in out.items():
+        if not Path(path).is_file():
+            raise HvitError(f"--checkpoint for {m}: no such file {path}")
+    return out
+
+
+def check_out_path(path: Path) -> None:
+    from ..utils.io import ensure_writable_dir
+
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a directory; give a file name like {path / 'results.json'}")
+    ensure_writable_dir(path.parent if str(path.parent) else ".")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"--out {path} is not writable")
+
+
+def check_plot_path(path: Path) -> None:
+    from ..utils.io import ensure_writable_dir
+
+    if path.suffix.lower() != ".png":
+        raise HvitError(f"--plot {path}: the plot is a PNG; use a .png name")
+    ensure_writable_dir(path.parent if str(path.parent) else ".")
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "compare":
+            return compare_main(argv[1:])
+        return bench_main(argv)
+    except HvitError as e:
+        print(f"hvit-bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hvit-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def bench_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from ..bench import profiles
+
+    if args.list_profiles:
+        for name in profiles.list_profiles():
+            p = profiles.load_profile(name)
+            print(f"{name:12s} {' '.join(p.description.split())}")
+        return 0
+    prof = profiles.load_profile(args.profile)
+    variants = ["original"] if args.no_rewrite else args.variants
+    if args.no_rewrite and args.variants and args.variants != ["original"]:
+        raise HvitError("--no-rewrite and --variants contradict each other; use one")
+    backends = resolve_backends(args.backends) if args.backends else None
+    prof = profiles.override(
+        prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, input_size=args.input_size,
+        backends=backends, variants=variants, timeout_s=args.timeout,
+        **{"warmup.min_runs": args.warmup, "op_profile.enabled": True if args.op_profile else None})
+    if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:
+        prof = profiles.override(prof, **{"warmup.max_runs": prof.warmup.min_runs})
+    if args.list_backends:
+        return list_backends(prof.backends if args.backends else list(profiles.BACKEND_NAMES))
+    from ..bench import plugins
+
+    plugin_list = plugins.normalise(args.plugin or [])
+    plugins.load(plugin_list)
+    models = resolve_models(args.models or prof.models)
+    checkpoints = parse_checkpoints(args.checkpoint, models)
+    out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    check_out_path(out)
+    if args.plot:
+        check_plot_path(Path(args.plot))
+
+    from ..bench.results import exit_code, format_table
+    from ..bench.runner import Plan, Runner
+
+    command = "hvit-bench " + " ".join(shlex.quote(a) for a in argv)
+    plan = Plan(models=models, backends=list(prof.backends), variants=list(prof.variants), profile=prof,
+                checkpoints=checkpoints, out=out, command=command, plugins=plugin_list)
+    print(f"hvit-bench: profile {prof.name}: {len(models)} model(s) × {len(prof.backends)} backend(s) × "
+          f"{len(prof.variants)} variant(s), {prof.iterations} runs in {prof.rounds} round(s), "
+          f"{prof.threads} thread(s) → {out}", file=sys.stderr)
+    results = Runner(plan, progress=not args.no_progress).run()
+    doc = results.doc
+    print(format_table(doc, args.format))
+    if args.plot:
+        try:
+            from ..bench.plot import plot_results
+
+            print(f"plot: {plot_results(doc, args.plot)}", file=sys.stderr)
+        except OutputError as e:
+            print(f"hvit-bench: plot not written: {e}", file=sys.stderr)
+    print(f"results: {out}", file=sys.stderr)
+    code = exit_code(doc)
+    if code == 1:
+        failed = [f"{e['model']}/{e['backend']}/{e.get('variant')}" for e in doc["results"]
+                  if e.get("status") not in ("ok", "skipped")]
+        print(f"hvit-bench: {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: {', '.join(failed)}",
+              file=sys.stderr)
+    return code
+
+
+def list_backends(backends: list[str]) -> int:
+    from ..bench.runner import Runner, Plan
+    from ..bench.profiles import Profile
+
+    plan = Plan(models=[], backends=backends, variants=["rewritten"], profile=Profile(name="probe"))
+    r = Runner(plan, progress=False)
+    avail = r.probe()
+    for b in backends:
+        why = avail.get(b)
+        print(f"{b:18s} {'available' if not why else 'unavailable here: ' + why}")
+    return 0
+
+
+def compare_main(argv: list[str]) -> int:
+    args = build_compare_parser().parse_args(argv)
+    from ..bench.compare import compare_docs, parse_threshold
+    from ..bench.report import markdown, terminal
+    from ..bench.results import load_results
+    from ..utils.io import atomic_write_text
+
+    try:
+        threshold = parse_threshold(args.threshold)
+    except ValueError as e:
+        raise HvitError(f"--threshold: {e}") from None
+    if not 0 < args.alpha < 0.5:
+        raise HvitError(f"--alpha {args.alpha} must be between 0 and 0.5")
+    for p in (args.report, args.plot):
+        if p:
+            Path(p).parent.mkdir(parents=True, exist_ok=True) if str(Path(p).parent) else None
+    if args.plot:
+        check_plot_path(Path(args.plot))
+    base = load_results(args.baseline)
+    cand = load_results(args.candidate)
+    cmp = compare_docs(base, cand, threshold=threshold, alpha=args.alpha, allow_env_diff=args.allow_env_diff)
+    cmp.baseline_name, cmp.candidate_name = args.baseline, args.candidate
+    for meta, doc in ((cmp.baseline_meta, base), (cmp.candidate_meta, cand)):
+        meta.update(commit=((doc.get("environment") or {}).get("git") or {}).get("commit"),
+                    created=doc.get("created"), profile=doc.get("profile"))
+    if args.format == "json":
+        import json
+
+        print(json.dumps(cmp.to_dict(), indent=2, default=str))
+    else:
+        print(terminal(cmp, args.format))
+    if args.report:
+        atomic_write_text(args.report, markdown(cmp))
+        print(f"report: {args.report}", file=sys.stderr)
+    if args.plot:
+        from ..bench.plot import plot_compare
+
+        try:
+            plot_compare(base, cand, cmp, args.plot)
+            print(f"plot: {args.plot}", file=sys.stderr)
+        except OutputError as e:
+            print(f"hvit-bench compare: plot not written: {e}", file=sys.stderr)
+    return cmp.exit_code(strict=args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
