@@ -222,7 +222,7 @@ def _fallback_export(model: str, fmt: str, out_dir: Path, *, rewrite: bool, inpu
         import openvino as ov
 
         path = out_dir / f"{model}.xml"
-        ov.save_model(ov.convert_model(m, example_input=x), str(path), compress_to_fp16=False)
+        ov.save_model(ov.convert_model(m, example_input=x, input=[shape]), str(path), compress_to_fp16=False)
     else:
         return {"ok": False, "error": f"exporting {fmt} needs hvit_deploy.export (not installed in this checkout)"}
     return {"ok": True, "error": None, "path": str(path), "rewrites": names, "input_shape": list(shape),

@@ -397,6 +397,10 @@ class OvSession(Session):
         before = os_threads()
         t0 = time.perf_counter()
         self.model = self.core.read_model(spec["artifact"])
+        self.reshaped = False
+        if self.model.input(0).get_partial_shape().is_dynamic:  # time the static shape, as exported
+            self.model.reshape({self.model.input(0): self.ov.PartialShape(self.input_shape)})
+            self.reshaped = True
         self.compiled = self.core.compile_model(self.model, self.ov_device, self._config())
         self.load_s = time.perf_counter() - t0
         self.req = self.compiled.create_infer_request()
@@ -409,6 +413,8 @@ class OvSession(Session):
         req = self.req
         self.call = req.infer
         self.readback = {"os_threads_before_load": before}
+        if self.reshaped:
+            self.notes.append(f"the IR has a dynamic input; reshaped to {self.input_shape} before compiling")
         for key in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                     "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE", "EXECUTION_DEVICES"):
             try:
@@ -530,6 +536,27 @@ SESSIONS: dict[str, type[Session]] = {
     "openvino-gpu": OvGpuSession,
     "coreml": CoremlSession,
 }
+
+
+_PACKAGES = {"torch": "torch", "torch-cuda": "torch", "onnxruntime": "onnxruntime",
+             "onnxruntime-cuda": "onnxruntime", "openvino": "openvino", "openvino-gpu": "openvino",
+             "coreml": "coremltools"}
+
+
+def quick_check(backend: str) -> tuple[bool, str | None]:
+    """(decided, reason) without importing any runtime: CPU backends need only their package; GPU backends
+    and Core ML on macOS stay undecided (``check_available`` in a probe process settles them)."""
+    import importlib.util
+
+    if backend not in _PACKAGES:
+        return True, f"unknown backend {backend!r}"
+    if backend == "coreml" and sys.platform != "darwin":
+        return True, f"Core ML runs on macOS only (this is {sys.platform})"
+    if importlib.util.find_spec(_PACKAGES[backend]) is None:
+        return True, f"{_PACKAGES[backend]} is not installed"
+    if backend in CPU_BACKENDS:
+        return True, None
+    return False, None
 
 
 def check_available(backend: str) -> str | None:

@@ -173,6 +173,7 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
     rows: list[Row] = []
     skipped_both: list[str] = []
     warnings: list[str] = []
+    one_process: list[str] = []
     for key in list(dict.fromkeys(list(bmap) + list(cmap))):
         b, c = bmap.get(key), cmap.get(key)
         b_ok = b is not None and b.get("status", "ok") == "ok"
@@ -204,7 +205,12 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
                 if env_block:
                     row.notes.append("compared despite environment differences: " + "; ".join(env_block))
                 t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
-                                 baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"), seed=seed)
+                                 baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"),
+                                 baseline_round_process=b.get("round_process"),
+                                 candidate_round_process=c.get("round_process"), seed=seed)
+                single = [w for w, d in (("baseline", b), ("candidate", c)) if (d.get("processes") or 1) < 2]
+                if single:
+                    one_process.append(row.label)
                 row.verdict = t.verdict
                 row.ratio, row.ratio_ci, row.p_value = t.ratio, t.ratio_ci, t.p_value
                 row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
@@ -217,6 +223,10 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
     if any("too wide" in n for r in rows for n in r.notes):
         warnings.append(f"some runs are too noisy to resolve a ±{threshold:.0%} change; quieten the machine, "
                         "use more iterations/rounds, or raise --threshold")
+    if one_process:
+        warnings.append(f"{len(one_process)} entr{'y was' if len(one_process) == 1 else 'ies were'} measured in a single "
+                        "worker process per run: process-to-process variation (memory layout, core placement; often "
+                        "a few %) is then outside the interval; record with --processes 3 or more (the ci profile does)")
     for name, doc in (("baseline", base), ("candidate", cand)):
         if doc.get("status") == "interrupted":
             warnings.append(f"the {name} run was interrupted; its unfinished entries count as missing")

@@ -61,6 +61,8 @@ class Profile(_Strict):
     threads: int = Field(4, ge=1, le=1024, description="intra-op threads of every CPU runtime")
     iterations: int = Field(4000, ge=1, description="timed runs per entry")
     rounds: int = Field(1, ge=1, description="interleaved rounds: the entries of a model take turns, iterations/rounds runs each")
+    processes: int = Field(1, ge=1, description="worker processes per entry, one after another, rounds shared out "
+                           "among them (each loads and warms up anew), so process-to-process variation is measured")
     batch_size: Literal[1] = 1
     input_size: Optional[int] = Field(None, ge=16, description="square input side; default: the model's own")
     precision: Literal["fp32"] = "fp32"
@@ -74,6 +76,8 @@ class Profile(_Strict):
     def _rounds(self):
         if self.rounds > self.iterations:
             raise ValueError(f"rounds ({self.rounds}) exceeds iterations ({self.iterations})")
+        if self.processes > self.rounds:
+            raise ValueError(f"processes ({self.processes}) exceeds rounds ({self.rounds}); each process runs whole rounds")
         if len(set(self.backends)) != len(self.backends):
             raise ValueError("backends: listed twice")
         if len(set(self.variants)) != len(self.variants):

@@ -70,7 +70,7 @@ class ResultsFile:
         e = {
             "model": model, "backend": backend, "variant": variant, "status": "pending",
             "threads": p.threads, "batch_size": p.batch_size, "precision": p.precision,
-            "iterations": 0, "rounds": p.rounds,
+            "iterations": 0, "rounds": p.rounds, "processes": p.processes,
         }
         self.pending.append(e)
         self._order[id(e)] = len(self._order)
@@ -93,8 +93,11 @@ class ResultsFile:
             e["status"] = "error"
         self._publish(e)
 
-    def update_samples(self, e: dict, ns: list[int], round_medians: list[float], complete: bool) -> None:
+    def update_samples(self, e: dict, ns: list[int], round_medians: list[float], complete: bool,
+                       round_process: list[int] | None = None) -> None:
         self._fill(e, ns, round_medians)
+        if round_process is not None and self.profile.processes > 1:
+            e["round_process"] = list(round_process)
         e["status"] = "ok" if complete else "incomplete"
         if complete:
             e.pop("rounds_done", None)
@@ -181,13 +184,15 @@ def add_speedups(entries: list[dict]) -> None:
         ref = ok.get((model, ref_b, variant)) if ref_b else None
         if ref is not None:
             s = speedup(ref["samples_ms"], e["samples_ms"], reference_rounds=ref.get("rounds"),
-                        other_rounds=e.get("rounds"))
+                        other_rounds=e.get("rounds"), reference_round_process=ref.get("round_process"),
+                        other_round_process=e.get("round_process"))
             e["speedup_vs_torch"] = {"reference": f"{ref_b}/{variant}", **_rounded(s)}
         if variant == "rewritten":
             orig = ok.get((model, backend, "original"))
             if orig is not None:
                 s = speedup(orig["samples_ms"], e["samples_ms"], reference_rounds=orig.get("rounds"),
-                            other_rounds=e.get("rounds"))
+                            other_rounds=e.get("rounds"), reference_round_process=orig.get("round_process"),
+                            other_round_process=e.get("round_process"))
                 e["speedup_vs_original"] = {"reference": f"{backend}/original", **_rounded(s)}
 
 

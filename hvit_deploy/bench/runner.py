@@ -207,6 +207,9 @@ class Job:
     worker: Worker | None = None
     ns: list[int] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
+    round_process: list[int] = field(default_factory=list)
+    art: dict | None = None
+    proc_idx: int = 0
     done: bool = False
 
     @property
@@ -257,10 +260,27 @@ class Runner:
 
     # -- phases --------------------------------------------------------------------------------------------
     def probe(self) -> dict[str, str | None]:
-        msg = self._one_shot("probe", {"cmd": "probe", "backends": self.plan.backends}, timeout=300)
-        if msg.get("event") != "probe":
-            raise WorkerError(msg.get("error", "probe failed"))
-        return msg["available"]
+        """None or the reason each backend cannot run here; GPU checks run in a probe process."""
+        from .backends import quick_check
+
+        out: dict[str, str | None] = {}
+        undecided = []
+        for b in self.plan.backends:
+            decided, reason = quick_check(b)
+            if decided:
+                out[b] = reason
+            else:
+                undecided.append(b)
+        if undecided:
+            try:
+                msg = self._one_shot("probe", {"cmd": "probe", "backends": undecided}, timeout=300)
+            except WorkerError as e:
+                msg = {"event": "error", "error": str(e)}
+            if msg.get("event") == "probe":
+                out.update(msg["available"])
+            else:
+                out.update({b: f"availability check failed: {msg.get('error')}" for b in undecided})
+        return out
 
     def ensure_artifact(self, model: str, fmt: str, rewrite: bool, cache: dict) -> dict:
         """Cached artifact info for (model, fmt, rewrite), exporting it in a child process when needed."""
@@ -296,7 +316,7 @@ class Runner:
         cache[k] = info
         return info
 
-    def setup_job(self, job: Job, art: dict | None) -> None:
+    def setup_job(self, job: Job, art: dict | None, first: bool = True) -> None:
         from ..factory import resolve_input_size
         from ..registry import get_spec
 
@@ -312,7 +332,8 @@ class Runner:
             "warmup": self.p.warmup.model_dump(),
         }
         job.worker = self._spawn(job.label)
-        self.log(f"{job.label}: loading ...")
+        self.log(f"{job.label}: loading ..." if first else
+                 f"{job.label}: process {job.proc_idx + 1}/{self.p.processes}: loading ...")
 
         def on_event(msg):
             if msg["event"] == "loaded":
@@ -326,11 +347,19 @@ class Runner:
             raise WorkerError(msg.get("error", f"unexpected answer {ev!r}"))
         e = job.entry
         wu = msg["warmup"]
+        e.setdefault("process_runs", []).append({
+            "pid": msg.get("pid"), "load_ms": msg["load_ms"], "first_inference_ms": msg["first_inference_ms"],
+            "warmup": wu["runs"] + 1, "warmup_settled": wu["settled"]})
+        if not first:
+            if not wu["settled"]:
+                e.setdefault("notes", []).append(
+                    f"process {job.proc_idx + 1}: warm-up did not settle: {wu.get('not_settled_because', '')}")
+            return
         e.update({
             "device": msg["device"], "input_shape": msg["input_shape"], "timing": msg["timing"],
             "threads_readback": msg["readback"], "load_ms": msg["load_ms"],
             "first_inference_ms": msg["first_inference_ms"], "warmup": wu["runs"] + 1,
-            "warmup_settled": wu["settled"], "warmup_detail": wu, "worker_pid": msg.get("pid"),
+            "warmup_settled": wu["settled"], "warmup_detail": wu, "processes": self.p.processes,
         })
         if art is not None:
             e["artifact"] = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"),
@@ -437,6 +466,7 @@ class Runner:
             try:
                 fmt = artifacts.BACKEND_FORMAT[job.backend]
                 art = self.ensure_artifact(job.model, fmt, job.variant == "rewritten", art_cache) if fmt else None
+                job.art = art
                 self.setup_job(job, art)
                 live.append(job)
             except _Skip as s:
@@ -452,19 +482,28 @@ class Runner:
             for job in order:
                 if job.worker is None:
                     continue
+                warm = p.warmup.round_runs if rnd > 0 and len(live) > 1 else 0
                 try:
-                    self.run_round(job, n, p.warmup.round_runs if rnd > 0 and len(live) > 1 else 0, rnd, rounds)
-                except WorkerError as err:
+                    want = rnd * p.processes // rounds
+                    if want != job.proc_idx:  # a fresh process: its layout, placement and state are drawn anew
+                        self._release(job.worker)
+                        job.worker, job.proc_idx, warm = None, want, 0
+                        self.setup_job(job, job.art, first=False)
+                    self.run_round(job, n, warm, rnd, rounds)
+                    job.round_process.append(job.proc_idx)
+                except (WorkerError, _Skip) as err:
                     self._fail(job, err)
                     continue
                 if rounds > 1:
-                    self.results.update_samples(job.entry, job.ns, job.round_medians, complete=False)
+                    self.results.update_samples(job.entry, job.ns, job.round_medians, complete=False,
+                                                round_process=job.round_process)
             if rounds > 1:
                 self.results.write()
         for job in live:
             if job.worker is None:
                 continue
-            self.results.update_samples(job.entry, job.ns, job.round_medians, complete=True)
+            self.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
+                                        round_process=job.round_process)
             if p.op_profile.enabled:
                 self._op_profile(job)
             self._release(job.worker)

@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_CI_LEVEL = 0.95
-MIN_BLOCKS = 10
+MIN_BLOCKS = 10        # contiguous slices when a run has few rounds
+MIN_ROUND_BLOCKS = 6   # rounds used as blocks from here on (6 vs 6 can reach p = 0.002)
 
 
 def as_array(samples: Sequence[float]) -> np.ndarray:
@@ -95,9 +96,10 @@ def block_medians(samples: Sequence[float], n_blocks: int) -> np.ndarray:
 
 
 def choose_blocks(n_samples: int, rounds: int | None = None) -> int:
-    """How many blocks to cut a run into: its rounds when there are at least 10, else 10 slices of at least
-    5 samples (fewer for very short runs)."""
-    if rounds and rounds >= MIN_BLOCKS and n_samples >= rounds:
+    """How many blocks to cut a run into: its interleaved rounds when there are at least 6 (a round spans
+    the time the other entries ran too, so its median carries the machine's drift), else 10 contiguous slices of
+    at least 5 samples (fewer for very short runs)."""
+    if rounds and rounds >= MIN_ROUND_BLOCKS and n_samples >= rounds:
         return int(rounds)
     return int(max(1, min(MIN_BLOCKS, n_samples // 5)))
 
@@ -105,6 +107,20 @@ def choose_blocks(n_samples: int, rounds: int | None = None) -> int:
 def run_blocks(samples: Sequence[float], rounds: int | None = None) -> np.ndarray:
     x = as_array(samples)
     return block_medians(x, choose_blocks(x.size, rounds))
+
+
+def block_groups(n_samples: int, n_blocks: int, rounds: int | None,
+                 round_process: Sequence[int] | None) -> np.ndarray | None:
+    """The worker process each block was measured in (None when the run used one process per entry).
+
+    Rounds hold ``n // rounds`` samples (the first ``n % rounds`` one more), in order; a block belongs to the
+    process of its first sample."""
+    if not round_process or not rounds or len(set(round_process)) < 2 or len(round_process) != rounds:
+        return None
+    sizes = [n_samples // rounds + (1 if r < n_samples % rounds else 0) for r in range(rounds)]
+    per_sample = np.repeat(np.asarray(round_process), sizes)
+    starts = [c[0] for c in np.array_split(np.arange(n_samples), n_blocks)]
+    return per_sample[starts]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,13 +167,34 @@ def min_attainable_p(n1: int, n2: int) -> float:
     return 2.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
 
 
+def _boot_medians(blocks: np.ndarray, groups: np.ndarray | None, n_boot: int, rng) -> np.ndarray:
+    """Medians of ``n_boot`` bootstrap resamples of ``blocks``; with ``groups`` (the process of each block) a
+    two-stage cluster bootstrap: processes with replacement, then blocks within each chosen process."""
+    k = blocks.size
+    if groups is None:
+        return np.median(blocks[rng.integers(0, k, size=(n_boot, k))], axis=1)
+    members = [blocks[groups == g] for g in np.unique(groups)]
+    p = len(members)
+    sizes = np.array([m.size for m in members])
+    table = np.full((p, sizes.max()), np.nan)
+    for i, m in enumerate(members):
+        table[i, : m.size] = m
+    picks = rng.integers(0, p, size=(n_boot, p))                       # processes, with replacement
+    size_of = sizes[picks][..., None]                                    # (n_boot, p, 1)
+    slot = np.arange(sizes.max())
+    idx = np.minimum((rng.random((n_boot, p, sizes.max())) * size_of).astype(int), size_of - 1)
+    vals = table[picks[..., None], idx]                                  # blocks within each, with replacement
+    vals = np.where(slot < size_of, vals, np.nan)                        # a process contributes its own count
+    return np.nanmedian(vals.reshape(n_boot, -1), axis=1)
+
+
 def bootstrap_ratio_ci(a_blocks: np.ndarray, b_blocks: np.ndarray, level: float, n_boot: int = 4000,
-                       seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of median(b)/median(a), resampling blocks of each run independently."""
+                       seed: int = 0, a_groups: np.ndarray | None = None,
+                       b_groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of median(b)/median(a), resampling blocks of each run independently (and the
+    worker processes first when a run was spread over several)."""
     rng = np.random.default_rng(seed)
-    ia = rng.integers(0, a_blocks.size, size=(n_boot, a_blocks.size))
-    ib = rng.integers(0, b_blocks.size, size=(n_boot, b_blocks.size))
-    r = np.median(b_blocks[ib], axis=1) / np.median(a_blocks[ia], axis=1)
+    r = _boot_medians(b_blocks, b_groups, n_boot, rng) / _boot_medians(a_blocks, a_groups, n_boot, rng)
     alpha = 1.0 - level
     lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
@@ -179,6 +216,8 @@ def compare_runs(
     alpha: float = 0.01,
     baseline_rounds: int | None = None,
     candidate_rounds: int | None = None,
+    baseline_round_process: Sequence[int] | None = None,
+    candidate_round_process: Sequence[int] | None = None,
     n_boot: int = 4000,
     seed: int = 0,
 ) -> RatioTest:
@@ -205,7 +244,9 @@ def compare_runs(
     else:
         p = 1.0
         notes.append(f"too few samples to test ({ab.size} and {bb.size} blocks); need more iterations")
-    ci = bootstrap_ratio_ci(ab, bb, 1.0 - alpha, n_boot=n_boot, seed=seed)
+    ag = block_groups(a.size, ab.size, baseline_rounds, baseline_round_process)
+    bg = block_groups(b.size, bb.size, candidate_rounds, candidate_round_process)
+    ci = bootstrap_ratio_ci(ab, bb, 1.0 - alpha, n_boot=n_boot, seed=seed, a_groups=ag, b_groups=bg)
     sa, sb = relative_spread(ab), relative_spread(bb)
     up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
     if decidable and ratio > up and p < alpha and ci[0] > 1.0:
@@ -228,11 +269,15 @@ def compare_runs(
 
 
 def speedup(reference: Sequence[float], other: Sequence[float], *, level: float = DEFAULT_CI_LEVEL,
-            reference_rounds: int | None = None, other_rounds: int | None = None) -> dict:
+            reference_rounds: int | None = None, other_rounds: int | None = None,
+            reference_round_process: Sequence[int] | None = None,
+            other_round_process: Sequence[int] | None = None) -> dict:
     """How many times faster ``other`` is than ``reference`` (median ratio reference/other) with a block
     bootstrap CI; used for the "vs torch" and "vs original" columns of one run."""
     ra, ob = as_array(reference), as_array(other)
     s = float(np.median(ra) / np.median(ob))
     rb, obb = run_blocks(ra, reference_rounds), run_blocks(ob, other_rounds)
-    lo, hi = bootstrap_ratio_ci(obb, rb, level, n_boot=2000)  # median(ref)/median(other)
+    rg = block_groups(ra.size, rb.size, reference_rounds, reference_round_process)
+    og = block_groups(ob.size, obb.size, other_rounds, other_round_process)
+    lo, hi = bootstrap_ratio_ci(obb, rb, level, n_boot=2000, a_groups=og, b_groups=rg)  # median(ref)/median(other)
     return {"speedup": s, "ci": [lo, hi]}

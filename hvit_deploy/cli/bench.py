@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iters", type=int, metavar="N", help="timed runs per entry")
     ap.add_argument("--warmup", type=int, metavar="N", help="warm-up runs before the settle check")
     ap.add_argument("--rounds", type=int, metavar="R", help="interleaved rounds (iters/R runs per entry per round)")
+    ap.add_argument("--processes", type=int, metavar="P",
+                    help="worker processes per entry, rounds shared among them (captures process-to-process noise)")
     ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
     ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
                     help="official weights (timing does not depend on them; accepted for completeness)")
@@ -204,8 +206,11 @@ def bench_main(argv: list[str]) -> int:
     if args.no_rewrite and args.variants and args.variants != ["original"]:
         raise HvitError("--no-rewrite and --variants contradict each other; use one")
     backends = resolve_backends(args.backends) if args.backends else None
+    processes = args.processes
+    if processes is None and args.rounds is not None and args.rounds < prof.processes:
+        processes = args.rounds  # fewer rounds than the profile's processes: one process per round
     prof = profiles.override(
-        prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, input_size=args.input_size,
+        prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, processes=processes, input_size=args.input_size,
         backends=backends, variants=variants, timeout_s=args.timeout,
         **{"warmup.min_runs": args.warmup, "op_profile.enabled": True if args.op_profile else None})
     if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:

@@ -1,0 +1,219 @@
+"""``hvit-bench`` end to end on a tiny registered model (tests/bench_models.py): worker processes, results file,
+skipped GPU backends, a crashing entry, Ctrl-C, and one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hvit_deploy.cli.bench import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = str(Path(__file__).parent / "bench_models.py")
+FAST = ["--plugin", PLUGIN, "--threads", "1", "--warmup", "3", "--no-progress", "--timeout", "300"]
+STAT_FIELDS = ("mean_ms", "median_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms", "median_ci_ms",
+               "first_inference_ms", "load_ms", "samples_ms", "warmup", "iterations", "threads")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hvit-cache")
+    old = os.environ.get("HVIT_CACHE_DIR")
+    os.environ["HVIT_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("HVIT_CACHE_DIR", None)
+    else:
+        os.environ["HVIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run") / "results.json"
+    plot = out.with_suffix(".png")
+    code = main(["--models", "bench_tiny", "--backends", "torch", "onnxruntime", "openvino", "torch-cuda",
+                 "onnxruntime-cuda", "openvino-gpu", "coreml", "--variants", "original", "--iters", "45",
+                 "--rounds", "3", "--op-profile", "--out", str(out), "--plot", str(plot), *FAST])
+    return code, json.loads(out.read_text()), plot
+
+
+def test_results_file(full_run):
+    code, doc, plot = full_run
+    assert code == 0
+    assert doc["schema"] == "hvit-bench/1" and doc["status"] == "complete"
+    env = doc["environment"]
+    for key in ("cpu", "memory_gb", "os", "python", "versions", "threads"):
+        assert key in env
+    assert env["cpu"]["logical_cores"] >= 1 and env["cpu"]["model"]
+    assert {"torch", "onnxruntime", "openvino", "coremltools", "hvit-deploy"} <= set(env["versions"])
+    assert env["threads"]["worker_env"]["OMP_NUM_THREADS"] == "1"
+    ok = {e["backend"]: e for e in doc["results"] if e["status"] == "ok"}
+    assert set(ok) == {"torch", "onnxruntime", "openvino"}
+    for b, e in ok.items():
+        for f in STAT_FIELDS:
+            assert f in e, (b, f)
+        s = np.asarray(e["samples_ms"])
+        assert e["iterations"] == s.size == 45 and len(e["round_medians_ms"]) == 3
+        assert e["median_ms"] == np.median(s)
+        assert e["min_ms"] == s.min() and e["max_ms"] == s.max()
+        assert e["median_ci_ms"][0] <= e["median_ms"] <= e["median_ci_ms"][1]
+        assert e["warmup"] >= 4 and e["load_ms"] > 0 and e["first_inference_ms"] > 0
+        assert e["timing"] and e["input_shape"] == [1, 3, 64, 64]
+    assert ok["torch"]["threads_readback"]["intra_op_threads"] == 1
+    assert ok["onnxruntime"]["threads_readback"]["intra_op_threads"] == 1
+    assert ok["onnxruntime"]["threads_readback"]["execution_mode"] == "ORT_SEQUENTIAL"
+    assert ok["openvino"]["threads_readback"]["INFERENCE_NUM_THREADS"] == 1
+    assert ok["openvino"]["threads_readback"]["NUM_STREAMS"] == 1
+    for b in ("onnxruntime", "openvino"):
+        assert ok[b]["artifact"]["path"].startswith(os.environ["HVIT_CACHE_DIR"])
+        assert ok[b]["speedup_vs_torch"]["reference"] == "torch/original"
+        lo, hi = ok[b]["speedup_vs_torch"]["ci"]
+        assert lo <= ok[b]["speedup_vs_torch"]["speedup"] <= hi
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gpu_and_coreml_skip_cleanly(full_run):
+    _, doc, _ = full_run
+    skipped = {e["backend"]: e["reason"] for e in doc["results"] if e["status"] == "skipped"}
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        assert "CUDA" in skipped["torch-cuda"]
+    if "onnxruntime-cuda" in skipped:
+        assert "onnxruntime-gpu" in skipped["onnxruntime-cuda"] or "CUDA" in skipped["onnxruntime-cuda"]
+    if sys.platform != "darwin":
+        assert skipped["coreml"].startswith("Core ML runs on macOS only")
+    assert "openvino-gpu" not in skipped or "GPU" in skipped["openvino-gpu"]
+
+
+def test_op_profile_lists_operators(full_run):
+    _, doc, _ = full_run
+    ok = {e["backend"]: e for e in doc["results"] if e["status"] == "ok"}
+    ort_ops = {o["op"] for o in ok["onnxruntime"]["op_profile"]}
+    assert {"Conv", "Softmax"} & ort_ops
+    ov_ops = ok["openvino"]["op_profile"]
+    assert ov_ops and abs(sum(o["share"] for o in ov_ops) - 1) < 0.05
+    assert any(o["op"].startswith("aten::") for o in ok["torch"]["op_profile"])
+
+
+def test_crash_is_recorded_and_others_finish(tmp_path, full_run, capsys):
+    out = tmp_path / "r.json"
+    code = main(["--models", "bench_crash", "bench_tiny", "--backends", "torch", "onnxruntime", "--variants",
+                 "original", "--iters", "10", "--rounds", "1", "--out", str(out), "--format", "csv", *FAST])
+    assert code == 1
+    doc = json.loads(out.read_text())
+    by = {(e["model"], e["backend"]): e for e in doc["results"]}
+    assert by[("bench_crash", "torch")]["status"] == "error"
+    assert "worker crashed (SIGABRT)" in by[("bench_crash", "torch")]["error"]
+    assert by[("bench_crash", "onnxruntime")]["error"].startswith("export to onnx failed")
+    assert by[("bench_tiny", "torch")]["status"] == "ok" and by[("bench_tiny", "onnxruntime")]["status"] == "ok"
+    assert by[("bench_tiny", "onnxruntime")]["artifact"]["cached"] is True  # exported by the first run
+    csv_text = capsys.readouterr().out
+    assert csv_text.splitlines()[0].startswith("model,backend,variant,status,threads")
+
+
+def test_ctrl_c_keeps_completed_measurements(tmp_path, full_run):
+    out = tmp_path / "r.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hvit_deploy.cli.bench", "--models", "bench_tiny", "--backends", "onnxruntime",
+         "openvino", "--variants", "original", "--iters", "200000", "--rounds", "40", "--out", str(out), *FAST],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    rounds_seen = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            doc = json.loads(out.read_text())
+        except (OSError, ValueError):
+            continue
+        rounds_seen = min((e.get("rounds_done", 0) for e in doc["results"] if e["status"] == "incomplete"),
+                          default=0)
+        if sum(e["status"] == "incomplete" for e in doc["results"]) == 2 and rounds_seen >= 1:
+            break
+    assert rounds_seen >= 1, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no round"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "interrupted"
+    for e in doc["results"]:
+        assert e["status"] == "interrupted" and "interrupted after" in e["reason"]
+        assert e["iterations"] == len(e["samples_ms"]) >= 5000 and e["median_ms"] == np.median(e["samples_ms"])
+    # no worker left behind
+    assert not [p for p in _children(proc.pid)]
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "efficientmod_xxx"], "unknown model 'efficientmod_xxx'"),
+    (["--models", "twins_pcvpt_s"], "did you mean twins_pcpvt_s"),
+    (["--backends", "onnxruntme"], "unknown backend 'onnxruntme'; did you mean onnxruntime"),
+    (["--profile", "nope"], "unknown profile 'nope'"),
+    (["--threads", "0"], "threads: Input should be greater than or equal to 1"),
+    (["--out", "/proc/hvit/results.json"], "cannot create output directory /proc/hvit"),
+    (["--plot", "x.jpg"], "the plot is a PNG"),
+])
+def test_bad_input_is_one_line_exit_two(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--models", "twins_svt_s", *argv] if "--models" not in argv else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+    assert not list(tmp_path.glob("results-*.json"))
+
+
+def test_bad_profile_yaml_points_at_the_spot(tmp_path, capsys):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("threads: 2\nwarmup:\n  min_runs: [\n")
+    assert main(["--profile", str(bad), "--models", "twins_svt_s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}:4:1: invalid YAML" in err and "\n" not in err
+    bad.write_text("threads: 2\nwarmup:\n  min_run: 3\n")
+    assert main(["--profile", str(bad), "--models", "twins_svt_s"]) == 2
+    assert "warmup.min_run: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+def test_rewritten_and_original_side_by_side(tmp_path):
+    """Both forms in one run, each its own entry, with the rewrite's effect as a ratio (torch eager, Twins'
+    explicit-attention rewrite)."""
+    out = tmp_path / "r.json"
+    code = main(["--models", "twins_pcpvt_s", "--backends", "torch", "--variants", "rewritten", "original",
+                 "--iters", "6", "--rounds", "2", "--input-size", "64", "--out", str(out), *FAST])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    by = {e["variant"]: e for e in doc["results"]}
+    assert by["rewritten"]["rewrites"] == ["explicit_attention"] and by["original"]["rewrites"] == []
+    s = by["rewritten"]["speedup_vs_original"]
+    assert s["reference"] == "torch/original" and s["speedup"] == pytest.approx(
+        by["original"]["median_ms"] / by["rewritten"]["median_ms"], rel=1e-3)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_times_on_the_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    out = tmp_path / "r.json"
+    assert main(["--models", "bench_tiny", "--backends", "torch-cuda", "--variants", "original", "--iters", "30",
+                 "--rounds", "1", "--out", str(out), *FAST]) == 0
+    e = json.loads(out.read_text())["results"][0]
+    assert e["status"] == "ok" and e["device"].startswith("cuda") and "synchronize" in e["timing"]
