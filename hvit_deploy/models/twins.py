@@ -43,7 +43,7 @@ for _name, _timm, _official, _paper, _params, _file in _VARIANTS:
     add_spec(ModelSpec(
         name=_name, family="twins", builder=_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), weights=_file, crop_pct=0.9,
-        # SVT's local windows need the token grid of every stage to be a multiple of 7 (the official code has no
-        # padding); PCPVT needs multiples of 32 for its patch embeddings.
-        input_multiple=224 if _name.startswith("twins_svt") else 32,
+        # Patch embeddings need multiples of 32. SVT's local windows cover grids that are not multiples of 7 by
+        # zero padding, as timm does (the official code has no padding and needs multiples of 224).
+        input_multiple=32,
     ))
