@@ -136,3 +136,11 @@ def test_metrics_detect_a_wrong_output():
 def test_unknown_format(crossvit_session, tmp_path):
     with pytest.raises(HvitError, match="unknown format 'tflite'"):
         crossvit_session.export("tflite", tmp_path)
+
+
+@pytest.mark.macos
+@pytest.mark.skipif(not __import__("platform").system() == "Darwin", reason="Core ML runs only on macOS")
+def test_coreml_runs_and_matches_on_macos(crossvit_session, out):  # pragma: no cover - macOS only
+    r = crossvit_session.export("coreml", out)
+    assert r.ok, r.error
+    assert r.validation["max_abs"] < 1e-3 and r.validation["top1"] == 1.0
