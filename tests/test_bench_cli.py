@@ -17,7 +17,7 @@ from hvit_deploy.cli.bench import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(Path(__file__).parent / "bench_models.py")
-FAST = ["--plugin", PLUGIN, "--threads", "1", "--warmup", "3", "--no-progress", "--timeout", "300"]
+FAST = ["--plugin", PLUGIN, "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"]
 STAT_FIELDS = ("mean_ms", "median_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms", "median_ci_ms",
                "first_inference_ms", "load_ms", "samples_ms", "warmup", "iterations", "threads")
 
@@ -193,15 +193,18 @@ def test_bad_profile_yaml_points_at_the_spot(tmp_path, capsys):
 
 
 def test_rewritten_and_original_side_by_side(tmp_path):
-    """Both forms in one run, each its own entry, with the rewrite's effect as a ratio (torch eager, Twins'
-    explicit-attention rewrite)."""
+    """Both forms in one run, each its own entry, with the rewrite's effect as a ratio (torch eager, the Twins
+    recipe's rewrites)."""
     out = tmp_path / "r.json"
     code = main(["--models", "twins_pcpvt_s", "--backends", "torch", "--variants", "rewritten", "original",
                  "--iters", "6", "--rounds", "2", "--input-size", "64", "--out", str(out), *FAST])
     assert code == 0
     doc = json.loads(out.read_text())
     by = {e["variant"]: e for e in doc["results"]}
-    assert by["rewritten"]["rewrites"] == ["explicit_attention"] and by["original"]["rewrites"] == []
+    from hvit_deploy.recipes import load_recipe
+
+    assert by["rewritten"]["rewrites"] == load_recipe("twins").rewrites_for("onnx", "twins_pcpvt_s")
+    assert "explicit_attention" in by["rewritten"]["rewrites"] and by["original"]["rewrites"] == []
     s = by["rewritten"]["speedup_vs_original"]
     assert s["reference"] == "torch/original" and s["speedup"] == pytest.approx(
         by["original"]["median_ms"] / by["rewritten"]["median_ms"], rel=1e-3)

@@ -103,10 +103,10 @@ def test_environment_mismatch_is_not_comparable(tmp_path, doc):
     cmp = compare_docs(doc, other)
     verdicts = {r.backend: r.verdict for r in cmp.rows}
     assert verdicts == {"openvino": "not comparable", "torch": "unchanged", "onnxruntime": "unchanged"}
-    # --strict turns "not comparable" into exit 3; --allow-env-diff compares anyway
+    # --strict turns "not comparable" into exit 4; --allow-env-diff compares anyway
     path = write(tmp_path, "other.json", other)
     assert main(["compare", str(FIXTURE), path]) == 0
-    assert main(["compare", str(FIXTURE), path, "--strict"]) == 3
+    assert main(["compare", str(FIXTURE), path, "--strict"]) == 4
     assert main(["compare", str(FIXTURE), path, "--strict", "--allow-env-diff"]) == 0
     report = tmp_path / "r.md"
     main(["compare", str(FIXTURE), path, "--report", str(report)])
@@ -126,7 +126,7 @@ def test_settings_mismatch_missing_and_new(doc):
     assert "threads: 1 vs 4" in by[("bench_tiny", "torch")].notes[0]
     assert by[("bench_tiny", lost["backend"])].verdict == "missing"
     assert by[("bench_other", lost["backend"])].verdict == "new"
-    assert cmp.exit_code() == 0 and cmp.exit_code(strict=True) == 3
+    assert cmp.exit_code() == 0 and cmp.exit_code(strict=True) == 4
 
 
 def test_failed_candidate_entry_is_missing_with_reason(doc):

@@ -145,10 +145,39 @@ def locked(directory: Path):
         yield
 
 
-def export(model: str, fmt: str, *, rewrite: bool, input_size: int | None, checkpoint: str | None,
-           batch_size: int = 1, precision: str = "fp32") -> dict:
-    """Export (or reuse) ``model`` as ``fmt``; returns the manifest. Runs inside the export child process."""
+def export_many(model: str, requests: list[tuple[str, bool]], *, input_size: int | None,
+                checkpoint: str | None, batch_size: int = 1, precision: str = "fp32") -> list[dict]:
+    """Export (or reuse) ``model`` in every (format, rewrite) of ``requests``, building the model once.
+
+    Returns one ``{"ok": True, "info": manifest}`` or ``{"ok": False, "error": text}`` per request, in order.
+    Runs inside the export child process."""
+    sessions: dict[bool, object] = {}
+
+    def session(rewrite: bool):
+        # one ExportSession builds the model and its reference outputs once for every format
+        if rewrite not in sessions:
+            sessions[rewrite] = _session(model, rewrite=rewrite, input_size=input_size, checkpoint=checkpoint,
+                                         batch_size=batch_size)
+        return sessions[rewrite]
+
+    out = []
+    for fmt, rewrite in requests:
+        try:
+            out.append({"ok": True, "info": _export_one(model, fmt, rewrite, session, input_size=input_size,
+                                                        checkpoint=checkpoint, batch_size=batch_size,
+                                                        precision=precision)})
+        except Exception as e:  # noqa: BLE001 - each request fails on its own, as one line
+            from ..errors import HvitError
+
+            text = " ".join(str(e).split())
+            out.append({"ok": False, "error": text if isinstance(e, HvitError) else f"{type(e).__name__}: {text}"})
+    return out
+
+
+def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, checkpoint, batch_size,
+                precision) -> dict:
     from ..errors import ExportError
+    from ..utils.io import atomic_write_json
 
     rewrites = rewrite_names(model, fmt, rewrite)
     key, fields = artifact_key(model, fmt, rewrite=rewrite, rewrites=rewrites, input_size=input_size,
@@ -161,69 +190,40 @@ def export(model: str, fmt: str, *, rewrite: bool, input_size: int | None, check
             return hit
         d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        result = _export_with_project(model, fmt, d, rewrite=rewrite, input_size=input_size,
-                                      checkpoint=checkpoint, batch_size=batch_size, precision=precision)
+        res = session(rewrite).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision)
         seconds = time.perf_counter() - t0
-        if not result["ok"]:
-            raise ExportError(f"{model} → {fmt}: {result['error']}")
-        path = Path(result["path"])
+        if not res.ok:
+            raise ExportError(f"{model} → {fmt}: {res.error}")
+        path = Path(res.path)
+        v = res.validation or {}
         info = {
             "key": key, "fields": fields, "path": os.path.relpath(path, d) if path.is_relative_to(d) else str(path),
-            "rewrites": result.get("rewrites", rewrites), "input_shape": result.get("input_shape"),
-            "validation": result.get("validation"), "exporter": result.get("exporter"),
+            "rewrites": list(res.rewrites), "input_shape": list(res.input_shape),
+            "validation": {k: v[k] for k in ("passed", "max_abs", "cosine", "top1", "top5") if k in v} or v,
+            "exporter": (res.entry or {}).get("exporter", "hvit_deploy.export"),
             "export_s": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        from ..utils.io import atomic_write_json
-
         atomic_write_json(d / MANIFEST, info)
     info = lookup(model, fmt, rewrite, key) or info
     info["cached"] = False
     return info
 
 
-def _export_with_project(model: str, fmt: str, out_dir: Path, **kw) -> dict:
-    """``hvit_deploy.export.export_model`` when the exporter is present, else a minimal built-in export."""
+def _session(model: str, *, rewrite: bool, input_size, checkpoint, batch_size):
+    """An ``ExportSession`` (validation on). A family without a recipe (a model registered by a --plugin) is
+    exported as written with the default recipe options; rewriting it is refused."""
+    from ..errors import ConfigError
+    from ..export import ExportSession
+    from ..recipes import Recipe, load_recipe
+    from ..registry import get_spec
+
+    recipe = None
+    family = get_spec(model).family
     try:
-        from ..export import export_model  # type: ignore[attr-defined]
-    except ImportError:
-        export_model = None
-    if export_model is not None:
-        size = kw["input_size"]
-        res = export_model(model, fmt, out_dir, checkpoint=kw["checkpoint"], rewrite=kw["rewrite"],
-                           input_size=size, batch_size=kw["batch_size"],
-                           precision=None if kw["precision"] == "fp32" else kw["precision"], validate=True)
-        return {"ok": bool(res.ok), "error": res.error, "path": str(res.path) if res.path else None,
-                "rewrites": list(res.rewrites or []), "input_shape": list(res.input_shape or []) or None,
-                "validation": res.validation, "exporter": "hvit_deploy.export"}
-    return _fallback_export(model, fmt, out_dir, **kw)
-
-
-def _fallback_export(model: str, fmt: str, out_dir: Path, *, rewrite: bool, input_size, checkpoint, batch_size,
-                     precision) -> dict:
-    """Plain conversions used until ``hvit_deploy.export`` exists: TorchScript ONNX export, OpenVINO's PyTorch
-    frontend. No validation beyond the converters' own checks."""
-    import torch
-
-    from ..factory import create_model
-    from ..rewrites import rewrite as apply_rewrite
-
-    m = create_model(model, checkpoint, input_size=input_size)
-    names: list[str] = []
-    if rewrite:
-        m = apply_rewrite(m, fmt if fmt in ("onnx", "openvino", "coreml") else "onnx", batch_size=batch_size)
-        names = list(getattr(m, "hvit_rewrites", []))
-    shape = (batch_size,) + tuple(m.hvit_input_size)
-    x = torch.randn(*shape)
-    if fmt == "onnx":
-        path = out_dir / f"{model}.onnx"
-        torch.onnx.export(m, (x,), str(path), opset_version=18, dynamo=False, input_names=["input"],
-                          output_names=["logits"])
-    elif fmt == "openvino":
-        import openvino as ov
-
-        path = out_dir / f"{model}.xml"
-        ov.save_model(ov.convert_model(m, example_input=x, input=[shape]), str(path), compress_to_fp16=False)
-    else:
-        return {"ok": False, "error": f"exporting {fmt} needs hvit_deploy.export (not installed in this checkout)"}
-    return {"ok": True, "error": None, "path": str(path), "rewrites": names, "input_shape": list(shape),
-            "validation": None, "exporter": "fallback"}
+        load_recipe(family)
+    except ConfigError:
+        if rewrite:
+            raise
+        recipe = Recipe(family=family)
+    return ExportSession(model, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
+                         recipe=recipe, validate=True)

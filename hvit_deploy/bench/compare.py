@@ -11,7 +11,7 @@ medians, Mann-Whitney U on block medians) and get a verdict:
 * ``not comparable`` — settings (threads, input shape, ...) or the environment that matters for the entry
   (CPU model, cores, OS, GPU, the runtime's version) differ; the differing fields are named.
 
-Exit codes of the command: 1 when anything regressed, 0 otherwise, 2 for unusable input; with ``--strict``, 3
+Exit codes of the command: 1 when anything regressed, 0 otherwise, 2 for unusable input; with ``--strict``, 4
 when nothing regressed but entries are missing or not comparable (so CI can re-measure the baseline).
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Comparison:
         if self.count("regression"):
             return 1
         if strict and (self.count("missing") or self.count("not comparable")):
-            return 3
+            return 4
         return 0
 
     def to_dict(self) -> dict:

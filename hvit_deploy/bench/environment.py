@@ -14,19 +14,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-# distributions whose versions are recorded; the first installed name of each group is used
-VERSION_PACKAGES = {
-    "torch": ("torch",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "openvino": ("openvino",),
-    "coremltools": ("coremltools",),
-    "onnx": ("onnx",),
-    "onnxsim": ("onnxsim",),
-    "timm": ("timm",),
-    "numpy": ("numpy",),
-    "hvit-deploy": ("hvit-deploy",),
-}
-
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                    "NUMEXPR_NUM_THREADS", "TBB_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY")
 
@@ -44,14 +31,14 @@ def package_version(*names: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    out = {key: package_version(*names) for key, names in VERSION_PACKAGES.items()}
-    ort_dist = next((n for n in VERSION_PACKAGES["onnxruntime"] if package_version(n)), None)
-    if ort_dist and ort_dist != "onnxruntime":
-        out["onnxruntime_dist"] = ort_dist
-    if out["hvit-deploy"] is None:  # running from a checkout without `pip install`
-        from .. import __version__
+    """Versions of the tools that shape an artifact or a timing (the exporters' list) and Python."""
+    from ..versions import tool_versions
 
-        out["hvit-deploy"] = __version__
+    out: dict[str, str | None] = dict(tool_versions())
+    for key in ("torch", "onnxruntime", "openvino", "coremltools"):
+        out.setdefault(key, None)
+    if out.get("onnxruntime") is None and out.get("onnxruntime-gpu"):
+        out["onnxruntime"] = out["onnxruntime-gpu"]  # what comparisons look at, whichever wheel provides it
     out["python"] = platform.python_version()
     return out
 

@@ -282,39 +282,62 @@ class Runner:
                 out.update({b: f"availability check failed: {msg.get('error')}" for b in undecided})
         return out
 
-    def ensure_artifact(self, model: str, fmt: str, rewrite: bool, cache: dict) -> dict:
-        """Cached artifact info for (model, fmt, rewrite), exporting it in a child process when needed."""
-        k = (model, fmt, rewrite)
-        if k in cache:
-            if isinstance(cache[k], Exception):
-                raise cache[k]
-            return cache[k]
-        try:
-            names = artifacts.rewrite_names(model, fmt, rewrite)
-            key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names,
-                                            input_size=self.p.input_size, batch_size=self.p.batch_size,
-                                            precision=self.p.precision, checkpoint=self.plan.checkpoints.get(model))
+    def prepare_artifacts(self, model: str, jobs: list["Job"], cache: dict) -> None:
+        """Fill ``cache[(model, fmt, rewrite)]`` with the artifact manifest, or the error, for every job of
+        ``model``; what the cache lacks is exported in one child process (the model is built once)."""
+        missing: list[tuple[str, bool]] = []
+        for job in jobs:
+            fmt = artifacts.BACKEND_FORMAT[job.backend]
+            rewrite = job.variant == "rewritten"
+            k = (model, fmt, rewrite)
+            if fmt is None or k in cache or (fmt, rewrite) in missing:
+                continue
+            try:
+                names = artifacts.rewrite_names(model, fmt, rewrite)
+                key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names,
+                                                input_size=self.p.input_size, batch_size=self.p.batch_size,
+                                                precision=self.p.precision,
+                                                checkpoint=self.plan.checkpoints.get(model))
+            except HvitError as e:
+                cache[k] = WorkerError(str(e))
+                continue
             info = artifacts.lookup(model, fmt, rewrite, key)
             if info:
                 info["cached"] = True
+                cache[k] = info
             else:
-                self.log(f"  exporting {model} → {fmt} ({'rewritten' if rewrite else 'original'}) ...")
-                try:
-                    msg = self._one_shot(f"export-{model}-{fmt}", {
-                        "cmd": "export", "model": model, "format": fmt, "rewrite": rewrite,
-                        "input_size": self.p.input_size, "checkpoint": self.plan.checkpoints.get(model),
-                        "batch_size": self.p.batch_size, "precision": self.p.precision}, timeout=self.p.timeout_s)
-                except WorkerError as e:
-                    raise WorkerError(f"export to {fmt} failed: {e}") from None
-                if msg.get("event") != "exported":
-                    raise WorkerError(f"export to {fmt} failed: {msg.get('error') or msg.get('reason')}")
-                info = msg["info"]
-                self.log(f"  exported in {info.get('export_s', 0):.1f} s → {info['path']}")
-        except (HvitError, WorkerError) as e:
-            cache[k] = e if isinstance(e, WorkerError) else WorkerError(str(e))
-            raise cache[k] from None
-        cache[k] = info
-        return info
+                missing.append((fmt, rewrite))
+        if not missing:
+            return
+        what = ", ".join(f"{fmt} ({'rewritten' if rw else 'original'})" for fmt, rw in missing)
+        self.log(f"{model}: exporting {what} ...")
+        try:
+            msg = self._one_shot(f"export-{model}", {
+                "cmd": "export", "model": model, "requests": missing, "input_size": self.p.input_size,
+                "checkpoint": self.plan.checkpoints.get(model), "batch_size": self.p.batch_size,
+                "precision": self.p.precision}, timeout=self.p.timeout_s)
+        except WorkerError as e:
+            msg = {"event": "error", "error": str(e)}
+        for i, (fmt, rewrite) in enumerate(missing):
+            k = (model, fmt, rewrite)
+            if msg.get("event") != "exported":
+                cache[k] = WorkerError(f"export to {fmt} failed: {msg.get('error') or msg.get('reason')}")
+                continue
+            r = msg["results"][i]
+            if r["ok"]:
+                cache[k] = r["info"]
+                self.log(f"  {fmt}: exported and validated in {r['info'].get('export_s', 0):.1f} s → {r['info']['path']}")
+            else:
+                cache[k] = WorkerError(f"export to {fmt} failed: {r['error']}")
+
+    def artifact(self, job: "Job", cache: dict) -> dict | None:
+        fmt = artifacts.BACKEND_FORMAT[job.backend]
+        if fmt is None:
+            return None
+        got = cache[(job.model, fmt, job.variant == "rewritten")]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     def setup_job(self, job: Job, art: dict | None, first: bool = True) -> None:
         from ..factory import resolve_input_size
@@ -453,19 +476,17 @@ class Runner:
             if self.bar.disable:
                 self.bar = None
         art_cache: dict = {}
-        groups: list[list[Job]] = []
         for model, jobs in jobs_by_model.items():
-            groups += [jobs] if p.rounds > 1 else [[j] for j in jobs]
-        for group in groups:
-            self._run_group(group, art_cache)
+            self.prepare_artifacts(model, jobs, art_cache)
+            for group in [jobs] if p.rounds > 1 else [[j] for j in jobs]:
+                self._run_group(group, art_cache)
 
     def _run_group(self, group: list[Job], art_cache: dict) -> None:
         p = self.p
         live: list[Job] = []
         for job in group:
             try:
-                fmt = artifacts.BACKEND_FORMAT[job.backend]
-                art = self.ensure_artifact(job.model, fmt, job.variant == "rewritten", art_cache) if fmt else None
+                art = self.artifact(job, art_cache)
                 job.art = art
                 self.setup_job(job, art)
                 live.append(job)

@@ -124,12 +124,12 @@ def main(argv=None) -> int:
 
                     ch.send("probe", available={b: check_available(b) for b in cmd["backends"]})
                 elif kind == "export":
-                    from .artifacts import export
+                    from .artifacts import export_many
 
-                    info = export(cmd["model"], cmd["format"], rewrite=cmd["rewrite"], input_size=cmd.get("input_size"),
-                                  checkpoint=cmd.get("checkpoint"), batch_size=cmd.get("batch_size", 1),
-                                  precision=cmd.get("precision", "fp32"))
-                    ch.send("exported", info=info)
+                    results = export_many(cmd["model"], [tuple(r) for r in cmd["requests"]],
+                                          input_size=cmd.get("input_size"), checkpoint=cmd.get("checkpoint"),
+                                          batch_size=cmd.get("batch_size", 1), precision=cmd.get("precision", "fp32"))
+                    ch.send("exported", results=results)
                 elif kind == "setup":
                     session = setup(ch, cmd["spec"])
                 elif kind == "run":

@@ -9,8 +9,9 @@ Examples::
     hvit-bench compare baseline.json candidate.json --report report.md --threshold 5%
 
 Exit codes of ``hvit-bench``: 0 all entries measured (or skipped for lack of hardware), 1 some entry failed,
-2 bad input, 130 interrupted. Of ``hvit-bench compare``: 0 no regression, 1 regression, 2 unusable input,
-3 (with ``--strict``) entries missing or not comparable.
+2 bad input, 3 internal error, 130 interrupted. Of ``hvit-bench compare``: 0 no regression, 1 regression,
+2 unusable input, 3 internal error, 4 (with ``--strict``) entries missing or not comparable.
+Internal errors are bugs: one line, and the traceback with HVIT_DEBUG=1.
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ def build_compare_parser() -> argparse.ArgumentParser:
         prog="hvit-bench compare",
         description="Compare two hvit-bench results files entry by entry (model, backend, variant) and give each "
                     "a verdict: regression, improvement, unchanged, new, missing or not comparable.",
-        epilog="Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 (--strict) missing or not "
-               "comparable entries.")
+        epilog="Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 internal error, 4 (--strict) "
+               "missing or not comparable entries.")
     ap.add_argument("baseline", metavar="BASELINE.json")
     ap.add_argument("candidate", metavar="CANDIDATE.json")
     ap.add_argument("--report", metavar="FILE.md", help="write the Markdown report here")
@@ -89,7 +90,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plot", metavar="FILE.png", help="baseline vs candidate distributions")
     ap.add_argument("--format", choices=("table", "md", "json"), default="table", help="what to print")
     ap.add_argument("--strict", action="store_true",
-                    help="exit 3 when entries are missing or not comparable (and nothing regressed)")
+                    help="exit 4 when entries are missing or not comparable (and nothing regressed)")
     ap.add_argument("--allow-env-diff", action="store_true",
                     help="compare even when the machine or runtime versions differ (differences still reported)")
     return ap
@@ -179,17 +180,12 @@ def check_plot_path(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .common import run_main
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] == "compare":
-            return compare_main(argv[1:])
-        return bench_main(argv)
-    except HvitError as e:
-        print(f"hvit-bench: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("hvit-bench: interrupted", file=sys.stderr)
-        return 130
+    if argv and argv[0] == "compare":
+        return run_main("hvit-bench compare", lambda: compare_main(argv[1:]))
+    return run_main("hvit-bench", lambda: bench_main(argv))
 
 
 def bench_main(argv: list[str]) -> int:
