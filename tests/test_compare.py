@@ -143,7 +143,7 @@ def test_unusable_input_exits_two(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["compare", str(FIXTURE), str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hvit-bench: error:") and "bad.json:1:2: not valid JSON" in err and "\n" not in err
+    assert err.startswith("hvit-bench compare: error:") and "bad.json:1:2: not valid JSON" in err and "\n" not in err
     assert main(["compare", str(FIXTURE), str(tmp_path / "absent.json")]) == 2
     (tmp_path / "other.json").write_text(json.dumps({"benchmarks": []}))
     assert main(["compare", str(FIXTURE), str(tmp_path / "other.json")]) == 2
