@@ -444,7 +444,17 @@ class Runner:
                 with contextlib.suppress(ValueError, OSError):
                     signal.signal(sig, h)
             self.results.finish(interrupted=self.interrupted)
+            self._tidy_logs()
         return self.results
+
+    def _tidy_logs(self) -> None:
+        """Worker logs are kept only when an entry failed (its error names the log)."""
+        import shutil
+
+        if any(e.get("status") == "error" for e in self.results.entries):
+            self.log(f"worker logs: {self.log_dir}")
+        else:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def _run(self) -> None:
         p = self.p
@@ -551,6 +561,7 @@ class Runner:
     def _fail(self, job: Job, err: Exception) -> None:
         text = " ".join(str(err).split())
         if job.worker is not None:
+            job.entry["worker_log"] = str(job.worker.log_path)
             self._release(job.worker, kill=True)
             job.worker = None
         self.results.fail(job.entry, text, job.ns, job.round_medians)
