@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                   "NUMEXPR_NUM_THREADS", "TBB_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY")
+                   "NUMEXPR_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "KMP_AFFINITY")
 
 # environment fields that make two results files not comparable when they differ (see compare.py)
 HARDWARE_FIELDS = ("cpu.model", "cpu.logical_cores", "cpu.available_cores", "gpu", "os.system", "os.machine")

@@ -37,7 +37,7 @@ class Warmup(_Strict):
     tolerance: float = Field(0.03, gt=0, lt=1, description="relative change between window medians counted as settled")
     max_runs: int = Field(2000, ge=1, description="stop warming up after this many runs, settled or not")
     max_seconds: float = Field(60.0, gt=0, description="stop warming up after this long, settled or not")
-    round_runs: int = Field(5, ge=0, description="untimed runs at the start of every interleaved round after the first")
+    round_runs: int = Field(5, ge=0, description="untimed runs before each turn when entries take turns (rounds > 1)")
 
     @model_validator(mode="after")
     def _caps(self):

@@ -47,7 +47,7 @@ def worker_env(threads: int, plugins: list[str] | None = None) -> dict:
 
         env[ENV_VAR] = os.pathsep.join(plugins)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS", "TBB_NUM_THREADS"):
+                "NUMEXPR_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -513,7 +513,8 @@ class Runner:
             for job in order:
                 if job.worker is None:
                     continue
-                warm = p.warmup.round_runs if rnd > 0 and len(live) > 1 else 0
+                # taking turns: a few untimed runs re-warm caches and clocks after the other entries ran
+                warm = p.warmup.round_runs if len(live) > 1 else 0
                 try:
                     want = rnd * p.processes // rounds
                     if want != job.proc_idx:  # a fresh process: its layout, placement and state are drawn anew
@@ -535,6 +536,11 @@ class Runner:
                 continue
             self.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
                                         round_process=job.round_process)
+            rm = job.round_medians
+            if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
+                job.entry.setdefault("notes", []).append(
+                    f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
+                    "the run (the lowest round is the least disturbed); compare entries by their ratios")
             if p.op_profile.enabled:
                 self._op_profile(job)
             self._release(job.worker)
