@@ -10,7 +10,12 @@ then, on those real samples:
 * for contrast, the false-alarm rate of a naive Mann-Whitney test on all raw samples (what the block design
   avoids: consecutive latencies are autocorrelated, so raw samples look far more certain than they are).
 
+With ``--paired`` each run is a side-by-side run (``hvit-bench --against``) of this checkout against a copy of
+itself, and the comparisons are the paired ones within each run (baseline = the copy); the slowdown is applied
+to the candidate's samples and round medians.
+
     python benchmarks/compare_false_alarms.py --model efficientmod_xxs --runs 6 --profile ci
+    python benchmarks/compare_false_alarms.py --model efficientmod_xxs --runs 4 --profile ci --paired
     python benchmarks/compare_false_alarms.py --results runs/*.json
 """
 from __future__ import annotations
@@ -38,14 +43,26 @@ SLOWDOWNS = (0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20, 0.30)
 THRESHOLDS = (0.02, 0.05, 0.10)
 
 
+def copy_of_checkout(dest: Path) -> Path:
+    """A copy of this checkout's package, recipes and profiles: the same code under another root."""
+    import shutil
+
+    for name in ("hvit_deploy", "export_recipes", "profiles"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
 def record_runs(args, out_dir: Path) -> list[Path]:
     paths = []
+    copy = copy_of_checkout(out_dir / "copy") if args.paired else None
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     for i in range(args.runs):
         out = out_dir / f"run{i:02d}.json"
         cmd = [sys.executable, "-m", "hvit_deploy.cli.bench", "--profile", args.profile, "--models", args.model,
                "--no-progress", "--out", str(out)]
+        if copy is not None:
+            cmd += ["--against", str(copy), "--against-out", str(out_dir / f"run{i:02d}-base.json")]
         for flag, val in (("--plugin", args.plugin), ("--variants", args.variant), ("--backends", args.backends), ("--threads", args.threads), ("--iters", args.iters),
                           ("--rounds", args.rounds)):
             if val:
@@ -59,6 +76,8 @@ def record_runs(args, out_dir: Path) -> list[Path]:
         print(f"  run {i + 1}/{args.runs}: {meds} ms  ({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})",
               flush=True)
         paths.append(out)
+        if copy is not None:
+            paths.append(out_dir / f"run{i:02d}-base.json")
     return paths
 
 
@@ -68,6 +87,7 @@ def scaled(doc: dict, factor: float) -> dict:
         if e.get("samples_ms"):
             e["samples_ms"] = [v * factor for v in e["samples_ms"]]
             e["median_ms"] = float(np.median(e["samples_ms"]))
+            e["round_medians_ms"] = [v * factor for v in e.get("round_medians_ms") or []]
     return out
 
 
@@ -85,8 +105,10 @@ def naive_alarm_rate(docs: list[dict], alpha: float) -> float:
     return hits / max(total, 1)
 
 
-def evaluate(docs: list[dict], threshold: float, alpha: float) -> dict:
-    pairs = list(itertools.permutations(range(len(docs)), 2))
+def evaluate(docs: list[dict], threshold: float, alpha: float, paired: bool = False) -> dict:
+    # paired: docs alternate head, base of one side-by-side run; compare base → head within each run
+    pairs = ([(i + 1, i) for i in range(0, len(docs), 2)] if paired
+             else list(itertools.permutations(range(len(docs)), 2)))
     alarms = total = 0
     ratios = []
     for i, j in pairs:
@@ -127,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=6)
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--keep", metavar="DIR", help="keep the recorded runs here")
+    ap.add_argument("--paired", action="store_true",
+                    help="side-by-side runs against a copy of this checkout; compare within each run")
     args = ap.parse_args(argv)
 
     if args.results:
@@ -137,8 +161,11 @@ def main(argv=None) -> int:
         print(f"recording {args.runs} runs of {args.model} (profile {args.profile}) in {out_dir}", flush=True)
         paths = record_runs(args, out_dir)
     docs = [load_results(p) for p in paths]
+    paired = args.paired or all(d.get("pairing") for d in docs)
     n_entries = sum(e.get("status") == "ok" for e in docs[0]["results"])
-    print(f"\n{len(docs)} runs × {n_entries} entries; {len(docs) * (len(docs) - 1)} ordered pairs; alpha {args.alpha}")
+    n_pairs = len(docs) // 2 if paired else len(docs) * (len(docs) - 1)
+    print(f"\n{len(docs)} result files × {n_entries} entries; {n_pairs} "
+          f"{'side-by-side runs (paired within each)' if paired else 'ordered pairs of runs'}; alpha {args.alpha}")
     for e in docs[0]["results"]:
         if e.get("status") == "ok":
             meds = [next(x["median_ms"] for x in d["results"] if x["backend"] == e["backend"]
@@ -146,13 +173,14 @@ def main(argv=None) -> int:
             print(f"  {e['model']}/{e['backend']}: run medians {min(meds):.3f}-{max(meds):.3f} ms "
                   f"(between-run spread {(max(meds) / min(meds) - 1):.1%}), {e['iterations']} runs in "
                   f"{e.get('rounds', 1)} rounds")
-    print(f"naive Mann-Whitney on raw samples (p < {args.alpha}): flags "
-          f"{naive_alarm_rate(docs, args.alpha):.0%} of same-code pairs")
+    if not paired:
+        print(f"naive Mann-Whitney on raw samples (p < {args.alpha}): flags "
+              f"{naive_alarm_rate(docs, args.alpha):.0%} of same-code pairs")
     print()
     header = "threshold | false alarms | " + " | ".join(f"+{s:.0%}" for s in SLOWDOWNS) + " | reliably flagged (>=95%)"
     print(header)
     for t in THRESHOLDS:
-        r = evaluate(docs, t, args.alpha)
+        r = evaluate(docs, t, args.alpha, paired=paired)
         det = " | ".join(f"{r['detection'][s]:.0%}" for s in SLOWDOWNS)
         rel = f"+{r['reliable']:.0%}" if r["reliable"] is not None else "none tested"
         print(f"{t:>8.0%} | {r['false_alarms']}/{r['comparisons']} = {r['rate']:.1%} | {det} | {rel}")

@@ -220,3 +220,42 @@ def test_torch_cuda_times_on_the_gpu(tmp_path):
                  "--rounds", "1", "--out", str(out), *FAST]) == 0
     e = json.loads(out.read_text())["results"][0]
     assert e["status"] == "ok" and e["device"].startswith("cuda") and "synchronize" in e["timing"]
+
+
+def test_side_by_side_against_another_checkout(tmp_path, full_run):
+    """--against: a second checkout (here a copy of this one) timed in the same rounds; both results files carry
+    the same pairing id and compare pairs their rounds."""
+    import shutil
+
+    copy = tmp_path / "base"
+    for name in ("hvit_deploy", "export_recipes", "profiles"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "head.json"
+    code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "--variants", "original", "--iters", "60",
+                 "--rounds", "6", "--against", str(copy), "--out", str(out), *FAST])
+    assert code == 0
+    head = json.loads(out.read_text())
+    base = json.loads((tmp_path / "head-base.json").read_text())
+    assert head["pairing"]["run"] == base["pairing"]["run"]
+    assert (head["pairing"]["side"], base["pairing"]["side"]) == ("head", "base")
+    assert base["pairing"]["root"] == str(copy.resolve())
+    for doc in (head, base):
+        e = doc["results"][0]
+        assert e["status"] == "ok" and len(e["round_medians_ms"]) == 6 and e["iterations"] == 60
+    from hvit_deploy.bench.compare import compare_docs
+
+    cmp = compare_docs(base, head)
+    assert cmp.paired and "paired by round" in cmp.rows[0].notes[0]
+    # 6 rounds cannot reach p < 0.01 with a signed-rank test: the comparison says so instead of deciding
+    assert cmp.rows[0].verdict == "unchanged" and any("too few rounds" in n for n in cmp.rows[0].notes)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--against", "/nonexistent"], "not the root of an hvit-deploy checkout"),
+    (["--against", str(ROOT), "--rounds", "2"], "is this checkout"),
+    (["--against-out", "x.json"], "--against-out needs --against"),
+])
+def test_against_input_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--models", "twins_svt_s", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from .environment import get_field
 from .results import SETTINGS_FIELDS, entry_key
-from .stats import compare_runs
+import numpy as np
+
+from .stats import compare_paired, compare_runs
 
 VERDICT_ORDER = ("regression", "missing", "not comparable", "improvement", "new", "unchanged")
 
@@ -84,6 +86,7 @@ class Comparison:
     candidate_name: str = "candidate"
     baseline_meta: dict = field(default_factory=dict)
     candidate_meta: dict = field(default_factory=dict)
+    paired: bool = False  # both files come from one `hvit-bench --against` run: rounds are compared pairwise
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -168,6 +171,8 @@ def _state(e: dict | None) -> str:
 def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: float = 0.01,
                  allow_env_diff: bool = False, seed: int = 0) -> Comparison:
     diffs = environment_diffs(base.get("environment") or {}, cand.get("environment") or {})
+    pb, pc = base.get("pairing") or {}, cand.get("pairing") or {}
+    paired = bool(pb.get("run")) and pb.get("run") == pc.get("run") and pb.get("side") != pc.get("side")
     bmap = {entry_key(e): e for e in base["results"]}
     cmap = {entry_key(e): e for e in cand["results"]}
     rows: list[Row] = []
@@ -204,13 +209,18 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
             else:
                 if env_block:
                     row.notes.append("compared despite environment differences: " + "; ".join(env_block))
-                t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
-                                 baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"),
-                                 baseline_round_process=b.get("round_process"),
-                                 candidate_round_process=c.get("round_process"), seed=seed)
-                single = [w for w, d in (("baseline", b), ("candidate", c)) if (d.get("processes") or 1) < 2]
-                if single:
-                    one_process.append(row.label)
+                rb, rc = b.get("round_medians_ms") or [], c.get("round_medians_ms") or []
+                if paired and len(rb) == len(rc) >= 2:
+                    t = compare_paired(rb, rc, baseline_median=float(np.median(b["samples_ms"])),
+                                       candidate_median=float(np.median(c["samples_ms"])), threshold=threshold,
+                                       alpha=alpha, round_process=c.get("round_process"), seed=seed)
+                else:
+                    t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
+                                     baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"),
+                                     baseline_round_process=b.get("round_process"),
+                                     candidate_round_process=c.get("round_process"), seed=seed)
+                    if any((d.get("processes") or 1) < 2 for d in (b, c)):
+                        one_process.append(row.label)
                 row.verdict = t.verdict
                 row.ratio, row.ratio_ci, row.p_value = t.ratio, t.ratio_ci, t.p_value
                 row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
@@ -230,8 +240,10 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
     for name, doc in (("baseline", base), ("candidate", cand)):
         if doc.get("status") == "interrupted":
             warnings.append(f"the {name} run was interrupted; its unfinished entries count as missing")
-    return Comparison(rows=rows, env_diffs=diffs, threshold=threshold, alpha=alpha, warnings=warnings,
-                      skipped_both=skipped_both)
+    cmp = Comparison(rows=rows, env_diffs=diffs, threshold=threshold, alpha=alpha, warnings=warnings,
+                     skipped_both=skipped_both)
+    cmp.paired = paired
+    return cmp
 
 
 def _severity(r: Row):

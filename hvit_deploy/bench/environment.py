@@ -129,9 +129,11 @@ def gpu_record() -> list[dict]:
     return gpus
 
 
-def git_record() -> dict | None:
-    """Commit of the checkout hvit_deploy runs from (or CI's GITHUB_SHA), and whether it has local changes."""
-    root = Path(__file__).resolve().parents[2]
+def git_record(root: Path | None = None) -> dict | None:
+    """Commit of the checkout hvit_deploy runs from (or ``root``; CI's GITHUB_SHA as a fallback), and whether it
+    has local changes."""
+    own = root is None
+    root = Path(root) if root else Path(__file__).resolve().parents[2]
     rec: dict = {}
     if (root / ".git").exists():
         def git(*args: str) -> str | None:
@@ -147,7 +149,7 @@ def git_record() -> dict | None:
             rec["branch"] = git("rev-parse", "--abbrev-ref", "HEAD")
             status = git("status", "--porcelain", "--untracked-files=no")
             rec["dirty"] = bool(status) if status is not None else None
-    if not rec.get("commit") and os.environ.get("GITHUB_SHA"):
+    if own and not rec.get("commit") and os.environ.get("GITHUB_SHA"):
         rec["commit"] = os.environ["GITHUB_SHA"]
         rec["branch"] = os.environ.get("GITHUB_REF_NAME")
     return rec or None
@@ -159,7 +161,7 @@ def memory_gb() -> float:
     return round(psutil.virtual_memory().total / 2**30, 1)
 
 
-def collect(threads: int | None = None, child_env: dict | None = None) -> dict:
+def collect(threads: int | None = None, child_env: dict | None = None, root: Path | None = None) -> dict:
     """The environment record stored at the top of a results file."""
     try:
         load = [round(v, 2) for v in os.getloadavg()]
@@ -181,7 +183,7 @@ def collect(threads: int | None = None, child_env: dict | None = None) -> dict:
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation(),
                    "executable": sys.executable},
         "versions": versions(),
-        "git": git_record(),
+        "git": git_record(root),
         "gpu": gpu_record(),
         "threads": {
             "requested": threads,

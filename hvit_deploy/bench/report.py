@@ -49,11 +49,18 @@ def markdown(cmp: Comparison) -> str:
     n_reg = cmp.count("regression")
     head = "❌" if n_reg else "✅"
     lines = [f"## {head} Latency: {cmp.summary()}", ""]
+    if cmp.paired:
+        how = (f"Both were timed side by side in one run (`hvit-bench --against`), round by round, so the "
+               f"machine's drift cancels: a change counts when the ratio of medians is beyond ±{cmp.threshold:.0%}, "
+               f"the Wilcoxon signed-rank test on the per-round ratios gives p < {cmp.alpha:g} and their "
+               f"{1 - cmp.alpha:.0%} bootstrap interval excludes 1.")
+    else:
+        how = (f"A change counts when the ratio of medians is beyond ±{cmp.threshold:.0%}, the Mann-Whitney U "
+               f"test on block medians gives p < {cmp.alpha:g} and the {1 - cmp.alpha:.0%} bootstrap interval of "
+               f"the ratio excludes 1.")
     lines.append(
         f"Baseline `{cmp.baseline_name}`{_meta(cmp.baseline_meta)}; candidate `{cmp.candidate_name}`"
-        f"{_meta(cmp.candidate_meta)}. A change counts when the ratio of medians is beyond ±{cmp.threshold:.0%}, "
-        f"the Mann-Whitney U test on block medians gives p < {cmp.alpha:g} and the {1 - cmp.alpha:.0%} bootstrap "
-        f"interval of the ratio excludes 1. Ratio = candidate / baseline (above 1 is slower).")
+        f"{_meta(cmp.candidate_meta)}. {how} Ratio = candidate / baseline (above 1 is slower).")
     lines.append("")
     if cmp.rows:
         hdr = _headers(cmp)

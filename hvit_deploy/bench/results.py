@@ -41,7 +41,7 @@ def now() -> str:
 class ResultsFile:
     """The document being written during a run; ``write()`` replaces the file atomically."""
 
-    def __init__(self, path: Path | None, profile, command: str, child_env: dict):
+    def __init__(self, path: Path | None, profile, command: str, child_env: dict, root: Path | None = None):
         self.path = Path(path) if path else None
         self.profile = profile
         self.warnings: list[str] = []
@@ -54,7 +54,7 @@ class ResultsFile:
             "command": command,
             "profile": profile.name,
             "settings": profile.settings(),
-            "environment": environment.collect(threads=profile.threads, child_env=child_env),
+            "environment": environment.collect(threads=profile.threads, child_env=child_env, root=root),
             "warnings": self.warnings,
             "results": [],
         }

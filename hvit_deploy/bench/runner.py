@@ -30,6 +30,7 @@ from .profiles import Profile
 from .results import ResultsFile, entry_key
 
 WORKER_MODULE = "hvit_deploy.bench.worker"
+PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding this hvit_deploy package
 QUIT_GRACE_S = 5.0
 
 
@@ -40,8 +41,12 @@ class WorkerError(Exception):
 # ------------------------------------------------------------------------------------------------- processes
 
 
-def worker_env(threads: int, plugins: list[str] | None = None) -> dict:
+def worker_env(threads: int, plugins: list[str] | None = None, root: str | Path | None = None) -> dict:
+    """The environment of a worker: thread variables, the plugin list, and ``root`` (the checkout whose
+    hvit_deploy it imports; default this one) first on PYTHONPATH."""
     env = dict(os.environ)
+    if env.get("HVIT_CACHE_DIR"):
+        env["HVIT_CACHE_DIR"] = str(Path(env["HVIT_CACHE_DIR"]).expanduser().resolve())
     if plugins:
         from .plugins import ENV_VAR
 
@@ -52,7 +57,7 @@ def worker_env(threads: int, plugins: list[str] | None = None) -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # the worker must import the same hvit_deploy as this process, wherever it was started from
-    pkg_root = str(Path(__file__).resolve().parents[2])
+    pkg_root = str(Path(root).resolve() if root else PKG_ROOT)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if pkg_root not in paths:
         env["PYTHONPATH"] = os.pathsep.join([pkg_root] + paths)
@@ -62,7 +67,7 @@ def worker_env(threads: int, plugins: list[str] | None = None) -> dict:
 class Worker:
     """A worker process with a JSON-lines channel; every wait has a timeout and notices a dead child."""
 
-    def __init__(self, env: dict, label: str, log_dir: Path):
+    def __init__(self, env: dict, label: str, log_dir: Path, cwd: str | Path | None = None):
         self.label = label
         self.log_path = log_dir / f"{label.replace('/', '_')}.{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
@@ -71,7 +76,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, "--fd", str(w)],
                 stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(w,), env=env,
-                start_new_session=True,  # Ctrl-C reaches the coordinator only; it stops workers itself
+                cwd=cwd, start_new_session=True,  # Ctrl-C reaches the coordinator only; it stops workers itself
             )
         finally:
             os.close(w)
@@ -194,6 +199,19 @@ class Plan:
     out: Path | None = None
     command: str = ""
     plugins: list[str] = field(default_factory=list)
+    against: Path | None = None        # another checkout timed side by side (interleaved) with this one
+    against_out: Path | None = None
+
+
+@dataclass
+class Side:
+    """One code version being timed: this checkout ("head") or, with --against, another one ("base")."""
+
+    name: str
+    root: Path
+    env: dict
+    results: ResultsFile
+    own: bool
 
 
 @dataclass
@@ -204,6 +222,7 @@ class Job:
     variant: str
     backend: str
     entry: dict
+    side: Side | None = None
     worker: Worker | None = None
     ns: list[int] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
@@ -214,7 +233,8 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.backend}/{self.variant}"
+        tag = f" [{self.side.name}]" if self.side is not None and not (self.side.own and self.side.name == "this") else ""
+        return f"{self.model}/{self.backend}/{self.variant}{tag}"
 
 
 class Runner:
@@ -226,6 +246,18 @@ class Runner:
         self.env = worker_env(self.p.threads, plan.plugins)
         self.log_dir = Path(tempfile.mkdtemp(prefix="hvit-bench-logs-"))
         self.results = ResultsFile(plan.out, plan.profile, plan.command, self.env)
+        self.sides = [Side("this", PKG_ROOT, self.env, self.results, own=True)]
+        if plan.against is not None:
+            import uuid
+
+            root = Path(plan.against).resolve()
+            env = worker_env(self.p.threads, plan.plugins, root=root)
+            other = ResultsFile(plan.against_out, plan.profile, plan.command, env, root=root)
+            self.sides = [Side("head", PKG_ROOT, self.env, self.results, own=True),
+                          Side("base", root, env, other, own=False)]
+            run_id = uuid.uuid4().hex[:12]
+            for side in self.sides:
+                side.results.doc["pairing"] = {"run": run_id, "side": side.name, "root": str(side.root)}
         self.active: list[Worker] = []
         self.bar = None
         self.interrupted = False
@@ -238,8 +270,10 @@ class Runner:
             self._log(msg)
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _spawn(self, label: str) -> Worker:
-        w = Worker(self.env, label, self.log_dir)
+    def _spawn(self, label: str, side: Side | None = None) -> Worker:
+        side = side or self.sides[0]
+        # another checkout's workers start in it, so `python -m` finds its hvit_deploy before any other
+        w = Worker(side.env, label, self.log_dir, cwd=None if side.own else side.root)
         self.active.append(w)
         return w
 
@@ -250,8 +284,8 @@ class Runner:
         if w in self.active:
             self.active.remove(w)
 
-    def _one_shot(self, label: str, cmd: dict, timeout: float) -> dict:
-        w = self._spawn(label)
+    def _one_shot(self, label: str, cmd: dict, timeout: float, side: Side | None = None) -> dict:
+        w = self._spawn(label, side)
         try:
             msg = w.request(cmd, timeout)
         finally:
@@ -282,15 +316,19 @@ class Runner:
                 out.update({b: f"availability check failed: {msg.get('error')}" for b in undecided})
         return out
 
-    def prepare_artifacts(self, model: str, jobs: list["Job"], cache: dict) -> None:
-        """Fill ``cache[(model, fmt, rewrite)]`` with the artifact manifest, or the error, for every job of
-        ``model``; what the cache lacks is exported in one child process (the model is built once)."""
+    def prepare_artifacts(self, model: str, jobs: list["Job"], cache: dict, side: Side) -> None:
+        """Fill ``cache[(side, model, fmt, rewrite)]`` with the artifact manifest, or the error, for every job of
+        ``model``; what the cache lacks is exported in one child process (the model is built once). Another
+        checkout's artifacts are always asked of its own export process (its sources make its cache keys)."""
         missing: list[tuple[str, bool]] = []
         for job in jobs:
             fmt = artifacts.BACKEND_FORMAT[job.backend]
             rewrite = job.variant == "rewritten"
-            k = (model, fmt, rewrite)
+            k = (side.name, model, fmt, rewrite)
             if fmt is None or k in cache or (fmt, rewrite) in missing:
+                continue
+            if not side.own:
+                missing.append((fmt, rewrite))
                 continue
             try:
                 names = artifacts.rewrite_names(model, fmt, rewrite)
@@ -310,16 +348,16 @@ class Runner:
         if not missing:
             return
         what = ", ".join(f"{fmt} ({'rewritten' if rw else 'original'})" for fmt, rw in missing)
-        self.log(f"{model}: exporting {what} ...")
+        self.log(f"{model}: exporting {what}{'' if side.own else f' with {side.root}'} ...")
         try:
-            msg = self._one_shot(f"export-{model}", {
+            msg = self._one_shot(f"export-{model}-{side.name}", {
                 "cmd": "export", "model": model, "requests": missing, "input_size": self.p.input_size,
                 "checkpoint": self.plan.checkpoints.get(model), "batch_size": self.p.batch_size,
-                "precision": self.p.precision}, timeout=self.p.timeout_s)
+                "precision": self.p.precision}, timeout=self.p.timeout_s, side=side)
         except WorkerError as e:
             msg = {"event": "error", "error": str(e)}
         for i, (fmt, rewrite) in enumerate(missing):
-            k = (model, fmt, rewrite)
+            k = (side.name, model, fmt, rewrite)
             if msg.get("event") != "exported":
                 cache[k] = WorkerError(f"export to {fmt} failed: {msg.get('error') or msg.get('reason')}")
                 continue
@@ -330,11 +368,28 @@ class Runner:
             else:
                 cache[k] = WorkerError(f"export to {fmt} failed: {r['error']}")
 
+    def check_side(self, side: Side) -> None:
+        """Another checkout must have a worker that speaks this protocol."""
+        from ..errors import HvitError as _E
+        from .worker import PROTOCOL
+
+        try:
+            msg = self._one_shot(f"hello-{side.name}", {"cmd": "hello"}, timeout=300, side=side)
+        except WorkerError as e:
+            raise _E(f"--against {side.root}: its hvit-bench worker does not start: {e}") from None
+        if msg.get("event") != "hello" or msg.get("protocol") != PROTOCOL:
+            raise _E(f"--against {side.root}: its hvit-bench worker speaks another protocol "
+                     f"({msg.get('protocol', 'none')}, this one {PROTOCOL}); use a checkout with the same hvit-bench")
+        pkg = Path(msg.get("package", "")).resolve()
+        if side.root not in pkg.parents:
+            raise _E(f"--against {side.root}: its worker imported hvit_deploy from {pkg.parent}, not from that checkout")
+        side.results.doc["environment"]["versions"]["hvit-deploy"] = msg.get("version")
+
     def artifact(self, job: "Job", cache: dict) -> dict | None:
         fmt = artifacts.BACKEND_FORMAT[job.backend]
         if fmt is None:
             return None
-        got = cache[(job.model, fmt, job.variant == "rewritten")]
+        got = cache[(job.side.name, job.model, fmt, job.variant == "rewritten")]
         if isinstance(got, Exception):
             raise got
         return got
@@ -354,7 +409,7 @@ class Runner:
             "artifact": art["path"] if art else None,
             "warmup": self.p.warmup.model_dump(),
         }
-        job.worker = self._spawn(job.label)
+        job.worker = self._spawn(job.label, job.side)
         self.log(f"{job.label}: loading ..." if first else
                  f"{job.label}: process {job.proc_idx + 1}/{self.p.processes}: loading ...")
 
@@ -443,7 +498,8 @@ class Runner:
             for sig, h in prev.items():
                 with contextlib.suppress(ValueError, OSError):
                     signal.signal(sig, h)
-            self.results.finish(interrupted=self.interrupted)
+            for side in self.sides:
+                side.results.finish(interrupted=self.interrupted)
             self._tidy_logs()
         return self.results
 
@@ -451,7 +507,7 @@ class Runner:
         """Worker logs are kept only when an entry failed (its error names the log)."""
         import shutil
 
-        if any(e.get("status") == "error" for e in self.results.entries):
+        if any(e.get("status") == "error" for side in self.sides for e in side.results.entries):
             self.log(f"worker logs: {self.log_dir}")
         else:
             shutil.rmtree(self.log_dir, ignore_errors=True)
@@ -461,22 +517,27 @@ class Runner:
         cores = available_cores()
         if p.threads > cores:
             msg = f"--threads {p.threads} exceeds the {cores} cores available to this process; runs will oversubscribe"
-            self.results.warnings.append(msg)
+            for side in self.sides:
+                side.results.warnings.append(msg)
             self.log(f"warning: {msg}")
-        self.results.write()
+        for side in self.sides:
+            side.results.write()
         available = self.probe()
+        for side in self.sides[1:]:
+            self.check_side(side)
         jobs_by_model: dict[str, list[Job]] = {}
         for model in self.plan.models:
             for variant in self.plan.variants:
                 for backend in self.plan.backends:
-                    e = self.results.new_entry(model, backend, variant)
-                    job = Job(model, variant, backend, e)
-                    reason = available.get(backend)
-                    if reason:
-                        self.results.skip(e, reason)
-                        self.log(f"{job.label}: skipped — {reason}")
-                        continue
-                    jobs_by_model.setdefault(model, []).append(job)
+                    for side in self.sides:
+                        e = side.results.new_entry(model, backend, variant)
+                        job = Job(model, variant, backend, e, side=side)
+                        reason = available.get(backend)
+                        if reason:
+                            side.results.skip(e, reason)
+                            self.log(f"{job.label}: skipped — {reason}")
+                            continue
+                        jobs_by_model.setdefault(model, []).append(job)
         total = sum(p.iterations for jobs in jobs_by_model.values() for _ in jobs)
         if self.show_progress and total:
             from tqdm import tqdm
@@ -487,7 +548,8 @@ class Runner:
                 self.bar = None
         art_cache: dict = {}
         for model, jobs in jobs_by_model.items():
-            self.prepare_artifacts(model, jobs, art_cache)
+            for side in self.sides:
+                self.prepare_artifacts(model, [j for j in jobs if j.side is side], art_cache, side)
             for group in [jobs] if p.rounds > 1 else [[j] for j in jobs]:
                 self._run_group(group, art_cache)
 
@@ -502,7 +564,7 @@ class Runner:
                 live.append(job)
             except _Skip as s:
                 self._release(job.worker)
-                self.results.skip(job.entry, str(s))
+                job.side.results.skip(job.entry, str(s))
                 self.log(f"  skipped — {s}")
             except (WorkerError, HvitError) as err:
                 self._fail(job, err)
@@ -527,15 +589,16 @@ class Runner:
                     self._fail(job, err)
                     continue
                 if rounds > 1:
-                    self.results.update_samples(job.entry, job.ns, job.round_medians, complete=False,
-                                                round_process=job.round_process)
+                    job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=False,
+                                                    round_process=job.round_process)
             if rounds > 1:
-                self.results.write()
+                for side in self.sides:
+                    side.results.write()
         for job in live:
             if job.worker is None:
                 continue
-            self.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
-                                        round_process=job.round_process)
+            job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
+                                            round_process=job.round_process)
             rm = job.round_medians
             if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
                 job.entry.setdefault("notes", []).append(
@@ -545,7 +608,7 @@ class Runner:
                 self._op_profile(job)
             self._release(job.worker)
             job.worker = None
-            self.results.write()
+            job.side.results.write()
             self.log(f"{job.label}: median {job.entry['median_ms']:.3f} ms "
                      f"[{job.entry['median_ci_ms'][0]:.3f}, {job.entry['median_ci_ms'][1]:.3f}]")
 
@@ -570,8 +633,8 @@ class Runner:
             job.entry["worker_log"] = str(job.worker.log_path)
             self._release(job.worker, kill=True)
             job.worker = None
-        self.results.fail(job.entry, text, job.ns, job.round_medians)
-        self.results.write()
+        job.side.results.fail(job.entry, text, job.ns, job.round_medians)
+        job.side.results.write()
         self.log(f"{job.label}: FAILED — {text}")
 
 

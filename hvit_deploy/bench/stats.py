@@ -268,6 +268,64 @@ def compare_runs(
     )
 
 
+def compare_paired(
+    baseline_rounds: Sequence[float],
+    candidate_rounds: Sequence[float],
+    *,
+    baseline_median: float,
+    candidate_median: float,
+    threshold: float = 0.05,
+    alpha: float = 0.01,
+    round_process: Sequence[int] | None = None,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> RatioTest:
+    """Two entries timed side by side in one run (``hvit-bench --against``): round r of the candidate ran right
+    next to round r of the baseline, so each round gives one log ratio d_r in which the machine's drift cancels.
+
+    p: Wilcoxon signed-rank test on d_r; CI: bootstrap of the median d_r over rounds (worker processes first when
+    the rounds came from several); the verdict rule is :func:`compare_runs`'s."""
+    from scipy.stats import wilcoxon
+
+    a, b = as_array(baseline_rounds), as_array(candidate_rounds)
+    if a.size != b.size or a.size == 0:
+        raise ValueError("paired comparison needs the same number of rounds on both sides")
+    d = np.log(b / a)
+    ratio = candidate_median / baseline_median if baseline_median > 0 else math.inf
+    notes = [f"paired by round: {a.size} rounds timed side by side in one run"]
+    decidable = 2.0 / 2 ** a.size < alpha
+    if not decidable:
+        p = 1.0
+        notes.append(f"too few rounds to test ({a.size}); use --rounds 8 or more")
+    elif np.all(d == 0):
+        p = 1.0
+    else:
+        p = float(wilcoxon(d, alternative="two-sided").pvalue)
+    groups = np.asarray(round_process) if round_process is not None and len(set(round_process)) > 1 else None
+    rng = np.random.default_rng(seed)
+    boot = _boot_medians(d, groups, n_boot, rng)
+    lo, hi = np.exp(np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+    ci = (float(lo), float(hi))
+    spread = relative_spread(np.exp(d))
+    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if decidable and ratio > up and p < alpha and ci[0] > 1.0:
+        verdict = "regression"
+    elif decidable and ratio < down and p < alpha and ci[1] < 1.0:
+        verdict = "improvement"
+    else:
+        verdict = "unchanged"
+        if ratio > up or ratio < down:
+            notes.append(f"ratio {ratio:.3f} is beyond the ±{threshold:.0%} threshold but not significant "
+                         f"(p={p:.2g}, CI {ci[0]:.3f}–{ci[1]:.3f})")
+    if spread > threshold / 2:
+        notes.append(f"round-to-round spread of the paired ratio ±{spread:.1%} is too wide to resolve ±{threshold:.0%}")
+    return RatioTest(
+        baseline_median_ms=float(baseline_median), candidate_median_ms=float(candidate_median), ratio=ratio,
+        ratio_ci=ci, p_value=p, baseline_blocks=int(a.size), candidate_blocks=int(b.size),
+        baseline_spread=spread, candidate_spread=spread, verdict=verdict, notes=notes, decidable=decidable,
+    )
+
+
 def speedup(reference: Sequence[float], other: Sequence[float], *, level: float = DEFAULT_CI_LEVEL,
             reference_rounds: int | None = None, other_rounds: int | None = None,
             reference_round_process: Sequence[int] | None = None,

@@ -20,6 +20,7 @@ import time
 import traceback
 
 PROGRESS_INTERVAL_NS = 250_000_000
+PROTOCOL = 1  # bumped when commands or replies change; `hvit-bench --against` needs both checkouts to agree
 
 
 class Channel:
@@ -119,7 +120,11 @@ def main(argv=None) -> int:
             if kind == "quit":
                 break
             try:
-                if kind == "probe":
+                if kind == "hello":
+                    from .. import __file__ as pkg_file, __version__
+
+                    ch.send("hello", protocol=PROTOCOL, package=pkg_file, version=__version__)
+                elif kind == "probe":
                     from .backends import check_available
 
                     ch.send("probe", available={b: check_available(b) for b in cmd["backends"]})

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
     ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
                     help="official weights (timing does not depend on them; accepted for completeness)")
+    ap.add_argument("--against", metavar="CHECKOUT",
+                    help="also time another hvit-deploy checkout (e.g. the base branch), interleaved round by round "
+                         "with this one, for a side-by-side `hvit-bench compare` (needs --rounds 2 or more)")
+    ap.add_argument("--against-out", metavar="FILE.json",
+                    help="results of the --against checkout (default: the --out name with -base)")
     ap.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
                     help="import this first (registers models of your own; also imported in every worker)")
     ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
@@ -221,6 +226,20 @@ def bench_main(argv: list[str]) -> int:
     checkpoints = parse_checkpoints(args.checkpoint, models)
     out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_out_path(out)
+    against = against_out = None
+    if args.against:
+        against = Path(args.against).resolve()
+        if not (against / "hvit_deploy" / "bench" / "worker.py").is_file():
+            raise HvitError(f"--against {args.against}: not the root of an hvit-deploy checkout with hvit-bench "
+                            "(no hvit_deploy/bench/worker.py there)")
+        if against == Path(__file__).resolve().parents[2]:
+            raise HvitError(f"--against {args.against} is this checkout; give another one")
+        if prof.rounds < 2:
+            raise HvitError("--against times the two checkouts in interleaved rounds: use --rounds 2 or more")
+        against_out = Path(args.against_out) if args.against_out else out.with_name(f"{out.stem}-base{out.suffix}")
+        check_out_path(against_out)
+    elif args.against_out:
+        raise HvitError("--against-out needs --against")
     if args.plot:
         check_plot_path(Path(args.plot))
 
@@ -229,13 +248,26 @@ def bench_main(argv: list[str]) -> int:
 
     command = "hvit-bench " + " ".join(shlex.quote(a) for a in argv)
     plan = Plan(models=models, backends=list(prof.backends), variants=list(prof.variants), profile=prof,
-                checkpoints=checkpoints, out=out, command=command, plugins=plugin_list)
+                checkpoints=checkpoints, out=out, command=command, plugins=plugin_list, against=against,
+                against_out=against_out)
     print(f"hvit-bench: profile {prof.name}: {len(models)} model(s) × {len(prof.backends)} backend(s) × "
           f"{len(prof.variants)} variant(s), {prof.iterations} runs in {prof.rounds} round(s), "
           f"{prof.threads} thread(s) → {out}", file=sys.stderr)
-    results = Runner(plan, progress=not args.no_progress).run()
+    runner = Runner(plan, progress=not args.no_progress)
+    results = runner.run()
     doc = results.doc
     print(format_table(doc, args.format))
+    if against is not None:
+        from ..bench.compare import compare_docs
+        from ..bench.report import terminal
+
+        base_doc = runner.sides[1].results.doc
+        if args.format in ("table", "md"):
+            print(f"\n--against {against} (results: {against_out}):")
+            print(format_table(base_doc, args.format))
+        cmp = compare_docs(base_doc, doc)
+        print(f"\nthis checkout vs {against}, side by side: " + terminal(cmp), file=sys.stderr)
+        print(f"verdict: hvit-bench compare {against_out} {out}", file=sys.stderr)
     if args.plot:
         try:
             from ..bench.plot import plot_results
@@ -244,7 +276,7 @@ def bench_main(argv: list[str]) -> int:
         except OutputError as e:
             print(f"hvit-bench: plot not written: {e}", file=sys.stderr)
     print(f"results: {out}", file=sys.stderr)
-    code = exit_code(doc)
+    code = max(exit_code(doc), exit_code(runner.sides[1].results.doc) if against is not None else 0)
     if code == 1:
         failed = [f"{e['model']}/{e['backend']}/{e.get('variant')}" for e in doc["results"]
                   if e.get("status") not in ("ok", "skipped")]
