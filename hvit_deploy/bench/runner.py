@@ -25,9 +25,9 @@ from typing import Callable
 
 from ..errors import HvitError
 from . import artifacts
-from .environment import THREAD_ENV_VARS, available_cores
+from .environment import available_cores
 from .profiles import Profile
-from .results import ResultsFile, entry_key
+from .results import ResultsFile
 
 WORKER_MODULE = "hvit_deploy.bench.worker"
 PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding this hvit_deploy package
@@ -669,4 +669,4 @@ def run(plan: Plan, **kw) -> ResultsFile:
     return Runner(plan, **kw).run()
 
 
-__all__ = ["Plan", "Runner", "run", "worker_env", "entry_key", "THREAD_ENV_VARS"]
+__all__ = ["Plan", "Runner", "Side", "run", "worker_env"]
