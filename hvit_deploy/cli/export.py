@@ -165,17 +165,21 @@ def _run(args) -> int:
     from ..export import ExportSession, update_manifest
 
     entries: list[dict] = []
-    failed = 0
     t_all = time.perf_counter()
+
+    def record(entry: dict) -> None:
+        entries.append(entry)
+        if entry.get("status") != "ok":
+            print(f"{PROG}: {entry['model']} {entry.get('format', '')}: FAILED: {entry.get('error')}", file=sys.stderr)
+        update_manifest(out, [entry])  # after every artifact: an interrupted run keeps what it made
+
     for name in names:
         checkpoint = args.checkpoint
         if args.checkpoint_dir:
             checkpoint = _find_checkpoint(Path(args.checkpoint_dir), name)
             if checkpoint is None:
-                print(f"{PROG}: {name}: no checkpoint in {args.checkpoint_dir}; skipped", file=sys.stderr)
-                entries.append({"model": name, "format": ",".join(formats), "status": "failed",
-                                "error": f"no checkpoint found in {args.checkpoint_dir}"})
-                failed += 1
+                record({"model": name, "format": ",".join(formats), "status": "failed",
+                        "error": f"no checkpoint for {name} in {args.checkpoint_dir}"})
                 continue
         print(f"{PROG}: {name}: building{' from ' + str(checkpoint) if checkpoint else ''} ...", file=sys.stderr)
         try:
@@ -185,9 +189,7 @@ def _run(args) -> int:
         except HvitError as e:
             if len(names) == 1:
                 raise
-            print(f"{PROG}: {name}: {e}", file=sys.stderr)
-            entries.append({"model": name, "format": ",".join(formats), "status": "failed", "error": str(e)})
-            failed += 1
+            record({"model": name, "format": ",".join(formats), "status": "failed", "error": str(e)})
             continue
         for fmt in formats:
             for rewritten in variants:
@@ -203,11 +205,8 @@ def _run(args) -> int:
                         raise
                     entry = {"model": name, "format": fmt, "status": "failed", "rewritten": rewritten,
                              "error": f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-                if entry.get("status") != "ok":
-                    failed += 1
-                    print(f"{PROG}: {label}: FAILED: {entry.get('error')}", file=sys.stderr)
-                entries.append(entry)
-                update_manifest(out, [entry])  # after every artifact: an interrupted run keeps what it made
+                record(entry)
+    failed = sum(1 for e in entries if e.get("status") != "ok")
     if args.json:
         import json
 
