@@ -36,6 +36,8 @@ FORMS: dict[str, list[str] | None] = {
     "merged_transpose": BASE + ["smt.merge_mhmc", "smt.msa_slices"],      # one 9x9 conv + one rank-5 transpose
     "merged_interleaved": BASE + ["smt.merge_mhmc", "smt.fold_interleave", "smt.msa_slices"],  # one 9x9, no shuffle
     "merged_interleaved_msa_official": BASE + ["smt.merge_mhmc", "smt.fold_interleave"],
+    "split_dense_proj0": BASE + ["smt.mhmc_split", "smt.dense_proj0", "smt.msa_slices"],    # 4 convs, concat, dense
+    "merged_dense_proj0": BASE + ["smt.merge_mhmc", "smt.dense_proj0", "smt.msa_slices"],   # one 9x9, dense proj0
 }
 
 
