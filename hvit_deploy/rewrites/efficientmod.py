@@ -109,13 +109,14 @@ class StaticAttention(Attention):
 
 class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over dim 1 of an NCHW tensor, written out (mean, variance, scale, shift); same parameters.
-    Not bit-identical to ``F.layer_norm`` on channels-last data (different summation order)."""
+    Not bit-identical to ``F.layer_norm`` on channels-last data (different summation order, rsqrt).
+
+    Written as ``(x - mean) * rsqrt(mean((x - mean)²) + eps)`` so that coremltools' ``fuse_layernorm_or_
+    instancenorm`` pass (its BC1S pattern, axes [1] on rank 4) turns it back into one ``layer_norm`` op."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        d = x - u
-        var = (d * d).mean(1, keepdim=True)
-        x = d / torch.sqrt(var + self.eps)
+        d = x - x.mean(1, keepdim=True)
+        x = d * torch.rsqrt((d * d).mean(1, keepdim=True) + self.eps)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
