@@ -16,7 +16,8 @@ Each form is checked against the eager model first, then exported once per backe
 opset 18, onnxsim; OpenVINO: ``openvino.convert_model`` on the rewritten module, f32). Timing is interleaved: in
 every round each form runs ``--iters`` times, in an order rotated round by round, so slow drift of a shared
 machine hits all forms alike. Printed per backend and thread count: the median latency of all calls, the spread
-(p10-p90) of the calls, and each form's ratio to ``repeat`` taken round by round (median, min-max over rounds).
+(p10-p90) of the calls, and each form's ratio to ``repeat`` taken round by round (median, interquartile range and
+extremes over rounds).
 
     python benchmarks/efficientmod_forms.py                       # efficientmod_s, 1 thread, both backends
     python benchmarks/efficientmod_forms.py --model efficientmod_xxs --threads 1 2 --rounds 12 --iters 15
@@ -148,7 +149,7 @@ def time_interleaved(runners: dict, rounds: int, iters: int, warmup: int):
 
 def report(title: str, runners: dict, calls: dict, round_medians: dict, base: str = "repeat") -> None:
     print(f"\n{title}")
-    print(f"  {'form':12s} {'median ms':>10s} {'p10-p90 ms':>16s} {'ratio to ' + base:>18s} {'rounds min-max':>16s}"
+    print(f"  {'form':12s} {'median ms':>10s} {'p10-p90 ms':>16s} {'ratio to ' + base:>18s} {'rounds p25-p75':>16s} {'min-max':>12s}"
           f" {'max|diff|':>10s} {'Tile':>5s}")
     have_base = base in calls
     for form, ts in calls.items():
@@ -157,11 +158,13 @@ def report(title: str, runners: dict, calls: dict, round_medians: dict, base: st
         if have_base:
             ratios = np.array(round_medians[form]) / np.array(round_medians[base])
             ratio = f"{np.median(ratios):.3f}"
-            spread = f"{ratios.min():.3f}-{ratios.max():.3f}"
+            q25, q75 = np.percentile(ratios, [25, 75])
+            spread = f"{q25:.3f}-{q75:.3f}"
+            extremes = f"{ratios.min():.2f}-{ratios.max():.2f}"
         else:
-            ratio = spread = "-"
+            ratio = spread = extremes = "-"
         _, diff, tile = runners[form]
-        print(f"  {form:12s} {med:10.2f} {p10:7.2f}-{p90:<8.2f} {ratio:>18s} {spread:>16s} {diff:10.1e}"
+        print(f"  {form:12s} {med:10.2f} {p10:7.2f}-{p90:<8.2f} {ratio:>18s} {spread:>16s} {extremes:>12s} {diff:10.1e}"
               f" {'yes' if tile else 'no':>5s}")
     fastest = min(calls, key=lambda f: float(np.median(calls[f])))
     print(f"  fastest: {fastest}")
