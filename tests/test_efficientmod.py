@@ -341,3 +341,27 @@ def test_coreml_converts(xxs, x):
     assert "transpose" not in ops and "tile" not in ops      # NCHW throughout, broadcast modulation
     assert ops.count("layer_norm") == 23                     # the channel LayerNorms fused back by coremltools
     assert ops.count("conv") == 76 and ops.count("linear") == 1
+
+
+# --------------------------------------------------------------------------------- through the exporter
+
+@pytest.fixture(scope="module")
+def export_session():
+    from hvit_deploy.export import ExportSession
+
+    return ExportSession("efficientmod_xxs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "coreml"])
+def test_exporter_round_trip(export_session, tmp_path_factory, fmt):
+    r = export_session.export(fmt, tmp_path_factory.mktemp(fmt))
+    assert r.ok, r.error
+    assert r.rewrites == load_recipe("efficientmod").rewrites_for(fmt)
+    ops = r.entry["op_types"]
+    if fmt == "coreml":
+        assert "transpose" not in ops and "tile" not in ops and ops["layer_norm"] == 23
+        return
+    v = r.validation
+    assert v["max_abs"] < 1e-5 and v["min_cosine"] > 0.99999 and v["top1"] == 1.0 and v["inputs"] == 4
+    assert "Tile" not in ops
