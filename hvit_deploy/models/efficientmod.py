@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_, use_fused_attn
 
-from ..registry import _timm_entrypoint, register_model
+from ..registry import register_model
 
 __all__ = ["EfficientMod", "efficientmod_xxs", "efficientmod_xs", "efficientmod_s", "efficientmod_s_conv"]
 
@@ -342,16 +342,3 @@ def efficientmod_s(**kwargs) -> EfficientMod:
 def efficientmod_s_conv(**kwargs) -> EfficientMod:
     """EfficientMod-s-Conv (convolution only): 12.9M params, 1.5 GFLOPs, 80.5 top-1."""
     return _create("efficientmod_s_conv", drop_path_rate=kwargs.pop("drop_path_rate", 0.02), **kwargs)
-
-
-def _register_official_names_in_timm() -> None:
-    """``timm.create_model("efficientMod_xxs")`` works too, as it does with the official repo's registration."""
-    from timm.models import is_model, register_model as timm_register_model
-
-    for official, builder in (("efficientMod_xxs", efficientmod_xxs), ("efficientMod_xs", efficientmod_xs),
-                              ("efficientMod_s", efficientmod_s), ("efficientMod_s_Conv", efficientmod_s_conv)):
-        if not is_model(official):  # the official module may have been imported first; leave its entry alone
-            timm_register_model(_timm_entrypoint(official, builder))
-
-
-_register_official_names_in_timm()
