@@ -22,6 +22,9 @@ merged convolution of ``smt.merge_mhmc``. The MHMC has three equal forms:
   kernels are permuted so that the channels come out interleaved, and no shuffle remains (a per-channel op
   commutes with a permutation of channels).
 
+``smt.dense_proj0`` is a fourth way to avoid the shuffle: ``proj0`` becomes a dense 1x1 conv reading the head-major
+channels in place (zeros outside each group), at C/h times the MACs of the grouped conv.
+
 The recipe (``export_recipes/smt.yaml``) picks the form per backend from ``benchmarks/smt_forms.py``.
 """
 from __future__ import annotations
