@@ -198,7 +198,8 @@ def main(argv=None) -> int:
                 row += [f"{table[f]:.1f}", iqr(samples[(backend, f)]),
                         f"{table[f] / base:.3f}" if base else "-", f"{table[f] / best:.3f}"]
             rows.append(row)
-    print(f"{args.model}{' SAM blocks only' if args.part == 'sam' else ''} @ {size[1]}, batch 1, {args.threads} thread(s), {args.rounds} rounds x {args.iters} runs, "
+    what = args.model + (" SAM blocks only" if args.part == "sam" else "")
+    print(f"{what} @ {size[1]}, batch 1, {args.threads} thread(s), {args.rounds} rounds x {args.iters} runs, "
           f"interleaved; torch {torch.__version__}, cpu count {os.cpu_count()}")
     print(tabulate(rows, headers=["backend", "form", "nodes", "max|diff|", "wall ms", "IQR", "/written", "/fastest",
                                   "cpu ms", "IQR", "/written", "/fastest"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import onnx
 import pytest
 import timm
@@ -12,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import hvit_deploy
 from hvit_deploy import create_model, get_spec
 from hvit_deploy.errors import HvitError, RewriteError
 from hvit_deploy.models import smt as S

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import RewriteError
 from ..models import smt as S
