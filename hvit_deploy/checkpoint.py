@@ -16,7 +16,6 @@ import argparse
 import collections
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -89,8 +88,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
                 f"the file, which runs its pickled code") from None
         raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): "
                               f"{_unpickler_reason(e)}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): {_short(e)}") from None
+    except Exception as e:  # random bytes can surface as any error of the unpickler (KeyError, TypeError...)
+        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): "
+                              f"{type(e).__name__}: {_short(e)}") from None
 
 
 def _unpickler_reason(e: BaseException) -> str:

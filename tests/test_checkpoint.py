@@ -91,11 +91,17 @@ def test_missing_file(tmp_path):
         create_model("twins_pcpvt_s", checkpoint=tmp_path / "nope.pth")
 
 
-def test_corrupt_file(tmp_path):
+@pytest.mark.parametrize("seed", range(40))
+def test_corrupt_file(tmp_path, seed):
+    """Random bytes (some start like a pickle) must always give a CheckpointError, whatever the unpickler hits."""
+    import random
+
+    rng = random.Random(seed)
     path = tmp_path / "corrupt.pth"
-    path.write_bytes(os.urandom(4096))
+    head = b"\x80\x02" if seed % 2 else b""
+    path.write_bytes(head + bytes(rng.getrandbits(8) for _ in range(4096)))
     with pytest.raises(CheckpointError, match="corrupt|cannot read|refusing"):
-        create_model("twins_pcpvt_s", checkpoint=path)
+        read_checkpoint(path)
 
 
 def test_truncated_file(tmp_path, reference):
