@@ -161,7 +161,9 @@ def main(argv=None) -> int:
         print(f"recording {args.runs} runs of {args.model} (profile {args.profile}) in {out_dir}", flush=True)
         paths = record_runs(args, out_dir)
     docs = [load_results(p) for p in paths]
-    paired = args.paired or all(d.get("pairing") for d in docs)
+    run_ids = [(d.get("pairing") or {}).get("run") for d in docs]
+    paired = args.paired or (len(docs) % 2 == 0 and all(
+        run_ids[i] and run_ids[i] == run_ids[i + 1] for i in range(0, len(docs), 2)))
     n_entries = sum(e.get("status") == "ok" for e in docs[0]["results"])
     n_pairs = len(docs) // 2 if paired else len(docs) * (len(docs) - 1)
     print(f"\n{len(docs)} result files × {n_entries} entries; {n_pairs} "

@@ -19,9 +19,12 @@ def test_shipped_profiles():
     assert set(gpu.backends) <= {"torch-cuda", "onnxruntime-cuda", "openvino-gpu"}
     ci = profiles.load_profile("ci")
     assert ci.iterations * 1 < paper.iterations and ci.rounds >= 10  # enough round medians to test on
-    for name in names:  # every shipped file parses and lives where the package looks
+    from hvit_deploy.registry import canonical_name
+
+    for name in names:  # every shipped file parses, lives where the package looks, names registered models
         assert (profiles_dir() / f"{name}.yaml").is_file()
-        profiles.load_profile(name)
+        for model in profiles.load_profile(name).models:
+            assert canonical_name(model) == model
 
 
 def test_override_replaces_fields_and_revalidates():
