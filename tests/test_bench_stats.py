@@ -53,10 +53,12 @@ def test_blocks_follow_rounds_or_ten_slices():
     assert b.tolist() == [np.median(c) for c in np.array_split(x, 10)]
 
 
-def test_settled():
+def test_settled_means_no_longer_improving():
     assert not stats.settled([10.0], 0.03)
     assert stats.settled([10.0, 10.2], 0.03)
-    assert not stats.settled([10.0, 11.0], 0.03)
+    assert stats.settled([10.0, 9.8], 0.03)
+    assert not stats.settled([10.0, 9.0], 0.03)  # still getting faster: keep warming up
+    assert stats.settled([10.0, 13.0], 0.03)  # slower again: a busy machine, not warm-up
 
 
 def _series(n=2000, base=10.0, seed=0, ar=0.9, sd=0.03):

@@ -20,10 +20,10 @@ def test_warm_up_stops_when_settled_or_capped():
 
     state = {"n": 0}
 
-    def slower_each_time():  # never settles: each window is twice as slow as the last
+    def faster_each_time():  # never settles: each window is twice as fast as the last
         state["n"] += 1
-        time.sleep(0.001 * 2 ** (state["n"] // 4))
+        time.sleep(0.064 * 0.5 ** (state["n"] // 4))
 
-    wu = warm_up(slower_each_time, {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 25,
+    wu = warm_up(faster_each_time, {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 25,
                                     "max_seconds": 10})
     assert not wu["settled"] and wu["runs"] <= 25 and "max_runs" in wu["not_settled_because"]

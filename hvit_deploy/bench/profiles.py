@@ -29,12 +29,13 @@ class _Strict(BaseModel):
 
 
 class Warmup(_Strict):
-    """Untimed runs before measuring: at least ``min_runs``, then windows of ``window`` runs until two
-    consecutive window medians agree within ``tolerance`` (or a cap is reached; the entry records which)."""
+    """Untimed runs before measuring: at least ``min_runs``, then windows of ``window`` runs until latency stops
+    improving — a window's median no more than ``tolerance`` below the previous one's — or a cap is reached
+    (the entry records which)."""
 
     min_runs: int = Field(50, ge=1, description="runs always done before the settle check")
     window: int = Field(20, ge=2, description="runs per settle-check window")
-    tolerance: float = Field(0.03, gt=0, lt=1, description="relative change between window medians counted as settled")
+    tolerance: float = Field(0.03, gt=0, lt=1, description="improvement between window medians still counted as warming up")
     max_runs: int = Field(2000, ge=1, description="stop warming up after this many runs, settled or not")
     max_seconds: float = Field(60.0, gt=0, description="stop warming up after this long, settled or not")
     round_runs: int = Field(5, ge=0, description="untimed runs before each turn when entries take turns (rounds > 1)")

@@ -128,11 +128,13 @@ def block_groups(n_samples: int, n_blocks: int, rounds: int | None,
 
 
 def settled(window_medians: Sequence[float], tolerance: float) -> bool:
-    """True when the last two window medians differ by at most ``tolerance`` (relative)."""
+    """True when latency has stopped improving: the last window's median is not below the one before by more
+    than ``tolerance`` (relative). Warm-up effects (lazy allocation, caches, clocks) make early runs slower;
+    a window that is slower again is a busy machine, not warm-up, and does not prolong it."""
     if len(window_medians) < 2:
         return False
     a, b = window_medians[-2], window_medians[-1]
-    return a > 0 and abs(b / a - 1.0) <= tolerance
+    return a > 0 and b / a >= 1.0 - tolerance
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -61,8 +61,8 @@ def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL
 
 
 def warm_up(call, cfg: dict, progress=None) -> dict:
-    """At least ``min_runs`` runs, then windows of ``window`` runs until two window medians agree within
-    ``tolerance``; capped by ``max_runs`` and ``max_seconds``."""
+    """At least ``min_runs`` runs, then windows of ``window`` runs until latency stops improving (see
+    :func:`.stats.settled`); capped by ``max_runs`` and ``max_seconds``."""
     import statistics
 
     from .stats import settled
