@@ -16,7 +16,6 @@ import argparse
 import collections
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,32 +29,27 @@ EMA_KEYS = ("state_dict_ema", "model_ema", "ema")
 PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-class _ConfigStub(dict):
-    """Stands in for a yacs ``CfgNode`` when unpickling: keeps the data, runs no code of yacs."""
+class _ConfigStub:
+    """Stands in for a yacs ``CfgNode`` when unpickling with ``weights_only=True``: the unpickler creates it
+    with ``__new__``, which hands back a plain ``OrderedDict`` (the only mapping types the weights-only unpickler
+    fills), so the config's data is kept and no code of yacs runs."""
 
-    def __setstate__(self, state):  # pragma: no cover - depends on the pickler's protocol
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-
-
-class _ObjectStub:
-    """Stands in for plain objects (argparse-like) saved by training scripts."""
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.__dict__.update(state)
+    def __new__(cls, *args, **kwargs):
+        return collections.OrderedDict()
 
 
 def _safe_globals() -> list[Any]:
+    """Objects that training scripts save beside the weights and that rebuild without running their code:
+    argparse namespaces, yacs configs (read as plain dicts), numpy scalars such as ``max_accuracy``."""
     allowed: list[Any] = [argparse.Namespace, collections.OrderedDict, (_ConfigStub, "yacs.config.CfgNode")]
     try:
         import numpy as np
 
-        allowed += [
-            np.dtype, (np.core.multiarray.scalar if hasattr(np, "core") else np.dtype),
-        ]
-        for dt in (np.float64, np.float32, np.int64, np.int32, np.bool_):
-            allowed.append(type(np.dtype(dt)))
+        core = getattr(np, "_core", None) or getattr(np, "core")
+        allowed += [core.multiarray.scalar, np.dtype]
+        dtypes = getattr(np, "dtypes", None)
+        if dtypes is not None:
+            allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
     except Exception:  # pragma: no cover - numpy is a dependency
         pass
     return allowed
@@ -87,12 +81,26 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> Any:
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         blocked = _blocked_globals(p)
-        what = f" it holds objects outside the safe list ({', '.join(blocked)})" if blocked else f" {_short(e)}"
-        raise CheckpointError(
-            f"refusing to unpickle {p.name}:{what}; re-save only the state dict, or pass --trust-checkpoint "
-            f"(trust_checkpoint=True) if you trust the file, which runs its pickled code") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): {_short(e)}") from None
+        if blocked:
+            raise CheckpointError(
+                f"refusing to unpickle {p.name}: it holds objects outside the safe list ({', '.join(blocked)}); "
+                f"re-save only the state dict, or pass --trust-checkpoint (trust_checkpoint=True) if you trust "
+                f"the file, which runs its pickled code") from None
+        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): "
+                              f"{_unpickler_reason(e)}") from None
+    except Exception as e:  # random bytes can surface as any error of the unpickler (KeyError, TypeError...)
+        raise CheckpointError(f"cannot read checkpoint {p.name} (corrupt or not a PyTorch file): "
+                              f"{type(e).__name__}: {_short(e)}") from None
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """torch's weights-only errors are paragraphs; keep the line that says what went wrong."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        tail = text.split(marker, 1)[1].strip().splitlines()
+        return _short(Exception(tail[0] if tail else text))
+    return _short(Exception(text.splitlines()[0] if text else type(e).__name__))
 
 
 def _blocked_globals(p: Path) -> list[str]:
@@ -100,8 +108,10 @@ def _blocked_globals(p: Path) -> list[str]:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(p))
     except Exception:
         return []
-    safe = {"yacs.config.CfgNode", "argparse.Namespace", "collections.OrderedDict"}
-    return [n for n in names if n not in safe][:5]
+    safe = {"yacs.config.CfgNode", "argparse.Namespace", "collections.OrderedDict", "numpy.dtype"}
+    return [n for n in names if n not in safe and not n.startswith(("numpy._core.multiarray.scalar",
+                                                                    "numpy.core.multiarray.scalar",
+                                                                    "numpy.dtypes."))][:5]
 
 
 def _short(e: BaseException) -> str:

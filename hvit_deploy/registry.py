@@ -71,15 +71,20 @@ def _timm_entrypoint(spec_name: str, builder: Builder) -> Callable[..., nn.Modul
 
 
 def register_model(*, family: str, timm_register: bool = True, name: str | None = None, **spec_fields: Any):
-    """Decorator registering a builder under its function name (or ``name``)."""
+    """Decorator registering a builder under its function name (or ``name``), and in timm's registry under that
+    name and each alias that timm does not already have."""
 
     def decorator(builder: Builder) -> Builder:
         spec = ModelSpec(name=name or builder.__name__, family=family, builder=builder, **spec_fields)
         add_spec(spec)
         if timm_register:
+            from timm.models import is_model
             from timm.models import register_model as timm_register_model
 
             timm_register_model(_timm_entrypoint(spec.name, builder))
+            for alias in spec.aliases:  # e.g. the official function names; never shadow a model of timm's own
+                if alias != spec.name and not is_model(alias):
+                    timm_register_model(_timm_entrypoint(alias, builder))
         return builder
 
     return decorator

@@ -1,28 +1,25 @@
-"""Where the shipped YAML and images live: inside the installed package, or at the top of a checkout."""
+"""Where the shipped YAML and images live: inside the installed package (a wheel puts ``export_recipes/`` and
+``profiles/`` under ``hvit_deploy/``), or at the top of a checkout (where people look for them)."""
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent
 
 
-def _dir(package: str, checkout_dir: str) -> Path:
-    try:
-        p = Path(str(resources.files(package)))
-        if p.is_dir() and any(p.glob("*.yaml")):
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return _ROOT.parent / checkout_dir
+def _dir(name: str) -> Path:
+    installed = _ROOT / name
+    if installed.is_dir() and any(installed.glob("*.yaml")):
+        return installed
+    return _ROOT.parent / name
 
 
 def recipes_dir() -> Path:
-    return _dir("hvit_deploy.export_recipes", "export_recipes")
+    return _dir("export_recipes")
 
 
 def profiles_dir() -> Path:
-    return _dir("hvit_deploy.profiles", "profiles")
+    return _dir("profiles")
 
 
 def asset(name: str) -> Path:

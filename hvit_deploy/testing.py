@@ -71,3 +71,47 @@ def assert_rewrite_equal(
                     f"rewrite {names or rewritten.hvit_rewrites} for {backend}: max|diff| {d.max_abs:.3g} > "
                     f"{bound:.3g} (max|ref| {d.max_ref:.3g})")
     return rewritten
+
+
+def save_training_checkpoint(path, state_dict: dict, *, container: str | None = "model", prefix: str = "",
+                             with_yacs_config: bool = False, with_args: bool = False, extra: dict | None = None):
+    """Write a checkpoint laid out like an official release or training file, for loader tests.
+
+    ``container``: ``"model"``, ``"state_dict"``, ``"state_dict_ema"``... or ``None`` for a bare state dict.
+    ``prefix``: e.g. ``"module."`` as DataParallel/DDP saves it. ``with_yacs_config`` adds a yacs ``CfgNode`` (a
+    class created under the module name ``yacs.config`` for the save only, as Swin-style scripts store it);
+    ``with_args`` adds an ``argparse.Namespace`` (DeiT-style scripts)."""
+    import argparse
+    import sys
+    import types
+
+    import numpy as np
+
+    sd = {prefix + k: v for k, v in state_dict.items()}
+    obj: dict = sd if container is None else {container: sd, "epoch": 299, "max_accuracy": np.float64(81.5)}
+    added = []
+    if with_yacs_config:
+        if "yacs.config" not in sys.modules:
+            yacs, cfg_mod = types.ModuleType("yacs"), types.ModuleType("yacs.config")
+
+            class CfgNode(dict):
+                def __init__(self, init=None, new_allowed=False):
+                    super().__init__(init or {})
+                    self.__dict__["__immutable__"] = False
+                    self.__dict__["__new_allowed__"] = new_allowed
+
+            CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
+            cfg_mod.CfgNode, yacs.config = CfgNode, cfg_mod
+            sys.modules["yacs"], sys.modules["yacs.config"] = yacs, cfg_mod
+            added = ["yacs", "yacs.config"]
+        node = sys.modules["yacs.config"].CfgNode
+        obj["config"] = node({"MODEL": node({"TYPE": "test"}), "DATA": node({"IMG_SIZE": 224})})
+    if with_args:
+        obj["args"] = argparse.Namespace(lr=1e-3, model="test", input_size=224)
+    obj.update(extra or {})
+    try:
+        torch.save(obj, path)
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    return path

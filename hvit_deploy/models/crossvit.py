@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import re
 
-import timm
-
 from ..registry import ModelSpec, add_spec
+from ._timm import timm_builder
 
 _VARIANTS = [
     # canonical, timm name, official fn, paper name, params
@@ -49,19 +48,12 @@ def remap_official_keys(state_dict: dict) -> dict:
     return {_LIST_KEY.sub(r"\1_\2", k): v for k, v in state_dict.items()}
 
 
-def _builder(timm_name: str):
-    def build(**kwargs):
-        return timm.create_model(timm_name, pretrained=False, **kwargs)
-
-    build.__name__ = timm_name
-    build.__doc__ = f"timm's {timm_name}"
-    return build
 
 
 for _name, _timm, _official, _paper, _params in _VARIANTS:
     _side = 408 if _timm.endswith("_408") else 240
     add_spec(ModelSpec(
-        name=_name, family="crossvit", builder=_builder(_timm), params=_params, paper_name=_paper,
+        name=_name, family="crossvit", builder=timm_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), input_size=(3, _side, _side), weights=f"{_official}.pth",
         remap_state_dict=remap_official_keys, crop_pct=0.875 if _side == 240 else 1.0,
     ))

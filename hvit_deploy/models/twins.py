@@ -15,9 +15,8 @@ most 4e-7 on the same weights.
 """
 from __future__ import annotations
 
-import timm
-
 from ..registry import ModelSpec, add_spec
+from ._timm import timm_builder
 
 _VARIANTS = [
     # canonical, timm name, official fn, paper name, params, release file
@@ -30,20 +29,13 @@ _VARIANTS = [
 ]
 
 
-def _builder(timm_name: str):
-    def build(**kwargs):
-        return timm.create_model(timm_name, pretrained=False, **kwargs)
-
-    build.__name__ = timm_name
-    build.__doc__ = f"timm's {timm_name}"
-    return build
 
 
 for _name, _timm, _official, _paper, _params, _file in _VARIANTS:
     add_spec(ModelSpec(
-        name=_name, family="twins", builder=_builder(_timm), params=_params, paper_name=_paper,
+        name=_name, family="twins", builder=timm_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), weights=_file, crop_pct=0.9,
-        # SVT's local windows need the token grid of every stage to be a multiple of 7 (the official code has no
-        # padding); PCPVT needs multiples of 32 for its patch embeddings.
-        input_multiple=224 if _name.startswith("twins_svt") else 32,
+        # Patch embeddings need multiples of 32. SVT's local windows cover grids that are not multiples of 7 by
+        # zero padding, as timm does (the official code has no padding and needs multiples of 224).
+        input_multiple=32,
     ))

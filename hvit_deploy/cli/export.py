@@ -1,0 +1,229 @@
+"""``hvit-export``: build, rewrite, export and validate models; writes artifacts and DIR/manifest.json."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tabulate import tabulate
+
+from ..errors import HvitError
+from ..registry import canonical_name, get_spec, list_families, list_models
+from .common import debug_enabled, run_main
+
+PROG = "hvit-export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export hybrid vision transformers to ONNX, OpenVINO IR and Core ML, each validated against "
+                    "eager PyTorch. Writes the artifacts and DIR/manifest.json.",
+        epilog="examples:\n  hvit-export smt_t --to onnx\n  hvit-export twins_svt_s --to all --out exports\n"
+               "  hvit-export crossvit_9_dagger --to coreml --precision fp16 --checkpoint crossvit_9_dagger_224.pth\n"
+               "  hvit-export --family efficientmod --to onnx openvino\n  hvit-export --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("models", nargs="*", metavar="NAME", help="canonical names or aliases (see --list)")
+    p.add_argument("--to", nargs="+", default=["onnx"], metavar="FORMAT",
+                   help="onnx, openvino, coreml or all (several allowed; default onnx)")
+    p.add_argument("--out", default="exports", metavar="DIR", help="output directory (default ./exports)")
+    p.add_argument("--family", action="append", default=[], help="export every variant of this family")
+    p.add_argument("--checkpoint", metavar="PATH", help="official weights for the one model named")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="folder of official weights, found by canonical name, alias or release file name")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow arbitrary pickled objects in checkpoints (runs their code: trusted files only)")
+    p.add_argument("--use-ema", action="store_true", help="prefer EMA weights when a checkpoint has both")
+    p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
+    p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
+    p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], help="OpenVINO/Core ML precision (default recipe: fp32)")
+    p.add_argument("--input-size", type=int, metavar="N", help="square input side, e.g. 384 for smt_l")
+    p.add_argument("--batch", type=int, metavar="B", help="static batch size (default 1)")
+    p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
+    p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
+    p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
+    p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
+    return p
+
+
+def _formats(values: list[str]) -> list[str]:
+    from ..export import FORMATS
+
+    out: list[str] = []
+    for v in values:
+        for f in v.split(","):
+            f = f.strip().lower()
+            if f == "all":
+                out.extend(FORMATS)
+            elif f in FORMATS:
+                out.append(f)
+            elif f in ("ir", "ov"):
+                out.append("openvino")
+            elif f in ("mlpackage", "coreml-mlprogram"):
+                out.append("coreml")
+            else:
+                raise HvitError(f"unknown format {f!r}; choose from {', '.join(FORMATS)} or all")
+    return list(dict.fromkeys(out))
+
+
+def _find_checkpoint(directory: Path, name: str) -> Path | None:
+    spec = get_spec(name)
+    stems = [spec.name, *spec.aliases]
+    candidates = [directory / spec.weights] if spec.weights else []
+    candidates += [directory / f"{s}{ext}" for s in stems for ext in (".pth", ".pt", ".pth.tar", ".safetensors")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _print_zoo(families: list[str]) -> int:
+    from ..zoo import zoo
+
+    rows = []
+    for fam in families or list_families():
+        for r in zoo(fam):
+            rows.append([r.name, r.family, r.paper_name, f"{r.params / 1e6:.2f}M",
+                         f"{r.gmacs:.3f}" if r.gmacs is not None else "-", f"{r.input_size[1]}",
+                         ", ".join(a for a in r.aliases if a != r.name)[:60]])
+    print(tabulate(rows, headers=["model", "family", "paper", "params", "GMACs", "input", "aliases"]))
+    return 0
+
+
+def _print_rewrites() -> int:
+    from ..recipes import load_recipe
+    from ..rewrites import list_rewrites
+
+    uses: dict[str, list[str]] = {}
+    for fam in list_families():
+        try:
+            recipe = load_recipe(fam)
+        except HvitError:
+            continue
+        for backend, names in recipe.rewrites.items():
+            for n in names:
+                uses.setdefault(n, []).append(f"{fam}:{backend}")
+    rows = [[r.name, "exact" if r.exact else "rounding", ", ".join(uses.get(r.name, [])) or "-", r.description]
+            for r in list_rewrites()]
+    print(tabulate(rows, headers=["rewrite", "equality", "used by", "what it does"], maxcolwidths=[None, None, 40, 60]))
+    return 0
+
+
+def _figure(v, fmt):
+    return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+
+def _row(entry: dict) -> list:
+    val = entry.get("validation") or {}
+    if entry["status"] != "ok":
+        status = "FAILED"
+    elif entry["format"] == "coreml" and not val.get("max_abs"):
+        status = "ok (program checked)"
+    else:
+        status = "ok"
+    size = entry.get("size_bytes")
+    return [entry["model"], entry["format"], status, entry.get("path") or "-",
+            f"{size / 1e6:.1f}" if size else "-", len(entry.get("rewrites") or []),
+            entry.get("exporter", "-"), _figure(val.get("max_abs"), ".2e"), _figure(val.get("min_cosine"), ".7f"),
+            _figure(val.get("top1"), ".0%"), _figure(entry.get("seconds"), ".1f")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    if args.list:
+        return _print_zoo(args.family)
+    if args.list_rewrites:
+        return _print_rewrites()
+    names = [canonical_name(n) for n in args.models]
+    for fam in args.family:
+        fam_models = list_models(fam)
+        if not fam_models:
+            raise HvitError(f"unknown family {fam!r}; families: {', '.join(list_families())}")
+        names += fam_models
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise HvitError("name at least one model (or --family F); `hvit-export --list` shows the zoo")
+    formats = _formats(args.to)
+    if args.checkpoint and len(names) != 1:
+        raise HvitError("--checkpoint goes with exactly one model; use --checkpoint-dir for several")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise HvitError(f"checkpoint not found: {args.checkpoint}")
+    if args.checkpoint_dir and not Path(args.checkpoint_dir).is_dir():
+        raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
+    if args.batch is not None and args.batch < 1:
+        raise HvitError("--batch must be at least 1")
+    from ..utils.io import ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
+    variants = [True, False] if args.both else [not args.no_rewrite]
+
+    from ..export import ExportSession, update_manifest
+
+    entries: list[dict] = []
+    t_all = time.perf_counter()
+
+    def record(entry: dict) -> None:
+        entries.append(entry)
+        if entry.get("status") != "ok":
+            print(f"{PROG}: {entry['model']} {entry.get('format', '')}: FAILED: {entry.get('error')}", file=sys.stderr)
+        update_manifest(out, [entry])  # after every artifact: an interrupted run keeps what it made
+
+    for name in names:
+        checkpoint = args.checkpoint
+        if args.checkpoint_dir:
+            checkpoint = _find_checkpoint(Path(args.checkpoint_dir), name)
+            if checkpoint is None:
+                record({"model": name, "format": ",".join(formats), "status": "failed",
+                        "error": f"no checkpoint for {name} in {args.checkpoint_dir}"})
+                continue
+        print(f"{PROG}: {name}: building{' from ' + str(checkpoint) if checkpoint else ''} ...", file=sys.stderr)
+        try:
+            session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size, batch_size=args.batch,
+                                    recipe=args.recipe, trust_checkpoint=args.trust_checkpoint,
+                                    use_ema=args.use_ema, validate=not args.no_validate)
+        except HvitError as e:
+            if len(names) == 1:
+                raise
+            record({"model": name, "format": ",".join(formats), "status": "failed", "error": str(e)})
+            continue
+        for fmt in formats:
+            for rewritten in variants:
+                label = f"{name} -> {fmt}{'' if rewritten else ' (as written)'}"
+                print(f"{PROG}: {label} ...", file=sys.stderr, flush=True)
+                try:
+                    result = session.export(fmt, out, rewrite=rewritten, opset=args.opset, precision=args.precision)
+                    entry = result.entry
+                except HvitError:
+                    raise
+                except Exception as e:  # one model's bug must not sink the others
+                    if debug_enabled():
+                        raise
+                    entry = {"model": name, "format": fmt, "status": "failed", "rewritten": rewritten,
+                             "error": f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+                record(entry)
+    failed = sum(1 for e in entries if e.get("status") != "ok")
+    if args.json:
+        import json
+
+        print(json.dumps(entries, indent=2, default=str))
+    else:
+        rows = [_row(e) for e in entries if "status" in e and "format" in e and e.get("input_shape")]
+        rows += [[e["model"], e["format"], "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"]
+                 for e in entries if not e.get("input_shape")]
+        print(tabulate(rows, headers=["model", "format", "status", "artifact", "MB", "rewrites", "exporter",
+                                      "max|diff|", "cosine", "top-1", "s"]))
+        for e in entries:
+            if e.get("status") != "ok":
+                print(f"  {e['model']} {e['format']}: {e.get('error')}")
+        print(f"\n{len(entries) - failed} of {len(entries)} exports succeeded in {time.perf_counter() - t_all:.0f} s; "
+              f"manifest: {out / 'manifest.json'}")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""PyTorch → ONNX, then onnxsim, then ``onnx.checker``; the first exporter whose artifact validates wins."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import ExportError
+from ..recipes import OnnxOptions
+from .quiet import captured
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return [sess.run(None, {name: x})[0] for x in inputs]
+
+
+def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
+    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+    with captured() as log, torch.no_grad():
+        try:
+            if exporter == "dynamo":
+                torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, **kwargs)
+            else:
+                torch.onnx.export(model, (example,), str(path), dynamo=False, do_constant_folding=True, **kwargs)
+        except Exception as e:
+            tail = " | ".join(line for line in log.getvalue().splitlines()[-3:] if line.strip())
+            raise ExportError(f"{exporter} exporter: {type(e).__name__}: {_first_line(e)}"
+                              + (f" [{tail}]" if tail and len(tail) < 300 else "")) from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = next((t for t in text if t.strip()), type(e).__name__)
+    return line[:300]
+
+
+def _simplify_and_check(path: Path, simplify: bool) -> dict:
+    import onnx
+
+    info: dict = {}
+    model = onnx.load(str(path))
+    info["nodes_exported"] = len(model.graph.node)
+    if simplify:
+        try:
+            import onnxsim
+
+            with captured():
+                simplified, ok = onnxsim.simplify(model)
+            if ok:
+                model = simplified
+                info["onnxsim"] = "simplified"
+            else:
+                info["onnxsim"] = "check failed; kept the unsimplified graph"
+        except Exception as e:  # onnxsim is best effort: the exported graph is still valid
+            info["onnxsim"] = f"failed ({type(e).__name__}); kept the unsimplified graph"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    info["nodes"] = len(model.graph.node)
+    info["op_types"] = _op_histogram(model)
+    info["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    info["double_tensors"] = _double_tensors(model)
+    return info
+
+
+def _op_histogram(model) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for n in model.graph.node:
+        hist[n.op_type] = hist.get(n.op_type, 0) + 1
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _double_tensors(model) -> int:
+    import onnx
+
+    count = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.DOUBLE)
+    count += sum(1 for v in model.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE)
+    return count
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opts: OnnxOptions,
+    validate: Callable[[Callable[[list[np.ndarray]], list[np.ndarray]]], tuple[dict, list[str]]] | None,
+    opset: int | None = None,
+) -> dict:
+    """Export to ``path``; ``validate(run_fn)`` returns (figures, failures) for a candidate. Returns the info
+    of the winning attempt, with every attempt listed under ``attempts``."""
+    opset = opset or opts.opset
+    attempts = []
+    for exporter in opts.exporters:
+        if exporter == "dynamo" and opset < 18:
+            attempts.append({"exporter": exporter, "error": f"the dynamo exporter needs opset >= 18, not {opset}"})
+            continue
+        tmp = path.with_name(f".{path.stem}.{exporter}.{os.getpid()}.onnx")
+        t0 = time.perf_counter()
+        try:
+            _export_once(model, example, tmp, exporter, opset)
+            info = _simplify_and_check(tmp, opts.simplify)
+            info.update(exporter=exporter, export_s=round(time.perf_counter() - t0, 2))
+            if validate is not None:
+                figures, bad = validate(lambda xs: run_onnx(tmp, xs))
+                info["validation"] = figures
+                if bad:
+                    attempts.append({"exporter": exporter, "error": "validation: " + "; ".join(bad)})
+                    continue
+            os.replace(tmp, path)
+            info["attempts"] = attempts + [{"exporter": exporter, "error": None}]
+            return info
+        except ExportError as e:
+            attempts.append({"exporter": exporter, "error": str(e)})
+        except Exception as e:
+            attempts.append({"exporter": exporter, "error": f"{type(e).__name__}: {_first_line(e)}"})
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    raise ExportError("ONNX export failed: " + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts))

@@ -1,0 +1,224 @@
+"""registry → model → rewrites → exporter → artifact + validation → manifest entry.
+
+``export_model`` is the one-call API; :class:`ExportSession` builds a model once and exports it to several
+formats (the eager reference outputs are computed once too).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ExportError, HvitError, RewriteError, ValidationError
+from ..factory import create_model, resolve_input_size
+from ..recipes import Recipe, load_recipe, load_recipe_file
+from ..registry import get_spec
+from ..rewrites import rewrite as rewrite_model
+from ..utils.io import ensure_writable_dir
+from ..versions import tool_versions
+from .inputs import validation_inputs
+from .metrics import compare, failures
+
+FORMATS = ("onnx", "openvino", "coreml")
+SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage"}
+
+
+@dataclass
+class ExportResult:
+    model: str
+    format: str
+    ok: bool
+    path: Path | None = None
+    error: str | None = None
+    input_shape: tuple[int, ...] = ()
+    rewrites: list[str] = field(default_factory=list)
+    validation: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size) -> str:
+    stem = name
+    if not rewritten:
+        stem += "-original"
+    if tuple(input_shape[1:]) != tuple(default_size):
+        stem += f"-{input_shape[2]}"
+    if input_shape[0] != 1:
+        stem += f"-b{input_shape[0]}"
+    if precision != "fp32":
+        stem += f"-{precision}"
+    return stem
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+class ExportSession:
+    """One model, built once, exported to any number of formats."""
+
+    def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
+                 batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
+                 trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True):
+        self.spec = get_spec(name)
+        self.name = self.spec.name
+        if recipe is None:
+            self.recipe = load_recipe(self.spec.family)
+        elif isinstance(recipe, Recipe):
+            self.recipe = recipe
+        else:
+            self.recipe = load_recipe_file(recipe)
+        size = input_size or self.recipe.input_size_for(self.name)
+        self.input_size = resolve_input_size(self.spec, size)
+        self.batch = int(batch_size or self.recipe.batch_size)
+        self.input_shape = (self.batch,) + tuple(self.input_size)
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        t0 = time.perf_counter()
+        self.model = create_model(self.name, checkpoint, input_size=self.input_size,
+                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+        self.build_s = time.perf_counter() - t0
+        self.validate = validate
+        v = self.recipe.validation
+        self.inputs = validation_inputs(self.input_shape, self.spec, random_inputs=v.random_inputs, seed=v.seed,
+                                        real_image=v.real_image)
+        with torch.no_grad():
+            self.references = [self.model(torch.from_numpy(x)).numpy() for _, x in self.inputs]
+        self.output_shape = tuple(self.references[0].shape) if self.references else None
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _validator(self, fmt: str, precision: str):
+        tol = self.recipe.tolerance_for(fmt, precision, self.name)
+        max_ref = max(float(np.abs(r).max()) for r in self.references) if self.references else 0.0
+
+        def validate(run_fn):
+            outs = run_fn([x for _, x in self.inputs])
+            fig = compare(list(zip(self.references, outs)), tie_atol=tol.atol)
+            d = fig.as_dict()
+            d["tolerance"] = tol.model_dump()
+            d["inputs_used"] = [label for label, _ in self.inputs]
+            return d, failures(fig, tol, max_ref=max_ref)
+
+        return validate if self.validate else None
+
+    def prepared(self, fmt: str, rewrite: bool) -> tuple[torch.nn.Module, list[str], dict]:
+        if not rewrite:
+            return self.model, [], {}
+        try:
+            m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
+                              names=self.recipe.rewrites_for(fmt, self.name))
+        except RewriteError:
+            raise
+        return m, list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
+
+    # ------------------------------------------------------------------------------------------------- export
+    def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
+               precision: str | None = None) -> ExportResult:
+        if fmt not in FORMATS:
+            raise HvitError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
+        out = ensure_writable_dir(out_dir)
+        precision = precision or {"onnx": "fp32", "openvino": self.recipe.openvino.precision,
+                                  "coreml": self.recipe.coreml.precision}[fmt]
+        if fmt == "onnx" and precision != "fp32":
+            raise HvitError("ONNX export is fp32 only here; use --precision fp16 with openvino or coreml")
+        stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
+                             default_size=self.spec.input_size)
+        path = out / f"{stem}{SUFFIX[fmt]}"
+        result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
+        t0 = time.perf_counter()
+        try:
+            model, names, counts = self.prepared(fmt, rewrite)
+            result.rewrites = names
+            example = torch.from_numpy(self.inputs[0][1]) if self.inputs else torch.randn(self.input_shape)
+            validate = self._validator(fmt, precision)
+            if fmt == "onnx":
+                from .onnx_exporter import export_onnx
+
+                info = export_onnx(model, example, path, self.recipe.onnx, validate, opset=opset)
+            elif fmt == "openvino":
+                from .openvino_exporter import export_openvino
+
+                opts = self.recipe.openvino.model_copy(update={"precision": precision})
+                info = export_openvino(model, example, path, opts, validate)
+            else:
+                from .coreml_exporter import export_coreml
+
+                info = export_coreml(model, example, path, self.recipe.coreml, validate, self.output_shape,
+                                     precision=precision)
+            result.ok = True
+            result.path = path
+            result.validation = info.get("validation", {})
+        except (ExportError, ValidationError, RewriteError) as e:
+            result.error = str(e)
+            info, counts = {}, locals().get("counts", {})
+        result.seconds = round(time.perf_counter() - t0, 2)
+        result.entry = self._entry(result, out, info, counts, precision, opset)
+        result.entry["rewritten"] = bool(rewrite)
+        return result
+
+    def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "model": r.model,
+            "family": self.spec.family,
+            "format": r.format,
+            "status": "ok" if r.ok else "failed",
+            "path": None,
+            "input_name": "input",
+            "output_name": "logits",
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape) if self.output_shape else None,
+            "precision": precision,
+            "rewrites": r.rewrites,
+            "rewrite_counts": counts,
+            "checkpoint": self.checkpoint,
+            "tools": tool_versions(),
+            "seconds": r.seconds,
+        }
+        if r.ok and r.path is not None:
+            files = [r.path] + ([r.path.with_suffix(".bin")] if r.format == "openvino" else [])
+            entry.update(
+                path=r.path.name,
+                files=[f.name for f in files],
+                sha256=sha256_of(r.path),
+                size_bytes=sum(_size_of(f) for f in files),
+            )
+            if r.format == "openvino":
+                entry["bin_sha256"] = sha256_of(r.path.with_suffix(".bin"))
+        for key in ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
+                    "minimum_deployment_target", "program", "op_types", "export_s"):
+            if key in info:
+                entry[key] = info[key]
+        if r.format == "onnx" and "opset" not in entry:
+            entry["opset"] = opset or self.recipe.onnx.opset
+        entry["validation"] = r.validation
+        if not r.ok:
+            entry["error"] = r.error
+        return entry
+
+
+def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=None, rewrite: bool = True,
+                 input_size=None, batch_size: int | None = None, opset: int | None = None,
+                 precision: str | None = None, validate: bool = True, recipe=None,
+                 trust_checkpoint: bool = False) -> ExportResult:
+    """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
+    comes back as ``ok=False`` with ``error`` set."""
+    session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
+                            recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate)
+    return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)
