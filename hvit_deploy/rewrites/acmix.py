@@ -16,9 +16,9 @@ Swin-ACmix (``shared/reference/models.md`` §5.4):
 
 ResNet-ACmix:
 
-* ``acmix.precompute_pe``: the positional encoding ``conv_p(grid)`` and its unfolded form as one float32
-  constant ``q_pe - unfold(pe)`` for the export size (the ``linspace`` grid otherwise exports as DOUBLE in the
-  TorchScript ONNX exporter and ONNX Runtime refuses the graph); ``conv_p`` is dropped.
+* ``acmix.precompute_pe``: the positional encoding ``conv_p(grid)`` as a float32 constant for the export size
+  (the ``linspace`` grid otherwise exports as DOUBLE in the TorchScript ONNX exporter and ONNX Runtime refuses
+  the graph); ``conv_p`` is dropped.
 * ``acmix.unfold_as_slices``: ``nn.Unfold(7)`` of the reflect-padded maps as 49 static strided slices stacked on a
   new axis (rank 5); the same numbers, no im2col op.
 
@@ -44,10 +44,12 @@ import torch.nn.functional as F
 from ..errors import RewriteError
 from ..models.acmix import (
     ACmix,
+    PatchEmbed,
     PatchMerging,
     SwinTransformerBlock,
     WindowAttentionACmix,
     _make_dep_conv,
+    position_grid,
     shift_sum,
 )
 from .base import register_rewrite, swap_class
@@ -137,7 +139,7 @@ class WindowAttentionExport(WindowAttentionACmix):
         out_conv = out_conv.permute(0, 2, 3, 1)
 
         qkv = self._partition(qkv, B, H, W, ws).reshape(B * nW, N, 3, nH, hd).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.attn_bias is not None:  # relative position bias and shifted-window mask, precomputed
             if B == 1 or self.attn_bias.shape[0] == 1:
@@ -170,8 +172,21 @@ class PatchMergingExport(PatchMerging):
         return self.reduction(self.norm(x.reshape(B, (H // 2) * (W // 2), 4 * C)))
 
 
+class PatchEmbedExport(PatchEmbed):
+    """``flatten(2)`` reads the size in a traced graph (Shape, Slice, Concat in ONNX); a static reshape instead."""
+
+    def _init_export(self) -> None:
+        self.static_batch: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.static_batch is None:
+            return super().forward(x)
+        x = self.proj(x).reshape(self.static_batch, self.proj.out_channels, self.num_patches).transpose(1, 2)
+        return self.norm(x) if self.norm is not None else x
+
+
 class ACmixExport(ACmix):
-    """Settings: ``static_shape`` ((b, h, w) or None), ``pe_term`` (buffer), ``unfold_form`` ("unfold", "slices"
+    """Settings: ``static_shape`` ((b, h, w) or None), ``pe`` (buffer: the positional encoding), ``unfold_form`` ("unfold", "slices"
     or "conv", with the buffer ``unfold_kernels``),
     ``rates_folded`` (rate1 into v, rate2 into dep_conv/fc) and ``rate1_mul`` (rate1 kept as a multiply)."""
 
@@ -179,8 +194,8 @@ class ACmixExport(ACmix):
         self.static_shape: tuple[int, int, int] | None = None
         self.unfold_form = "unfold"
         self.rates_folded = False
-        if "pe_term" not in self._buffers:
-            self.register_buffer("pe_term", None)
+        if "pe" not in self._buffers:
+            self.register_buffer("pe", None)
 
     def _unfold(self, t: torch.Tensor, n: int, h_out: int, w_out: int) -> torch.Tensor:
         """k_att x k_att windows of the reflect-padded ``t`` (n, hd, H, W) -> (n, hd, k_att^2, h_out, w_out)."""
@@ -192,13 +207,6 @@ class ACmixExport(ACmix):
         if self.unfold_form == "conv":  # depthwise conv, one one-hot kernel per window position
             return F.conv2d(t, self.unfold_kernels, stride=s, groups=hd).reshape(n, hd, ka * ka, h_out, w_out)
         return self.unfold(t).reshape(n, hd, ka * ka, h_out, w_out)
-
-    def positional_term(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """``q_pe - unfold(pe)``: (1, hd, k_att^2, h_out, w_out); it depends on the size only."""
-        s = self.stride
-        pe = self.positional_encoding(h, w, like)
-        q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
-        return q_pe.unsqueeze(2) - self._unfold(pe, 1, h // s, w // s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
@@ -214,12 +222,9 @@ class ACmixExport(ACmix):
         if s > 1:
             q_att = q_att[:, :, ::s, ::s]
         unfold_k = self._unfold(k.reshape(n, hd, h, w), n, h_out, w_out)
-        if self.pe_term is not None:
-            att = (q_att.unsqueeze(2) * (unfold_k + self.pe_term)).sum(1)
-        else:  # the original order of operations
-            pe = self.positional_encoding(h, w, q)
-            q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
-            att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
+        pe = self.pe if self.pe is not None else self.positional_encoding(h, w, q)  # 1, hd, h, w
+        q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
+        att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
         att = self.softmax(att)
         unfold_v = self._unfold(v.reshape(n, hd, h, w), n, h_out, w_out)
         out_att = (att.unsqueeze(1) * unfold_v).sum(2).reshape(b, self.out_planes, h_out, w_out)
@@ -242,6 +247,7 @@ _EXPORT_FORMS = {
     SwinTransformerBlock: SwinBlockExport,
     WindowAttentionACmix: WindowAttentionExport,
     PatchMerging: PatchMergingExport,
+    PatchEmbed: PatchEmbedExport,
     ACmix: ACmixExport,
 }
 
@@ -265,12 +271,12 @@ def _modules(model: nn.Module, *classes: type) -> list[tuple[str, nn.Module]]:
 @register_rewrite("acmix.static_shapes", families=FAMILY, exact=True,
                   description="no size reads: batch and spatial sizes as ints from ctx.probe")
 def static_shapes(model: nn.Module, ctx) -> int:
-    """Swin blocks, window attention and patch merging take their batch from the probe (H, W and C are already
-    build-time ints); ResNet-ACmix modules take (b, h, w). Traced graphs then hold no ``aten::size``/``aten::Int``.
+    """Swin's patch embedding, blocks, window attention and patch merging take their batch from the probe (H, W
+    and C are already build-time ints); ResNet-ACmix modules take (b, h, w). Traced graphs then hold no ``aten::size``/``aten::Int``.
     """
     probe = ctx.probe(model)
     count = 0
-    for name, m in _modules(model, SwinTransformerBlock, WindowAttentionACmix, PatchMerging, ACmix):
+    for name, m in _modules(model, SwinTransformerBlock, WindowAttentionACmix, PatchMerging, PatchEmbed, ACmix):
         rec = probe.get(name)
         if rec is None:
             raise RewriteError(f"module {name} did not run in the probe forward")
@@ -366,9 +372,12 @@ def fold_rates(model: nn.Module, ctx) -> int:
     return count
 
 
-@register_rewrite("acmix.precompute_pe", families=FAMILY, exact=False,
-                  description="ResNet-ACmix positional encoding (q_pe - unfold(pe)) as a float32 constant")
+@register_rewrite("acmix.precompute_pe", families=FAMILY, exact=True,
+                  description="ResNet-ACmix positional encoding conv_p(grid) as a float32 constant")
 def precompute_pe(model: nn.Module, ctx) -> int:
+    """``pe`` (1, head_dim, h, w) for the export size replaces the linspace grid and ``conv_p`` (dropped). The
+    unfold of ``pe`` stays in the graph (runtimes fold it at load time), which keeps the file small: the unfolded
+    term is 49x larger (about 30 MB for ResNet-26 at 224) and would not be bit-identical."""
     probe = ctx.probe(model)
     count = 0
     for name, m in _modules(model, ACmix):
@@ -376,10 +385,9 @@ def precompute_pe(model: nn.Module, ctx) -> int:
             continue
         _, _, h, w = probe[name].args[0]
         _export_form(m)
-        p = next(m.parameters())
         with torch.no_grad():
-            term = m.positional_term(int(h), int(w), torch.empty(0, device=p.device, dtype=torch.float32))
-        m.pe_term = term.detach().float().contiguous()
+            pe = m.conv_p(position_grid(int(h), int(w), device=m.conv_p.weight.device, dtype=torch.float32))
+        m.pe = pe.detach().contiguous()
         del m.conv_p
         count += 1
     return count
