@@ -169,6 +169,10 @@ def test_key_layout_resnet26():
 
 
 def test_forward_shapes_and_sizes(resnet26):
+    with pytest.raises(hvit_deploy.HvitError, match="at least 128x128"):
+        hvit_deploy.create_model("acmix_resnet38", input_size=96)
+    with pytest.raises(hvit_deploy.HvitError, match="at least 64x64"):
+        hvit_deploy.create_model("acmix_resnet26", input_size=32)
     with torch.no_grad():
         assert resnet26(torch.randn(2, 3, 96, 96)).shape == (2, 1000)   # any multiple of 32 that fits
         m = hvit_deploy.create_model("acmix_resnet50", input_size=128)

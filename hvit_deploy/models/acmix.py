@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, to_2tuple, trunc_normal_
 
+from ..errors import HvitError
 from ..registry import register_model
 
 __all__ = [
@@ -623,8 +624,17 @@ def _swin(name: str, kwargs: dict) -> SwinTransformerACmix:
 
 
 def _resnet(name: str, kwargs: dict) -> ResNetACmix:
-    kwargs.pop("img_size", None)  # any multiple of 32 works without rebuilding
-    return ResNetACmix(layers=_RESNET_LAYERS[name], **kwargs)
+    layers = _RESNET_LAYERS[name]
+    size = kwargs.pop("img_size", None)  # any multiple of 32 that fits works without rebuilding
+    if size is not None:
+        side = min(to_2tuple(size))
+        # ReflectionPad2d(3) needs every map ACmix sees to be at least 4x4; the smallest is stage 4 (1/32 of the
+        # input) when it has more than one block, else the stride-2 block's input (1/16)
+        smallest = 32 if layers[3] > 1 else 16
+        if side // smallest < 4:
+            raise HvitError(f"{name} needs inputs of at least {4 * smallest}x{4 * smallest} (its 7x7 attention "
+                            f"reflect-pads maps of 1/{smallest} of the input by 3), not {side}")
+    return ResNetACmix(layers=layers, **kwargs)
 
 
 @register_model(params=28_649_908, paper_name="Swin-T + ACmix", aliases=("acmix_swin_tiny_patch4_window7_224",),
