@@ -215,7 +215,7 @@ def _run(args) -> int:
         rows = [_row(e) for e in entries if "status" in e and "format" in e and e.get("input_shape")]
         rows += [[e["model"], e["format"], "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"]
                  for e in entries if not e.get("input_shape")]
-        print(tabulate(rows, headers=["model", "format", "status", "artifact", "MB", "rewrites", "exporter",
+        print(tabulate(rows, disable_numparse=True, headers=["model", "format", "status", "artifact", "MB", "rewrites", "exporter",
                                       "max|diff|", "cosine", "top-1", "s"]))
         for e in entries:
             if e.get("status") != "ok":
