@@ -115,3 +115,23 @@ def save_training_checkpoint(path, state_dict: dict, *, container: str | None = 
         for name in added:
             sys.modules.pop(name, None)
     return path
+
+
+def max_tensor_rank(model: nn.Module, input_shape) -> int:
+    """Largest rank of any tensor produced while running ``model`` once on ``input_shape`` (every aten op, seen
+    through the dispatcher). Core ML takes at most rank 5."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RankMode(TorchDispatchMode):
+        max_rank = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    RankMode.max_rank = max(RankMode.max_rank, t.dim())
+            return out
+
+    with RankMode(), torch.no_grad():
+        model(torch.randn(tuple(input_shape)))
+    return RankMode.max_rank

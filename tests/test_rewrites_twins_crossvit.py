@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import hvit_deploy
 from hvit_deploy import create_model
 from hvit_deploy.rewrites.crossvit import bicubic_matrix
-from hvit_deploy.testing import assert_rewrite_equal
+from hvit_deploy.testing import assert_rewrite_equal, max_tensor_rank
 
 
 @pytest.fixture(scope="module")
@@ -27,25 +27,6 @@ def pcpvt():
 def crossvit():
     torch.manual_seed(0)
     return create_model("crossvit_9_dagger")
-
-
-def _max_rank(model, shape) -> int:
-    """Largest rank of any tensor produced while running ``model`` (every op, via the dispatcher)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class RankMode(TorchDispatchMode):
-        max_rank = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in (out if isinstance(out, (tuple, list)) else [out]):
-                if isinstance(t, torch.Tensor):
-                    RankMode.max_rank = max(RankMode.max_rank, t.dim())
-            return out
-
-    with RankMode(), torch.no_grad():
-        model(torch.randn(shape))
-    return RankMode.max_rank
 
 
 def _traced_size_reads(model, shape) -> int:
@@ -78,8 +59,8 @@ def test_twins_rewrite_keeps_weights_and_original(svt):
 
 
 def test_twins_svt_rank_at_most_5(svt):
-    assert _max_rank(svt, (1, 3, 224, 224)) == 6  # the official form needs rank 6 ...
-    assert _max_rank(hvit_deploy.rewrite(svt, "coreml"), (1, 3, 224, 224)) <= 5  # ... the rewrite does not
+    assert max_tensor_rank(svt, (1, 3, 224, 224)) == 6  # the official form needs rank 6 ...
+    assert max_tensor_rank(hvit_deploy.rewrite(svt, "coreml"), (1, 3, 224, 224)) <= 5  # ... the rewrite does not
 
 
 def test_twins_static_shapes_leave_no_size_reads(svt):

@@ -16,7 +16,7 @@ from hvit_deploy.errors import HvitError, RewriteError
 from hvit_deploy.models import smt as S
 from hvit_deploy.recipes import load_recipe
 from hvit_deploy.rewrites import rewrite
-from hvit_deploy.testing import assert_rewrite_equal, randomize_norm_stats, save_training_checkpoint
+from hvit_deploy.testing import assert_rewrite_equal, randomize_norm_stats, save_training_checkpoint, max_tensor_rank
 
 PARAMS = {"smt_t": 11_506_536, "smt_s": 22_550_952, "smt_b": 32_037_352, "smt_l": 80_620_264}
 ALL = ["smt.static_shapes", "smt.drop_modulator", "smt.fold_bn", "smt.fold_layerscale", "smt.merge_mhmc",
@@ -227,24 +227,6 @@ def test_layerscale_fold(smt_t_ls):
     assert r.hvit_rewrite_counts["smt.fold_layerscale"] == 13
 
 
-def _max_rank(model, shape) -> int:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class RankMode(TorchDispatchMode):
-        max_rank = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in (out if isinstance(out, (tuple, list)) else [out]):
-                if isinstance(t, torch.Tensor):
-                    RankMode.max_rank = max(RankMode.max_rank, t.dim())
-            return out
-
-    with RankMode(), torch.no_grad():
-        model(torch.randn(shape))
-    return RankMode.max_rank
-
-
 def test_rewritten_structure(smt_t):
     r = rewrite(smt_t, "coreml")
     counts = r.hvit_rewrite_counts
@@ -261,8 +243,8 @@ def test_rewritten_structure(smt_t):
     assert not {"aten::size", "aten::Int", "prim::NumToTensor"} & set(kinds)
     # per SAM block one MHMC conv + proj0 + proj1; MLP dw convs; MSA dw convs; stem (2); patch embeds 2-4
     assert kinds.count("aten::_convolution") == 8 * 3 + 13 + 5 + 2 + 3
-    assert _max_rank(r, (1, 3, 224, 224)) <= 4  # the interleave is folded away: nothing above rank 4
-    assert _max_rank(smt_t, (1, 3, 224, 224)) == 5
+    assert max_tensor_rank(r, (1, 3, 224, 224)) <= 4  # the interleave is folded away: nothing above rank 4
+    assert max_tensor_rank(smt_t, (1, 3, 224, 224)) == 5
     with pytest.raises(RewriteError, match="fold_interleave needs"):
         rewrite(smt_t, "onnx", names=["smt.fold_interleave"])
 
