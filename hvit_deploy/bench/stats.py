@@ -250,16 +250,7 @@ def compare_runs(
     bg = block_groups(b.size, bb.size, candidate_rounds, candidate_round_process)
     ci = bootstrap_ratio_ci(ab, bb, 1.0 - alpha, n_boot=n_boot, seed=seed, a_groups=ag, b_groups=bg)
     sa, sb = relative_spread(ab), relative_spread(bb)
-    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
-    if decidable and ratio > up and p < alpha and ci[0] > 1.0:
-        verdict = "regression"
-    elif decidable and ratio < down and p < alpha and ci[1] < 1.0:
-        verdict = "improvement"
-    else:
-        verdict = "unchanged"
-        if ratio > up or ratio < down:
-            notes.append(f"ratio {ratio:.3f} is beyond the ±{threshold:.0%} threshold but not significant "
-                         f"(p={p:.2g}, CI {ci[0]:.3f}–{ci[1]:.3f})")
+    verdict = _verdict(ratio, p, ci, decidable=decidable, threshold=threshold, alpha=alpha, notes=notes)
     for who, s in (("baseline", sa), ("candidate", sb)):
         if s > threshold / 2:
             notes.append(f"{who} spread ±{s:.1%} between blocks is too wide to resolve ±{threshold:.0%}")
@@ -268,6 +259,21 @@ def compare_runs(
         baseline_blocks=int(ab.size), candidate_blocks=int(bb.size), baseline_spread=sa, candidate_spread=sb,
         verdict=verdict, notes=notes, decidable=decidable,
     )
+
+
+def _verdict(ratio: float, p: float, ci: tuple[float, float], *, decidable: bool, threshold: float, alpha: float,
+             notes: list[str]) -> str:
+    """The one rule both comparisons use: a change is called only when the factor is beyond the threshold, the test
+    is significant and the whole confidence interval lies on the same side of 1."""
+    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if decidable and ratio > up and p < alpha and ci[0] > 1.0:
+        return "regression"
+    if decidable and ratio < down and p < alpha and ci[1] < 1.0:
+        return "improvement"
+    if ratio > up or ratio < down:
+        notes.append(f"ratio {ratio:.3f} is beyond the ±{threshold:.0%} threshold but not significant "
+                     f"(p={p:.2g}, CI {ci[0]:.3f}–{ci[1]:.3f})")
+    return "unchanged"
 
 
 def compare_paired(
@@ -309,16 +315,7 @@ def compare_paired(
     lo, hi = np.exp(np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
     ci = (float(lo), float(hi))
     spread = relative_spread(np.exp(d))
-    up, down = 1.0 + threshold, 1.0 / (1.0 + threshold)
-    if decidable and ratio > up and p < alpha and ci[0] > 1.0:
-        verdict = "regression"
-    elif decidable and ratio < down and p < alpha and ci[1] < 1.0:
-        verdict = "improvement"
-    else:
-        verdict = "unchanged"
-        if ratio > up or ratio < down:
-            notes.append(f"ratio {ratio:.3f} is beyond the ±{threshold:.0%} threshold but not significant "
-                         f"(p={p:.2g}, CI {ci[0]:.3f}–{ci[1]:.3f})")
+    verdict = _verdict(ratio, p, ci, decidable=decidable, threshold=threshold, alpha=alpha, notes=notes)
     if spread > threshold / 2:
         notes.append(f"round-to-round spread of the paired ratio ±{spread:.1%} is too wide to resolve ±{threshold:.0%}")
     return RatioTest(
