@@ -12,7 +12,7 @@ summed) and ``acmix.shift_to_group_conv`` (one grouped conv). This script times 
   --unfold         instead: ResNet-26's three equal unfold forms (nn.Unfold, 49 slices, one-hot depthwise conv),
                    the measurement behind the recipe's choice per backend
 
-Every form is checked against the eager model first. Export: ONNX with the TorchScript exporter (opset 18),
+Every form is checked against the eager model first. Export: ONNX with the TorchScript exporter (opset 18, onnxsim),
 OpenVINO with ``openvino.convert_model`` on the module (f32 inference precision: on CPUs with bf16 units
 OpenVINO otherwise runs in bf16). Timing is interleaved: each round runs every form ``--iters`` times, the order
 rotated round by round, so the drift of a shared machine hits all forms alike. Printed: median latency, p10-p90
@@ -28,13 +28,14 @@ import argparse
 import os
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _forms import export_onnx, ort_runner, ov_runner, report, time_interleaved  # noqa: E402
 
 # conv-path shapes in the models at 224: (name, channels, head_dim, H, W, stride)
 MODULE_SHAPES = [
@@ -43,10 +44,6 @@ MODULE_SHAPES = [
     ("resnet26 layer1", 64, 16, 56, 56, 1),
     ("resnet26 layer3.0", 256, 64, 28, 28, 2),
 ]
-
-
-def _quiet():
-    warnings.simplefilter("ignore")
 
 
 class ShiftPath:
@@ -115,69 +112,6 @@ def check(forms: dict, x, model) -> np.ndarray:
     return ref.numpy()
 
 
-def ort_runner(m, x, threads: int, path: Path, ref: np.ndarray):
-    import onnxruntime as ort
-    import torch
-
-    with warnings.catch_warnings():
-        _quiet()
-        torch.onnx.export(m, (x,), str(path), opset_version=18, dynamo=False, input_names=["input"])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {"input": x.numpy()}
-    diff = float(np.abs(sess.run(None, feed)[0] - ref).max())
-    return (lambda: sess.run(None, feed)), diff
-
-
-def ov_runner(m, x, threads: int, ref: np.ndarray):
-    import openvino as ov
-
-    with warnings.catch_warnings():
-        _quiet()
-        ov_model = ov.convert_model(m, example_input=x)
-    compiled = ov.Core().compile_model(ov_model, "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    xn = x.numpy()
-    diff = float(np.abs(request.infer({0: xn})[compiled.output(0)] - ref).max())
-    return (lambda: request.infer({0: xn})), diff
-
-
-def time_interleaved(runners: dict, rounds: int, iters: int, warmup: int):
-    forms = list(runners)
-    for f in forms:
-        for _ in range(warmup):
-            runners[f][0]()
-    calls = {f: [] for f in forms}
-    medians = {f: [] for f in forms}
-    for r in range(rounds):
-        for f in forms[r % len(forms):] + forms[:r % len(forms)]:
-            ts = []
-            for _ in range(iters):
-                t0 = time.perf_counter_ns()
-                runners[f][0]()
-                ts.append((time.perf_counter_ns() - t0) / 1e6)
-            calls[f] += ts
-            medians[f].append(float(np.median(ts)))
-    return calls, medians
-
-
-def report(title: str, runners: dict, calls: dict, medians: dict, base: str) -> None:
-    print(f"\n{title}")
-    print(f"  {'form':12s} {'median ms':>10s} {'p10-p90 ms':>18s} {'ratio to ' + base:>20s} "
-          f"{'rounds p25-p75':>15s} {'min-max':>11s} {'max|diff|':>10s}")
-    for f, ts in calls.items():
-        p10, p90 = np.percentile(ts, [10, 90])
-        ratios = np.array(medians[f]) / np.array(medians[base])
-        q25, q75 = np.percentile(ratios, [25, 75])
-        print(f"  {f:12s} {np.median(ts):10.3f} {p10:8.3f}-{p90:<9.3f} {np.median(ratios):20.3f} "
-              f"{q25:7.3f}-{q75:<7.3f} {ratios.min():5.2f}-{ratios.max():<5.2f} {runners[f][1]:10.1e}")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--case", default="module", choices=["module", "swin_t", "resnet26"])
@@ -209,14 +143,13 @@ def main(argv=None) -> None:
                 if "[" in title and f"[{backend}]" not in title:
                     continue  # whole-model cases are rewritten per backend
                 if backend == "onnxruntime":
-                    runners = {f: ort_runner(m, x, args.threads, Path(tmp) / f"{f}.onnx", ref)
+                    runners = {f: ort_runner(export_onnx(m, x, Path(tmp) / f"{f}.onnx"), x, args.threads, ref)
                                for f, m in forms.items()}
                     head = f"  ONNX Runtime CPU, intra_op_num_threads={args.threads}"
                 else:
                     runners = {f: ov_runner(m, x, args.threads, ref) for f, m in forms.items()}
                     head = f"  OpenVINO CPU, INFERENCE_NUM_THREADS={args.threads}, LATENCY, f32"
-                calls, medians = time_interleaved(runners, args.rounds, args.iters, args.warmup)
-                report(head, runners, calls, medians, base)
+                report(head, runners, time_interleaved(runners, args.rounds, args.iters, args.warmup), base)
 
 
 if __name__ == "__main__":

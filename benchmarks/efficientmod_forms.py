@@ -28,13 +28,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _forms import export_onnx, ort_runner, ov_runner, report, time_interleaved  # noqa: E402
 
 PREFIX = ["efficientmod.fold_layerscale", "explicit_attention", "efficientmod.static_shapes"]
 FORMS = {
@@ -70,106 +69,6 @@ def build_forms(model_name: str, forms: list[str]):
     return built, x, ref.numpy()
 
 
-def onnx_sessions(built: dict, x, threads: int, workdir: Path, ref: np.ndarray):
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    try:
-        import onnxsim
-    except ImportError:  # pragma: no cover
-        onnxsim = None
-    runners = {}
-    for form, m in built.items():
-        path = workdir / f"{form}.onnx"
-        if not path.exists():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(m, (x,), str(path), opset_version=18, dynamo=False,
-                                  input_names=["input"], output_names=["logits"])
-            if onnxsim is not None:
-                simplified, ok = onnxsim.simplify(onnx.load(str(path)))
-                if ok:
-                    onnx.save(simplified, str(path))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: x.numpy()}
-        out = sess.run(None, feed)[0]
-        diff = float(np.abs(out - ref).max())
-        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-        runners[form] = (lambda s=sess, f=feed: s.run(None, f), diff, "Tile" in ops)
-    return runners
-
-
-def openvino_sessions(built: dict, x, threads: int, ref: np.ndarray):
-    import openvino as ov
-
-    core = ov.Core()
-    cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-           "INFERENCE_PRECISION_HINT": "f32"}
-    runners = {}
-    for form, m in built.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ov_model = ov.convert_model(m, example_input=x)
-        compiled = core.compile_model(ov_model, "CPU", cfg)
-        request = compiled.create_infer_request()
-        xn = x.numpy()
-        out = request.infer({0: xn})[compiled.output(0)]
-        diff = float(np.abs(out - ref).max())
-        ops = {op.get_type_name() for op in ov_model.get_ops()}
-        runners[form] = (lambda r=request, a=xn: r.infer({0: a}), diff, "Tile" in ops)
-    return runners
-
-
-def time_interleaved(runners: dict, rounds: int, iters: int, warmup: int):
-    forms = list(runners)
-    for form in forms:
-        for _ in range(warmup):
-            runners[form][0]()
-    calls = {f: [] for f in forms}
-    round_medians = {f: [] for f in forms}
-    for r in range(rounds):
-        order = forms[r % len(forms):] + forms[:r % len(forms)]
-        for form in order:
-            fn = runners[form][0]
-            ts = []
-            for _ in range(iters):
-                t0 = time.perf_counter_ns()
-                fn()
-                ts.append((time.perf_counter_ns() - t0) / 1e6)
-            calls[form] += ts
-            round_medians[form].append(float(np.median(ts)))
-    return calls, round_medians
-
-
-def report(title: str, runners: dict, calls: dict, round_medians: dict, base: str = "repeat") -> None:
-    print(f"\n{title}")
-    print(f"  {'form':12s} {'median ms':>10s} {'p10-p90 ms':>16s} {'ratio to ' + base:>18s} {'rounds p25-p75':>16s} {'min-max':>12s}"
-          f" {'max|diff|':>10s} {'Tile':>5s}")
-    have_base = base in calls
-    for form, ts in calls.items():
-        med = float(np.median(ts))
-        p10, p90 = np.percentile(ts, [10, 90])
-        if have_base:
-            ratios = np.array(round_medians[form]) / np.array(round_medians[base])
-            ratio = f"{np.median(ratios):.3f}"
-            q25, q75 = np.percentile(ratios, [25, 75])
-            spread = f"{q25:.3f}-{q75:.3f}"
-            extremes = f"{ratios.min():.2f}-{ratios.max():.2f}"
-        else:
-            ratio = spread = extremes = "-"
-        _, diff, tile = runners[form]
-        print(f"  {form:12s} {med:10.2f} {p10:7.2f}-{p90:<8.2f} {ratio:>18s} {spread:>16s} {extremes:>12s} {diff:10.1e}"
-              f" {'yes' if tile else 'no':>5s}")
-    fastest = min(calls, key=lambda f: float(np.median(calls[f])))
-    print(f"  fastest: {fastest}")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="efficientmod_s")
@@ -200,14 +99,15 @@ def main(argv=None) -> None:
         for threads in args.threads:
             for backend in args.backends:
                 if backend == "onnxruntime":
-                    runners = onnx_sessions(built, x, threads, Path(tmp), ref)
+                    runners = {f: ort_runner(export_onnx(m, x, Path(tmp) / f"{f}.onnx"), x, threads, ref)
+                               for f, m in built.items()}
                     title = f"ONNX Runtime CPU, intra_op_num_threads={threads}"
                 else:
-                    runners = openvino_sessions(built, x, threads, ref)
+                    runners = {f: ov_runner(m, x, threads, ref) for f, m in built.items()}
                     title = (f"OpenVINO CPU, INFERENCE_NUM_THREADS={threads}, NUM_STREAMS=1, "
                              f"PERFORMANCE_HINT=LATENCY, f32")
-                calls, round_medians = time_interleaved(runners, args.rounds, args.iters, args.warmup)
-                report(title, runners, calls, round_medians)
+                timings = time_interleaved(runners, args.rounds, args.iters, args.warmup)
+                report(title, runners, timings, base="repeat" if "repeat" in runners else args.forms[0], flag="Tile")
                 del runners
 
 

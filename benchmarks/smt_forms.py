@@ -23,13 +23,15 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _forms import export_onnx, ort_runner, ov_runner, time_interleaved  # noqa: E402
 
 import hvit_deploy  # noqa: E402
 import hvit_deploy.testing  # noqa: E402
@@ -72,49 +74,6 @@ def sam_shapes(model: torch.nn.Module, size) -> dict[str, tuple[int, int, int, i
             for n, m in model.named_modules() if isinstance(m, Attention) and m.ca_attention == 1}
 
 
-def export_onnx_file(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
-    import onnx
-    import onnxsim
-
-    from hvit_deploy.export.quiet import captured
-
-    with captured(), torch.no_grad():
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=18, do_constant_folding=True,
-                          input_names=["input"], output_names=["logits"])
-        simplified, ok = onnxsim.simplify(onnx.load(str(path)))
-    if ok:
-        onnx.save(simplified, str(path))
-
-
-def ort_runner(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0], len(__import__("onnx").load(str(path)).graph.node)
-
-
-def ov_runner(model: torch.nn.Module, x: torch.Tensor, threads: int):
-    import openvino as ov
-
-    from hvit_deploy.export.quiet import captured
-
-    with captured(), torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=x, input=[tuple(x.shape)])
-    nodes = sum(op.get_type_name() not in ("Parameter", "Result", "Constant") for op in ov_model.get_ordered_ops())
-    compiled = ov.Core().compile_model(ov_model, "CPU", {
-        "INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    out = compiled.output(0)
-    return lambda a: np.array(request.infer({0: a})[out]), nodes
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smt_t")
@@ -144,42 +103,22 @@ def main(argv=None) -> int:
     with torch.no_grad():
         ref = part(model)(x).numpy()
 
-    runners: dict[tuple[str, str], callable] = {}
-    info: dict[tuple[str, str], dict] = {}
+    runners = {}
     with tempfile.TemporaryDirectory() as tmp:
         for form in args.forms:
             names = FORMS[form]
             for backend in args.backends:
                 rw_backend = "onnx" if backend == "onnxruntime" else "openvino"
                 m = part(model if names is None else rewrite(model, rw_backend, names=names, input_size=size))
-                t0 = time.perf_counter()
                 if backend == "onnxruntime":
-                    path = Path(tmp) / f"{form}.onnx"
-                    export_onnx_file(m, x, path)
-                    run, nodes = ort_runner(path, args.threads)
+                    run = ort_runner(export_onnx(m, x, Path(tmp) / f"{form}.onnx"), xn, args.threads, ref)
                 else:
-                    run, nodes = ov_runner(m, x, args.threads)
-                diff = float(np.abs(run(xn) - ref).max())
-                info[(backend, form)] = {"nodes": nodes, "diff": diff, "prep_s": time.perf_counter() - t0}
-                for _ in range(args.warmup):
-                    run(xn)
+                    run = ov_runner(m, x, args.threads, ref)
                 runners[(backend, form)] = run
-                print(f"prepared {backend:11s} {form:32s} nodes {nodes:4d}  max|diff| vs eager {diff:.2e}",
+                print(f"prepared {backend:11s} {form:32s} nodes {run.nodes:4d}  max|diff| vs eager {run.diff:.2e}",
                       file=sys.stderr)
-
-        keys = list(runners)
-        times: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-        cpu: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-        for r in range(args.rounds):
-            order = keys[r % len(keys):] + keys[:r % len(keys)]
-            for k in order:
-                run = runners[k]
-                for _ in range(args.iters):
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    run(xn)
-                    t1, c1 = time.perf_counter(), time.process_time()
-                    times[k].append((t1 - t0) * 1e3)
-                    cpu[k].append((c1 - c0) * 1e3)
+        t = time_interleaved(runners, args.rounds, args.iters, args.warmup)
+    times, cpu = t.wall, t.cpu
 
     from tabulate import tabulate
 
@@ -192,7 +131,7 @@ def main(argv=None) -> int:
         wall = {f: statistics.median(times[(backend, f)]) for f in args.forms}
         cput = {f: statistics.median(cpu[(backend, f)]) for f in args.forms}
         for f in args.forms:
-            row = [backend, f, info[(backend, f)]["nodes"], f"{info[(backend, f)]['diff']:.1e}"]
+            row = [backend, f, runners[(backend, f)].nodes, f"{runners[(backend, f)].diff:.1e}"]
             for table, samples in ((wall, times), (cput, cpu)):
                 base, best = table.get("as_written"), min(table.values())
                 row += [f"{table[f]:.1f}", iqr(samples[(backend, f)]),
