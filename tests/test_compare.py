@@ -162,3 +162,16 @@ def test_fixture_is_a_valid_results_file():
     doc = load_results(FIXTURE)
     for e in doc["results"]:
         assert e["median_ms"] == np.median(e["samples_ms"])
+
+
+def test_committed_ci_baseline_matches_the_ci_profile():
+    """The workflow compares against benchmarks/baselines/ci.json: it must load, and hold every (model, backend)
+    the ci profile times, or CI would report them all as "new"."""
+    from hvit_deploy.bench.profiles import load_profile
+
+    base = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" / "ci.json"
+    doc = load_results(base)
+    prof = load_profile("ci")
+    have = {(e["model"], e["backend"]) for e in doc["results"] if e.get("samples_ms")}
+    assert have == {(m, b) for m in prof.models for b in prof.backends}
+    assert all(e["threads"] == prof.threads for e in doc["results"])
