@@ -221,6 +221,7 @@ class TorchCudaSession(TorchSession):
 class OrtSession(Session):
     backend = "onnxruntime"
     provider = "CPUExecutionProvider"
+    ort_device = "cpu"  # where the input and output buffers live
 
     def _options(self, profiling: bool = False, prefix: str | None = None):
         import onnxruntime as ort
@@ -278,16 +279,23 @@ class OrtSession(Session):
                        "before timing (IO binding), outputs in pre-allocated buffers")
 
     def _bind(self):
-        io = self.sess.io_binding()
-        io.bind_cpu_input(self.sess.get_inputs()[0].name, self.x)
+        """Input bound once (on the device for GPU providers), outputs into buffers allocated once where their shape
+        is static, so that the timed call does no copies or allocations of its own."""
+        ort, dev, io = self.ort, self.ort_device, self.sess.io_binding()
+        name = self.sess.get_inputs()[0].name
+        if dev == "cpu":
+            io.bind_cpu_input(name, self.x)
+        else:
+            self._xd = ort.OrtValue.ortvalue_from_numpy(self.x, dev, 0)
+            io.bind_ortvalue_input(name, self._xd)
         self._outs = []
         for o in self.sess.get_outputs():
             if all(isinstance(d, int) for d in o.shape):
-                buf = self.ort.OrtValue.ortvalue_from_shape_and_type(o.shape, np.float32, "cpu", 0)
+                buf = ort.OrtValue.ortvalue_from_shape_and_type(o.shape, np.float32, dev, 0)
                 self._outs.append(buf)
                 io.bind_ortvalue_output(o.name, buf)
             else:
-                io.bind_output(o.name, "cpu")
+                io.bind_output(o.name, dev, 0)
         return io
 
     def _make_call(self, run, io):
@@ -323,6 +331,7 @@ def aggregate_ort_profile(events: list[dict], runs: int, top: int, skip_runs: in
 class OrtCudaSession(OrtSession):
     backend = "onnxruntime-cuda"
     provider = "CUDAExecutionProvider"
+    ort_device = "cuda"
 
     @staticmethod
     def check() -> None:
@@ -341,21 +350,6 @@ class OrtCudaSession(OrtSession):
 
     def _providers(self):
         return [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-
-    def _bind(self):
-        ort = self.ort
-        io = self.sess.io_binding()
-        self._xd = ort.OrtValue.ortvalue_from_numpy(self.x, "cuda", 0)
-        io.bind_ortvalue_input(self.sess.get_inputs()[0].name, self._xd)
-        self._outs = []
-        for o in self.sess.get_outputs():
-            if all(isinstance(d, int) for d in o.shape):
-                buf = ort.OrtValue.ortvalue_from_shape_and_type(o.shape, np.float32, "cuda", 0)
-                self._outs.append(buf)
-                io.bind_ortvalue_output(o.name, buf)
-            else:
-                io.bind_output(o.name, "cuda", 0)
-        return io
 
     def _make_call(self, run, io):
         sync = io.synchronize_outputs
@@ -574,12 +568,10 @@ def check_available(backend: str) -> str | None:
                 return "OpenVINO has no GPU device here (devices: " + ", ".join(devices) + ")"
         elif backend == "coreml":
             CoremlSession.check()
-        elif backend == "onnxruntime":
-            import onnxruntime  # noqa: F401
-        elif backend == "openvino":
-            import openvino  # noqa: F401
-        elif backend == "torch":
-            import torch  # noqa: F401
+        elif backend in CPU_BACKENDS:
+            import importlib
+
+            importlib.import_module(_PACKAGES[backend])
         else:
             return f"unknown backend {backend!r}"
     except Unavailable as e:

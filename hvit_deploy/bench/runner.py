@@ -15,6 +15,7 @@ import contextlib
 import os
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -473,10 +474,7 @@ class Runner:
         if self.bar is not None:
             self.bar.update(base + n - self.bar.n)
         job.ns.extend(ns)
-        ms = sorted(ns)
-        mid = len(ms) // 2
-        med = ms[mid] if len(ms) % 2 else (ms[mid - 1] + ms[mid]) / 2
-        job.round_medians.append(round(med / 1e6, 6))
+        job.round_medians.append(round(statistics.median(ns) / 1e6, 6))
 
     # -- main ----------------------------------------------------------------------------------------------
     def run(self) -> ResultsFile:
