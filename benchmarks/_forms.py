@@ -1,12 +1,22 @@
-"""What the side-by-side form benchmarks share: export, one CPU runner per backend, interleaved timing, the table.
+"""What the side-by-side form benchmarks share: export, one CPU runner per runtime, interleaved timing, the table.
 
-Each runner is built the way ``hvit-bench`` builds its sessions (ONNX Runtime: sequential, ``intra_op`` threads,
-``inter_op`` 1; OpenVINO: ``INFERENCE_NUM_THREADS``, one stream, LATENCY hint, f32), checked against the eager
-output, and returned as a ``Runner``: a no-argument call plus what the table prints about it.
+Each runner is a session of :mod:`hvit_deploy.runtimes` — the same module, session options and timed call
+(``run_with_iobinding`` for ONNX Runtime, ``InferRequest.infer`` with the input set once for OpenVINO) that
+``hvit-bench`` and export validation use — checked against the eager output, and returned as a ``Runner``: a
+no-argument call plus what the table prints about it.
+
+Why not ``hvit-bench``'s worker processes: the forms compared here are alternative module forms built in this
+process (rewrite options a recipe chooses between), not registered models, so they are timed here, in one
+process, all sessions loaded together, rounds rotated so drift falls on every form alike, with the garbage
+collector off during timed calls as in ``hvit-bench``'s worker. :data:`PROTOCOL_NOTE` says so in each output.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+PROTOCOL_NOTE = ("timing: sessions from hvit_deploy.runtimes (as hvit-bench sets them up), all in this process "
+                 "(the forms are module variants, not registered models, so hvit-bench's one-process-per-entry "
+                 "workers cannot load them); rounds rotated; GC off while timing")
 
 
 @dataclass
@@ -51,38 +65,43 @@ def export_onnx(model, x, path: Path, simplify: bool = True) -> Path:
     return path
 
 
+def _runtime_runner(name: str, artifact: Path, x, threads: int, ref: np.ndarray):
+    from hvit_deploy.runtimes import open_runtime
+
+    xn = np.asarray(x)
+    rt = open_runtime(name, {"artifact": str(artifact), "threads": threads, "input_shape": list(xn.shape)})
+    diff = float(np.abs(rt.predict([xn])[0] - ref).max())
+    rt.prepare()
+    return rt, diff
+
+
 def ort_runner(path: Path, x, threads: int, ref: np.ndarray) -> Runner:
     import onnx
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: np.asarray(x)}
-    diff = float(np.abs(sess.run(None, feed)[0] - ref).max())
+    rt, diff = _runtime_runner("onnxruntime", path, x, threads, ref)
     nodes = onnx.load(str(path)).graph.node
-    return Runner(lambda: sess.run(None, feed), diff, {n.op_type for n in nodes}, len(nodes))
+    return Runner(rt.call, diff, {n.op_type for n in nodes}, len(nodes))
+
+
+_IR_DIR: list[Path] = []
 
 
 def ov_runner(model, x, threads: int, ref: np.ndarray) -> Runner:
+    """Convert ``model`` to an fp32 IR (saved, as ``hvit-export`` saves it) and open it on the openvino runtime."""
     import openvino as ov
     import torch
 
+    if not _IR_DIR:
+        _IR_DIR.append(Path(tempfile.mkdtemp(prefix="hvit-forms-ir-")))
+        atexit.register(shutil.rmtree, _IR_DIR[0], True)
     with quiet(), torch.no_grad():
         ov_model = ov.convert_model(model, example_input=x, input=[tuple(x.shape)])
-    compiled = ov.Core().compile_model(ov_model, "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    xn, out = x.numpy(), compiled.output(0)
-    diff = float(np.abs(np.asarray(request.infer({0: xn})[out]) - ref).max())
+    xml = _IR_DIR[0] / f"form{time.monotonic_ns()}.xml"
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    rt, diff = _runtime_runner("openvino", xml, x, threads, ref)
     ops = [op.get_type_name() for op in ov_model.get_ordered_ops()]
     nodes = sum(t not in ("Parameter", "Result", "Constant") for t in ops)
-    return Runner(lambda: request.infer({0: xn}), diff, set(ops), nodes)
+    return Runner(rt.call, diff, set(ops), nodes)
 
 
 @dataclass
@@ -100,6 +119,18 @@ def time_interleaved(runners: dict, rounds: int, iters: int, warmup: int) -> Tim
         for _ in range(warmup):
             runners[k].call()
     t = Timings({k: [] for k in keys}, {k: [] for k in keys}, {k: [] for k in keys})
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _rounds(runners, keys, rounds, iters, t)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return t
+
+
+def _rounds(runners: dict, keys: list, rounds: int, iters: int, t: "Timings") -> None:
     for r in range(rounds):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             call, wall = runners[k].call, []
@@ -111,7 +142,6 @@ def time_interleaved(runners: dict, rounds: int, iters: int, warmup: int) -> Tim
                 t.cpu[k].append((c1 - c0) * 1e3)
             t.wall[k] += wall
             t.round_medians[k].append(float(np.median(wall)))
-    return t
 
 
 def report(title: str, runners: dict, t: Timings, base: str, flag: str | None = None) -> None:
@@ -137,3 +167,4 @@ def report(title: str, runners: dict, t: Timings, base: str, flag: str | None = 
     print(f"\n{title}")
     print(tabulate(rows, headers=headers + ([flag] if flag else []), disable_numparse=True))
     print(f"fastest: {min(t.wall, key=lambda k: float(np.median(t.wall[k])))}")
+    print(PROTOCOL_NOTE)

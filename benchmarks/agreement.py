@@ -7,6 +7,9 @@ For one model, with the same artifacts, threads and input shape:
 * ONNX Runtime: hvit-bench's ``onnxruntime`` worker vs a plain ``InferenceSession.run`` loop on the same .onnx
   with the same session options (intra-op N, inter-op 1, sequential), in its own process.
 
+The hvit-bench side is the real worker (sessions from ``hvit_deploy.runtimes``); the references are written
+out here on purpose, without the project's runtime modules, since they are the independent check of them.
+
 On a shared machine two measurements taken a minute apart differ by more than the thing being checked, so the
 two sides are interleaved in short chunks: each round runs K timed calls in the hvit-bench worker (kept alive,
 exactly the worker ``hvit-bench`` uses) and K in the reference, in alternating order, and gives one ratio of

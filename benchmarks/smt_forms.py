@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _forms import export_onnx, ort_runner, ov_runner, time_interleaved  # noqa: E402
+from _forms import PROTOCOL_NOTE, export_onnx, ort_runner, ov_runner, time_interleaved  # noqa: E402
 
 import hvit_deploy  # noqa: E402
 import hvit_deploy.testing  # noqa: E402
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
         for form in args.forms:
             names = FORMS[form]
             for backend in args.backends:
-                rw_backend = "onnx" if backend == "onnxruntime" else "openvino"
-                m = part(model if names is None else rewrite(model, rw_backend, names=names, input_size=size))
+                fmt = "onnx" if backend == "onnxruntime" else "openvino"  # the export format the runtime runs
+                m = part(model if names is None else rewrite(model, fmt, names=names, input_size=size))
                 if backend == "onnxruntime":
                     run = ort_runner(export_onnx(m, x, Path(tmp) / f"{form}.onnx"), xn, args.threads, ref)
                 else:
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
           f"interleaved; torch {torch.__version__}, cpu count {os.cpu_count()}")
     print(tabulate(rows, headers=["backend", "form", "nodes", "max|diff|", "wall ms", "IQR", "/written", "/fastest",
                                   "cpu ms", "IQR", "/written", "/fastest"]))
+    print(PROTOCOL_NOTE)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .errors import HvitError
 from .factory import create_model
 from .registry import get_spec, list_families, list_models
-from .rewrites import rewrite
+from .rewriting import rewrite
 from . import models as _models  # noqa: F401,E402  registers every family (ours and in timm) on import
 
 __version__ = "0.1.0"

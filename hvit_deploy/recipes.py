@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, RewriteError
 from .resources import recipes_dir
-from .utils.io import load_yaml, pydantic_error_message
+from .rewrites.base import get_rewrite
+from .utils.io import load_yaml, parse_strict
 
-Backend = Literal["onnx", "openvino", "coreml"]
+# recipes are keyed by export format (what an exporter writes), never by runtime (what runs it)
+Format = Literal["onnx", "openvino", "coreml"]
 
 
 class _Strict(BaseModel):
@@ -57,7 +59,7 @@ class ValidationOptions(_Strict):
 
 class VariantOverride(_Strict):
     input_size: Optional[tuple[int, int, int]] = None
-    rewrites: dict[Backend, list[str]] = {}
+    rewrites: dict[Format, list[str]] = {}
     tolerances: dict[str, Tolerance] = {}
 
 
@@ -69,7 +71,7 @@ class Recipe(_Strict):
     openvino: OpenVinoOptions = OpenVinoOptions()
     coreml: CoremlOptions = CoremlOptions()
     validation: ValidationOptions = ValidationOptions()
-    rewrites: dict[Backend, list[str]] = {}
+    rewrites: dict[Format, list[str]] = {}
     tolerances: dict[str, Tolerance] = {}
     variants: dict[str, VariantOverride] = {}
     source: str = Field("", exclude=True)
@@ -83,14 +85,14 @@ class Recipe(_Strict):
             raise ValueError(f"unknown tolerance key(s) {bad}; allowed: {sorted(allowed)}")
         return v
 
-    def rewrites_for(self, backend: str, model_name: str | None = None) -> list[str]:
+    def rewrites_for(self, fmt: str, model_name: str | None = None) -> list[str]:
         override = self.variants.get(model_name or "")
-        if override and backend in override.rewrites:
-            return list(override.rewrites[backend])
-        return list(self.rewrites.get(backend, []))
+        if override and fmt in override.rewrites:
+            return list(override.rewrites[fmt])
+        return list(self.rewrites.get(fmt, []))
 
-    def tolerance_for(self, backend: str, precision: str = "fp32", model_name: str | None = None) -> Tolerance:
-        keys = ([f"{backend}_{precision}"] if precision != "fp32" else []) + [backend, "default"]
+    def tolerance_for(self, fmt: str, precision: str = "fp32", model_name: str | None = None) -> Tolerance:
+        keys = ([f"{fmt}_{precision}"] if precision != "fp32" else []) + [fmt, "default"]
         override = self.variants.get(model_name or "")
         for table in ((override.tolerances if override else {}), self.tolerances):
             for k in keys:
@@ -104,34 +106,25 @@ class Recipe(_Strict):
 
 
 def parse_recipe(data, source: str) -> Recipe:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a recipe is a mapping of fields, not {type(data).__name__}")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(pydantic_error_message(source, e)) from None
-    recipe.source = source
+    recipe = parse_strict(Recipe, data, source, "a recipe")
     _check_rewrite_names(recipe, source)
     return recipe
 
 
 def _check_rewrite_names(recipe: Recipe, source: str) -> None:
-    from .rewrites.base import get_rewrite
-    from .errors import RewriteError
-
     tables = [("rewrites", recipe.rewrites)] + [
         (f"variants.{name}.rewrites", v.rewrites) for name, v in recipe.variants.items()]
     for where, table in tables:
-        for backend, names in table.items():
+        for fmt, names in table.items():
             for i, name in enumerate(names):
                 try:
                     rw = get_rewrite(name)
                 except RewriteError as e:
-                    raise ConfigError(f"{source}: {where}.{backend}[{i}]: {e}") from None
-                if backend not in rw.backends:
-                    raise ConfigError(f"{source}: {where}.{backend}[{i}]: rewrite {name!r} is not meant for {backend}")
+                    raise ConfigError(f"{source}: {where}.{fmt}[{i}]: {e}") from None
+                if fmt not in rw.formats:
+                    raise ConfigError(f"{source}: {where}.{fmt}[{i}]: rewrite {name!r} is not meant for {fmt}")
                 if rw.families and recipe.family not in rw.families:
-                    raise ConfigError(f"{source}: {where}.{backend}[{i}]: rewrite {name!r} is for "
+                    raise ConfigError(f"{source}: {where}.{fmt}[{i}]: rewrite {name!r} is for "
                                       f"{', '.join(rw.families)}, not {recipe.family}")
 
 

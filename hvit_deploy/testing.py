@@ -56,7 +56,7 @@ def assert_rewrite_equal(
 ) -> nn.Module:
     """Rewrite ``model`` for ``backend`` (recipe rewrites, or ``names``) and check the outputs on seeded random
     inputs: ``max|diff| <= atol + rtol * max|ref|``. Returns the rewritten model."""
-    from .rewrites import rewrite
+    from .rewriting import rewrite
 
     size = tuple(input_size or model.hvit_input_size)
     rewritten = rewrite(model, backend, names=names, input_size=size)

@@ -35,6 +35,10 @@ def test_wheel_contains_recipes_profiles_and_images(wheel):
     for profile in (ROOT / "profiles").glob("*.yaml"):
         assert f"hvit_deploy/profiles/{profile.name}" in names
     assert "hvit_deploy/assets/chelsea.png" in names
+    # every subpackage ships (a package missing from pyproject's list imports from a checkout but not a wheel)
+    for init in (ROOT / "hvit_deploy").rglob("__init__.py"):
+        assert init.relative_to(ROOT).as_posix() in names, init
+    assert "hvit_deploy/runtimes/onnxruntime_cpu.py" in names
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "hvit-export = hvit_deploy.cli.export:main" in entry_points
@@ -51,7 +55,8 @@ def test_installed_wheel_finds_its_files(wheel, tmp_path):
         "from hvit_deploy.recipes import load_recipe\n"
         "print(json.dumps({'pkg': hvit_deploy.__file__, 'recipes': str(recipes_dir()),"
         " 'profiles': str(profiles_dir()), 'twins': load_recipe('twins').rewrites_for('coreml'),"
-        " 'image': asset('chelsea.png').is_file()}))\n"
+        " 'image': asset('chelsea.png').is_file(),"
+        " 'runtimes': __import__('hvit_deploy.runtimes', fromlist=['x']).runtime_names()}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -62,5 +67,6 @@ def test_installed_wheel_finds_its_files(wheel, tmp_path):
     assert info["pkg"].startswith(str(target))
     assert info["recipes"].startswith(str(target)) and info["image"]
     assert "twins.lsa_rank5" in info["twins"]
+    assert {"torch", "onnxruntime", "openvino", "coreml"} <= set(info["runtimes"])
     if any((ROOT / "profiles").glob("*.yaml")):
         assert info["profiles"].startswith(str(target))

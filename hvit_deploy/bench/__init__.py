@@ -1,8 +1,10 @@
 """``hvit-bench``: batch-1 latency of exported models on every runtime, and CI regression reports.
 
 * :mod:`.profiles` — the YAML protocols in ``profiles/``.
-* :mod:`.runner` — the coordinator: one worker process per model and backend, interleaved rounds, results file.
-* :mod:`.worker` / :mod:`.backends` — what runs inside a worker: one runtime, one model, the timing loop.
+* :mod:`.runner` — the coordinator: one worker process per model and runtime, interleaved rounds, results file;
+  :mod:`.process` starts and talks to the worker processes; :mod:`.artifacts` is the export cache.
+* :mod:`.worker` — what runs inside a worker: one runtime session (from :mod:`hvit_deploy.runtimes`), the
+  timing loop.
 * :mod:`.stats` — summaries, the median's CI, block statistics for comparisons.
 * :mod:`.compare` / :mod:`.report` — ``hvit-bench compare``: verdicts, Markdown report, exit codes.
 """

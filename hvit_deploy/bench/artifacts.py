@@ -24,24 +24,22 @@ from .environment import package_version
 
 MANIFEST = "bench-artifact.json"
 
-# the export format each backend times (None: the PyTorch module itself)
-BACKEND_FORMAT = {
-    "torch": None, "torch-cuda": None,
-    "onnxruntime": "onnx", "onnxruntime-cuda": "onnx",
-    "openvino": "openvino", "openvino-gpu": "openvino",
-    "coreml": "coreml",
-}
+from ..runtimes import get_runtime
+from ..runtimes.torch_cpu import REWRITE_FORMAT as TORCH_REWRITE_FORMAT
 
-# the tools whose version changes each format's artifact
-FORMAT_TOOLS = {
-    "onnx": ("torch", "onnx", "onnxsim", "onnxscript"),
-    "openvino": ("torch", "openvino"),
-    "coreml": ("torch", "coremltools"),
-    None: ("torch", "timm"),
-}
 
-# what the rewritten torch entry applies: the ONNX recipe (the form every other runtime is exported from)
-TORCH_REWRITE_BACKEND = "onnx"
+def runtime_format(backend: str) -> str | None:
+    """The export format a runtime times (None: the PyTorch module itself)."""
+    return get_runtime(backend).format
+
+
+def format_tools(fmt: str | None) -> tuple[str, ...]:
+    """The tools whose version changes an artifact of ``fmt`` (the torch module: torch and timm)."""
+    if fmt is None:
+        return ("torch", "timm")
+    from ..export.formats import get_format
+
+    return get_format(fmt).tools
 
 
 def cache_root() -> Path:
@@ -82,7 +80,7 @@ def rewrite_names(model: str, fmt: str | None, rewrite: bool) -> list[str]:
     from ..registry import get_spec
 
     spec = get_spec(model)
-    return load_recipe(spec.family).rewrites_for(fmt or TORCH_REWRITE_BACKEND, spec.name)
+    return load_recipe(spec.family).rewrites_for(fmt or TORCH_REWRITE_FORMAT, spec.name)
 
 
 def checkpoint_id(checkpoint: str | None) -> dict | None:
@@ -102,7 +100,7 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
         "model": model, "format": fmt, "rewrite": bool(rewrite), "rewrites": list(rewrites),
         "input_size": input_size, "batch_size": batch_size, "precision": precision,
         "checkpoint": checkpoint_id(checkpoint),
-        "tools": {t: package_version(t) for t in FORMAT_TOOLS[fmt]},
+        "tools": {t: package_version(t) for t in format_tools(fmt)},
         "hvit_deploy": package_version("hvit-deploy"),
         "source": source_digest(),
     }

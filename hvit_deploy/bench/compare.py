@@ -22,6 +22,7 @@ from .environment import get_field
 from .results import SETTINGS_FIELDS, entry_key
 import numpy as np
 
+from ..runtimes import gpu_runtimes, list_runtimes
 from .stats import compare_paired, compare_runs
 
 VERDICT_ORDER = ("regression", "missing", "not comparable", "improvement", "new", "unchanged")
@@ -29,13 +30,9 @@ VERDICT_ORDER = ("regression", "missing", "not comparable", "improvement", "new"
 # environment fields that must agree for every entry, and per backend
 HARDWARE = ("cpu.model", "cpu.logical_cores", "cpu.available_cores", "os.system", "os.machine")
 VERSIONS_ALL = ("versions.python",)
-VERSIONS_BY_BACKEND = {
-    "torch": ("versions.torch",), "torch-cuda": ("versions.torch",),
-    "onnxruntime": ("versions.onnxruntime",), "onnxruntime-cuda": ("versions.onnxruntime",),
-    "openvino": ("versions.openvino",), "openvino-gpu": ("versions.openvino",),
-    "coreml": ("versions.coremltools",),
-}
-GPU_BACKENDS = ("torch-cuda", "onnxruntime-cuda", "openvino-gpu")
+# per runtime, the version field its package writes (from the runtime registry)
+VERSIONS_BY_BACKEND = {r.name: (f"versions.{r.package}",) for r in list_runtimes()}
+GPU_BACKENDS = gpu_runtimes()
 # shown in the report's environment section but never a reason to refuse a comparison
 INFORMATIONAL = ("git.commit", "versions.hvit-deploy", "versions.onnx", "versions.onnxsim", "versions.numpy",
                  "versions.timm", "os.release", "memory_gb", "cpu.governor", "cpu.cgroup_quota_cores")
@@ -230,7 +227,7 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
                     row.notes.append(f"iterations differ ({b.get('iterations')} vs {c.get('iterations')})")
         rows.append(row)
     rows.sort(key=_severity)
-    if any("too wide" in n for r in rows for n in r.notes):
+    if any((r.test or {}).get("too_noisy") for r in rows):
         warnings.append(f"some runs are too noisy to resolve a ±{threshold:.0%} change; quieten the machine, "
                         "use more iterations/rounds, or raise --threshold")
     if one_process:

@@ -35,7 +35,9 @@ def versions() -> dict[str, str | None]:
     from ..versions import tool_versions
 
     out: dict[str, str | None] = dict(tool_versions())
-    for key in ("torch", "onnxruntime", "openvino", "coremltools"):
+    from ..runtimes import list_runtimes
+
+    for key in dict.fromkeys(r.package for r in list_runtimes()):  # every runtime's package, installed or not
         out.setdefault(key, None)
     if out.get("onnxruntime") is None and out.get("onnxruntime-gpu"):
         out["onnxruntime"] = out["onnxruntime-gpu"]  # what comparisons look at, whichever wheel provides it

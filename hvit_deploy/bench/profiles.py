@@ -7,20 +7,35 @@ with its location (``profiles/ci.yaml: warmup.min_runs: Input should be greater 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
 from ..resources import profiles_dir
-from ..utils.io import load_yaml, pydantic_error_message
+from ..runtimes import runtime_names
+from ..utils.io import load_yaml, parse_strict
 
 DEFAULT_PROFILE = "cpu-paper"
 
-BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda", "openvino-gpu", "coreml")
 VARIANT_NAMES = ("rewritten", "original")
 
-Backend = Literal["torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda", "openvino-gpu", "coreml"]
+
+def __getattr__(name: str):
+    if name == "BACKEND_NAMES":  # the registered runtimes (kept under the old name)
+        return runtime_names()
+    raise AttributeError(name)
+
+
+def _known_runtime(name: str) -> str:
+    names = runtime_names()
+    if name not in names:
+        raise ValueError(f"unknown backend {name!r}; registered runtimes: {', '.join(names)}")
+    return name
+
+
+# the profile's word is "backends" (as the CLI's --backends); each one names a registered runtime
+Backend = Annotated[str, AfterValidator(_known_runtime)]
 Variant = Literal["rewritten", "original"]
 
 
@@ -95,16 +110,7 @@ def list_profiles() -> list[str]:
 
 
 def parse_profile(data, source: str) -> Profile:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a profile is a mapping of fields, not {type(data).__name__}")
-    try:
-        prof = Profile.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(pydantic_error_message(source, e)) from None
-    prof.source = source
-    return prof
+    return parse_strict(Profile, data, source, "a profile", empty_ok=True)
 
 
 def load_profile(name_or_path: str | None = None) -> Profile:

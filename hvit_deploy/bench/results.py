@@ -23,9 +23,9 @@ from pathlib import Path
 from ..errors import HvitError
 from ..utils.io import atomic_write_json
 from . import environment
+from .schema import SCHEMA, check
 from .stats import speedup, summarize
 
-SCHEMA = "hvit-bench/1"
 # entry fields that must agree for two entries to be compared (besides model, backend, variant)
 SETTINGS_FIELDS = ("threads", "batch_size", "input_shape", "precision", "device")
 
@@ -113,6 +113,10 @@ class ResultsFile:
 
     def write(self) -> None:
         self.entries.sort(key=lambda e: self._order.get(id(e), len(self._order)))
+        try:
+            check(self.doc)  # the writer keeps to the schema the readers check
+        except ValueError as e:
+            raise RuntimeError(f"hvit-bench would write a results file that breaks its own schema: {e}") from None
         if self.path is not None:
             atomic_write_json(self.path, self.doc)
 
@@ -150,16 +154,13 @@ def load_results(path: str | Path) -> dict:
         raise HvitError(f"{p}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise HvitError(f"{p}: not an hvit-bench results file (no \"results\" list)")
-    schema = doc.get("schema")
-    if schema is not None and not str(schema).startswith("hvit-bench/"):
-        raise HvitError(f"{p}: schema {schema!r} is not an hvit-bench results file")
     for i, e in enumerate(doc["results"]):
         if not isinstance(e, dict) or not all(k in e for k in ("model", "backend")):
             raise HvitError(f"{p}: results[{i}] lacks model/backend")
-        if e.get("status", "ok") == "ok":
-            s = e.get("samples_ms")
-            if not isinstance(s, list) or not s or not all(isinstance(v, (int, float)) for v in s):
-                raise HvitError(f"{p}: results[{i}] ({e['model']}/{e['backend']}) has no usable samples_ms")
+    try:
+        check(doc)
+    except ValueError as e:
+        raise HvitError(f"{p}: {e}") from None
     return doc
 
 
@@ -167,9 +168,17 @@ def load_results(path: str | Path) -> dict:
 
 
 def _reference_backend(backend: str) -> str | None:
-    if backend in ("torch", "torch-cuda"):
+    """The eager runtime an artifact runtime's speed-up is quoted against: torch on the same kind of device."""
+    from ..runtimes import get_runtime, list_runtimes
+
+    try:
+        rt = get_runtime(backend)
+    except HvitError:
         return None
-    return "torch-cuda" if backend in ("onnxruntime-cuda", "openvino-gpu") else "torch"
+    if rt.format is None:
+        return None
+    kind = "gpu" if rt.device_kind == "gpu" else "cpu"
+    return next((r.name for r in list_runtimes() if r.format is None and r.device_kind == kind), None)
 
 
 def add_speedups(entries: list[dict]) -> None:

@@ -8,18 +8,18 @@ shared machine lands on every entry of that model alike (their ratios are what t
 
 The results file is rewritten atomically after every finished entry or round: Ctrl-C, SIGTERM or a crashing
 worker leave every completed measurement on disk.
+
+Parts: :mod:`.process` starts and talks to worker processes; :mod:`.artifacts` exports or reuses what a runtime
+times; this module plans the entries (:class:`Plan`, :class:`Job`, one :class:`Side` per checkout timed), and
+:class:`Runner` runs them: probe → artifacts → per model, setup and interleaved rounds → results.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,165 +27,10 @@ from typing import Callable
 from ..errors import HvitError
 from . import artifacts
 from .environment import available_cores
+from .process import PKG_ROOT, Worker, WorkerError, worker_env  # noqa: F401  (Worker, worker_env: for scripts)
 from .profiles import Profile
 from .results import ResultsFile
-
-WORKER_MODULE = "hvit_deploy.bench.worker"
-PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding this hvit_deploy package
-QUIT_GRACE_S = 5.0
-
-
-class WorkerError(Exception):
-    """A worker that crashed, stalled or answered with an error."""
-
-
-# ------------------------------------------------------------------------------------------------- processes
-
-
-def worker_env(threads: int, plugins: list[str] | None = None, root: str | Path | None = None) -> dict:
-    """The environment of a worker: thread variables, the plugin list, and ``root`` (the checkout whose
-    hvit_deploy it imports; default this one) first on PYTHONPATH."""
-    env = dict(os.environ)
-    if env.get("HVIT_CACHE_DIR"):
-        env["HVIT_CACHE_DIR"] = str(Path(env["HVIT_CACHE_DIR"]).expanduser().resolve())
-    if plugins:
-        from .plugins import ENV_VAR
-
-        env[ENV_VAR] = os.pathsep.join(plugins)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS"):
-        env[var] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # the worker must import the same hvit_deploy as this process, wherever it was started from
-    pkg_root = str(Path(root).resolve() if root else PKG_ROOT)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if pkg_root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([pkg_root] + paths)
-    return env
-
-
-class Worker:
-    """A worker process with a JSON-lines channel; every wait has a timeout and notices a dead child."""
-
-    def __init__(self, env: dict, label: str, log_dir: Path, cwd: str | Path | None = None):
-        self.label = label
-        self.log_path = log_dir / f"{label.replace('/', '_')}.{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
-        r, w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, "--fd", str(w)],
-                stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(w,), env=env,
-                cwd=cwd, start_new_session=True,  # Ctrl-C reaches the coordinator only; it stops workers itself
-            )
-        finally:
-            os.close(w)
-        self._r = r
-        self._buf = b""
-
-    def send(self, cmd: dict) -> None:
-        import json
-
-        try:
-            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise WorkerError(self._death_message()) from None
-
-    def _readline(self, timeout: float) -> dict:
-        import json
-
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerError(f"no answer for {timeout:.0f} s (stalled); stopped it")
-            ready, _, _ = select.select([self._r], [], [], min(left, 1.0))
-            if not ready:
-                if self.proc.poll() is not None:
-                    raise WorkerError(self._death_message())
-                continue
-            chunk = os.read(self._r, 1 << 16)
-            if not chunk:
-                self.proc.wait(timeout=10)
-                raise WorkerError(self._death_message())
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def request(self, cmd: dict, timeout: float, on_event: Callable[[dict], None] | None = None,
-                final: tuple[str, ...] = ()) -> dict:
-        """Send ``cmd`` and return the first reply whose event is in ``final`` (or any non-progress event);
-        ``timeout`` is the longest silence allowed between two messages."""
-        self.send(cmd)
-        while True:
-            msg = self._readline(timeout)
-            ev = msg.get("event")
-            if ev in ("progress", "warming", "loaded"):
-                if on_event:
-                    on_event(msg)
-                continue
-            if final and ev not in final and ev not in ("error", "skipped"):
-                if on_event:
-                    on_event(msg)
-                continue
-            return msg
-
-    def _death_message(self) -> str:
-        rc = self.proc.poll()
-        if rc is None:
-            return "worker stopped answering"
-        if rc < 0:
-            try:
-                why = signal.Signals(-rc).name
-            except ValueError:
-                why = f"signal {-rc}"
-            head = f"worker crashed ({why})"
-        else:
-            head = f"worker exited with code {rc}"
-        tail = self.log_tail()
-        return f"{head}; last output: {tail}" if tail else head
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            self._log.flush()
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        text = [t.strip() for t in text if t.strip()]
-        # runtimes print deprecation warnings by the screenful; quote what is not one of them
-        useful = [t for t in text if "warn" not in t.lower() and not t.startswith(("warnings.", "File \"", "^"))]
-        keep = (useful or text)[-lines:]
-        return " | ".join(keep)[-500:]
-
-    def close(self, grace: float = QUIT_GRACE_S) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(WorkerError, OSError, ValueError):
-                self.send({"cmd": "quit"})
-            with contextlib.suppress(OSError, ValueError):
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._cleanup()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the worker and anything it started
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._r)
-        self._r = -1
-        with contextlib.suppress(OSError):
-            self._log.close()
-
+from .stats import round_sizes
 
 # ----------------------------------------------------------------------------------------------------- plan
 
@@ -296,12 +141,12 @@ class Runner:
     # -- phases --------------------------------------------------------------------------------------------
     def probe(self) -> dict[str, str | None]:
         """None or the reason each backend cannot run here; GPU checks run in a probe process."""
-        from .backends import quick_check
+        from ..runtimes import get_runtime
 
         out: dict[str, str | None] = {}
         undecided = []
         for b in self.plan.backends:
-            decided, reason = quick_check(b)
+            decided, reason = get_runtime(b).quick_check()
             if decided:
                 out[b] = reason
             else:
@@ -323,7 +168,7 @@ class Runner:
         checkout's artifacts are always asked of its own export process (its sources make its cache keys)."""
         missing: list[tuple[str, bool]] = []
         for job in jobs:
-            fmt = artifacts.BACKEND_FORMAT[job.backend]
+            fmt = artifacts.runtime_format(job.backend)
             rewrite = job.variant == "rewritten"
             k = (side.name, model, fmt, rewrite)
             if fmt is None or k in cache or (fmt, rewrite) in missing:
@@ -387,7 +232,7 @@ class Runner:
         side.results.doc["environment"]["versions"]["hvit-deploy"] = msg.get("version")
 
     def artifact(self, job: "Job", cache: dict) -> dict | None:
-        fmt = artifacts.BACKEND_FORMAT[job.backend]
+        fmt = artifacts.runtime_format(job.backend)
         if fmt is None:
             return None
         got = cache[(job.side.name, job.model, fmt, job.variant == "rewritten")]
@@ -567,7 +412,7 @@ class Runner:
             except (WorkerError, HvitError) as err:
                 self._fail(job, err)
         rounds = p.rounds
-        sizes = [p.iterations // rounds + (1 if r < p.iterations % rounds else 0) for r in range(rounds)]
+        sizes = round_sizes(p.iterations, rounds)
         for rnd, n in enumerate(sizes):
             order = live if rnd % 2 == 0 else list(reversed(live))
             for job in order:
@@ -645,22 +490,10 @@ def _raise_interrupt(signum, frame):  # SIGTERM (e.g. a cancelled CI job) behave
 
 
 def thread_checks(backend: str, threads: int, readback: dict) -> list[str]:
-    """Notes when a runtime reports another thread count than the one asked for."""
-    notes = []
-    want = {"torch": ("intra_op_threads",), "torch-cuda": ("intra_op_threads",),
-            "onnxruntime": ("intra_op_threads",), "onnxruntime-cuda": ("intra_op_threads",),
-            "openvino": ("INFERENCE_NUM_THREADS",)}.get(backend, ())
-    for key in want:
-        got = readback.get(key)
-        if got is not None and int(got) != threads:
-            notes.append(f"{backend} reports {key}={got}, not the {threads} asked for")
-    streams = readback.get("NUM_STREAMS")
-    if backend == "openvino" and streams is not None and int(streams) != 1:
-        notes.append(f"openvino runs {streams} streams, not 1")
-    added = readback.get("os_threads_added_by_session")
-    if backend == "onnxruntime" and added is not None and added > threads:
-        notes.append(f"onnxruntime session added {added} OS threads for {threads} intra-op threads")
-    return notes
+    """Notes when a runtime reports another thread count than the one asked for (each runtime says what)."""
+    from ..runtimes import get_runtime
+
+    return get_runtime(backend).thread_notes(threads, readback)
 
 
 def run(plan: Plan, **kw) -> ResultsFile:

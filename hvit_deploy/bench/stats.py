@@ -88,6 +88,12 @@ def summarize(samples_ms: Sequence[float], level: float = DEFAULT_CI_LEVEL) -> d
 # blocks
 
 
+def round_sizes(n: int, rounds: int) -> list[int]:
+    """How many of ``n`` timed runs each of ``rounds`` rounds holds: ``n // rounds``, the first ``n % rounds``
+    rounds one more. The runner schedules rounds with it and the block statistics cut samples with it."""
+    return [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+
+
 def block_medians(samples: Sequence[float], n_blocks: int) -> np.ndarray:
     """Medians of ``n_blocks`` contiguous, nearly equal slices of ``samples`` (time order kept)."""
     x = as_array(samples)
@@ -117,7 +123,7 @@ def block_groups(n_samples: int, n_blocks: int, rounds: int | None,
     process of its first sample."""
     if not round_process or not rounds or len(set(round_process)) < 2 or len(round_process) != rounds:
         return None
-    sizes = [n_samples // rounds + (1 if r < n_samples % rounds else 0) for r in range(rounds)]
+    sizes = round_sizes(n_samples, rounds)
     per_sample = np.repeat(np.asarray(round_process), sizes)
     starts = [c[0] for c in np.array_split(np.arange(n_samples), n_blocks)]
     return per_sample[starts]
@@ -157,6 +163,7 @@ class RatioTest:
     verdict: str                       # "regression" | "improvement" | "unchanged"
     notes: list[str] = field(default_factory=list)
     decidable: bool = True             # False when the blocks cannot reach significance at alpha
+    too_noisy: bool = False            # the run's own spread is too wide to resolve the threshold
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -254,7 +261,7 @@ def compare_runs(
     for who, s in (("baseline", sa), ("candidate", sb)):
         if s > threshold / 2:
             notes.append(f"{who} spread ±{s:.1%} between blocks is too wide to resolve ±{threshold:.0%}")
-    return RatioTest(
+    return RatioTest(too_noisy=max(sa, sb) > threshold / 2,
         baseline_median_ms=ma, candidate_median_ms=mb, ratio=ratio, ratio_ci=ci, p_value=p,
         baseline_blocks=int(ab.size), candidate_blocks=int(bb.size), baseline_spread=sa, candidate_spread=sb,
         verdict=verdict, notes=notes, decidable=decidable,
@@ -318,7 +325,7 @@ def compare_paired(
     verdict = _verdict(ratio, p, ci, decidable=decidable, threshold=threshold, alpha=alpha, notes=notes)
     if spread > threshold / 2:
         notes.append(f"round-to-round spread of the paired ratio ±{spread:.1%} is too wide to resolve ±{threshold:.0%}")
-    return RatioTest(
+    return RatioTest(too_noisy=spread > threshold / 2,
         baseline_median_ms=float(baseline_median), candidate_median_ms=float(candidate_median), ratio=ratio,
         ratio_ci=ci, p_value=p, baseline_blocks=int(a.size), candidate_blocks=int(b.size),
         baseline_spread=spread, candidate_spread=spread, verdict=verdict, notes=notes, decidable=decidable,

@@ -125,9 +125,9 @@ def main(argv=None) -> int:
 
                     ch.send("hello", protocol=PROTOCOL, package=pkg_file, version=__version__)
                 elif kind == "probe":
-                    from .backends import check_available
+                    from ..runtimes import get_runtime
 
-                    ch.send("probe", available={b: check_available(b) for b in cmd["backends"]})
+                    ch.send("probe", available={b: get_runtime(b).availability() for b in cmd["backends"]})
                 elif kind == "export":
                     from .artifacts import export_many
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                 else:
                     raise ValueError(f"unknown command {kind!r}")
             except Exception as e:  # noqa: BLE001 - every failure goes back to the coordinator as one line
-                from .backends import Unavailable
+                from ..runtimes import Unavailable
 
                 if isinstance(e, Unavailable):
                     ch.send("skipped", reason=one_line(e))
@@ -168,11 +168,12 @@ def main(argv=None) -> int:
 
 
 def setup(ch: Channel, spec: dict):
-    from .backends import load
+    from ..runtimes import open_runtime
 
     t0 = time.perf_counter()
-    session = load(spec["backend"], spec)
-    load_s = getattr(session, "load_s", time.perf_counter() - t0)
+    session = open_runtime(spec["backend"], spec)
+    load_s = session.load_s or (time.perf_counter() - t0)
+    session.prepare()
     t1 = time.perf_counter_ns()
     session.call()
     first_ms = (time.perf_counter_ns() - t1) / 1e6

@@ -16,7 +16,6 @@ Internal errors are bugs: one line, and the traceback with HVIT_DEBUG=1.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import shlex
 import sys
@@ -34,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..bench.profiles import BACKEND_NAMES, DEFAULT_PROFILE
+    from ..bench.profiles import DEFAULT_PROFILE
+    from ..runtimes import runtime_names
 
     ap = _Parser(
         prog="hvit-bench",
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"protocol to follow (shipped: see --list-profiles; default {DEFAULT_PROFILE})")
     ap.add_argument("--models", nargs="+", metavar="MODEL", help="models to time (default: the profile's, or the "
                     "smallest variant of every family)")
-    ap.add_argument("--backends", nargs="+", metavar="BACKEND", help="backends: " + ", ".join(BACKEND_NAMES))
+    ap.add_argument("--backends", nargs="+", metavar="RUNTIME",
+                    help="runtimes to time (the registered ones: " + ", ".join(runtime_names()) + ")")
     ap.add_argument("--variants", nargs="+", metavar="VARIANT", choices=("rewritten", "original"),
                     help="forms to time side by side: rewritten (default) and/or original")
     ap.add_argument("--no-rewrite", action="store_true", help="time the model as written (same as --variants original)")
@@ -105,20 +106,10 @@ def build_compare_parser() -> argparse.ArgumentParser:
 
 
 def resolve_backends(names: list[str]) -> list[str]:
-    from ..bench.profiles import BACKEND_NAMES
+    """--backends values (runtime names or their aliases: ort, ov, cuda, ...) as registered runtime names."""
+    from ..runtimes import canonical_runtime
 
-    out = []
-    for n in names:
-        key = n.strip().lower().replace("_", "-")
-        key = {"ort": "onnxruntime", "ov": "openvino", "pytorch": "torch", "cuda": "torch-cuda",
-               "ort-cuda": "onnxruntime-cuda", "ov-gpu": "openvino-gpu"}.get(key, key)
-        if key not in BACKEND_NAMES:
-            close = difflib.get_close_matches(key, BACKEND_NAMES, n=2, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(BACKEND_NAMES)}"
-            raise HvitError(f"unknown backend {n!r}{hint}")
-        if key not in out:
-            out.append(key)
-    return out
+    return list(dict.fromkeys(canonical_runtime(n) for n in names))
 
 
 def default_models() -> list[str]:
@@ -217,7 +208,9 @@ def bench_main(argv: list[str]) -> int:
     if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:
         prof = profiles.override(prof, **{"warmup.max_runs": prof.warmup.min_runs})
     if args.list_backends:
-        return list_backends(prof.backends if args.backends else list(profiles.BACKEND_NAMES))
+        from ..runtimes import runtime_names
+
+        return list_backends(prof.backends if args.backends else list(runtime_names()))
     from ..bench import plugins
 
     plugin_list = plugins.normalise(args.plugin or [])

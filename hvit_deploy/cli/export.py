@@ -51,23 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _formats(values: list[str]) -> list[str]:
-    from ..export import FORMATS
+    from ..export.formats import parse_formats
 
-    out: list[str] = []
-    for v in values:
-        for f in v.split(","):
-            f = f.strip().lower()
-            if f == "all":
-                out.extend(FORMATS)
-            elif f in FORMATS:
-                out.append(f)
-            elif f in ("ir", "ov"):
-                out.append("openvino")
-            elif f in ("mlpackage", "coreml-mlprogram"):
-                out.append("coreml")
-            else:
-                raise HvitError(f"unknown format {f!r}; choose from {', '.join(FORMATS)} or all")
-    return list(dict.fromkeys(out))
+    return parse_formats(values)
 
 
 def _find_checkpoint(directory: Path, name: str) -> Path | None:

@@ -21,6 +21,7 @@ import torch
 from ..errors import ExportError
 from ..recipes import CoremlOptions
 from .onnx_exporter import INPUT_NAME, OUTPUT_NAME, _first_line
+from .formats import Format, register_format
 from .quiet import captured, import_coremltools
 
 CAN_PREDICT = platform.system() == "Darwin"
@@ -94,9 +95,10 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
 
 
 def run_coreml(path: str | Path, inputs: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - macOS only
-    ct = import_coremltools()
-    ml = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-    return [np.asarray(ml.predict({INPUT_NAME: x})[OUTPUT_NAME]) for x in inputs]
+    """Run a package on the ``coreml`` runtime, CPU only (validation checks the program, not the ANE)."""
+    from ..runtimes import run_artifact
+
+    return run_artifact("coreml", path, inputs, compute_units="CPU_ONLY")
 
 
 def export_coreml(
@@ -157,3 +159,14 @@ def export_coreml(
         return info
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export(job) -> dict:
+    return export_coreml(job.model, job.example, job.path, job.recipe.coreml, job.validate, job.output_shape,
+                         precision=job.precision)
+
+
+register_format(Format(
+    name="coreml", suffix=".mlpackage", export=_export, precisions=("fp32", "fp16"),
+    default_precision=lambda recipe: recipe.coreml.precision, tools=("torch", "coremltools"), runtime="coreml",
+    aliases=("mlpackage", "coreml-mlprogram"), description="Core ML ML program (.mlpackage) via coremltools"))

@@ -11,21 +11,17 @@ import torch
 
 from ..errors import ExportError
 from ..recipes import OnnxOptions
+from .formats import Format, register_format
 from .quiet import captured
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
 def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """Run an ONNX file on ONNX Runtime's CPU provider, set up as ``hvit-bench`` sets it up."""
+    from ..runtimes import run_artifact
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return [sess.run(None, {name: x})[0] for x in inputs]
+    return run_artifact("onnxruntime", path, inputs, threads=threads)
 
 
 def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
@@ -130,3 +126,13 @@ def export_onnx(
             if tmp.exists():
                 tmp.unlink()
     raise ExportError("ONNX export failed: " + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts))
+
+
+def _export(job) -> dict:
+    return export_onnx(job.model, job.example, job.path, job.recipe.onnx, job.validate, opset=job.opset)
+
+
+register_format(Format(
+    name="onnx", suffix=".onnx", export=_export, precisions=("fp32",), default_precision=lambda recipe: "fp32",
+    tools=("torch", "onnx", "onnxsim", "onnxscript"), runtime="onnxruntime",
+    description="ONNX (TorchScript or dynamo exporter, onnxsim, onnx.checker)"))

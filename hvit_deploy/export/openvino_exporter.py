@@ -1,8 +1,9 @@
 """PyTorch → OpenVINO IR (``.xml`` + ``.bin``) through OpenVINO's PyTorch frontend.
 
 ``openvino.save_model`` compresses weights to FP16 unless told otherwise; we keep FP32 unless the recipe or the
-user asks for fp16. Validation runs the saved IR on the CPU plugin with ``INFERENCE_PRECISION_HINT=f32`` so that
-the check is of the IR itself, not of a bf16 fast path some CPUs default to.
+user asks for fp16. Validation runs the saved IR on the ``openvino`` runtime (CPU plugin, compiled exactly as
+``hvit-bench`` compiles it, with ``INFERENCE_PRECISION_HINT=f32``) so that the check is of the IR itself, not of
+a bf16 fast path some CPUs default to.
 """
 from __future__ import annotations
 
@@ -17,27 +18,15 @@ import torch
 from ..errors import ExportError
 from ..recipes import OpenVinoOptions
 from .onnx_exporter import INPUT_NAME, OUTPUT_NAME, _first_line
+from .formats import Format, register_format
 from .quiet import captured
 
 
-def compile_ir(xml: str | Path, *, threads: int | None = None, precision_hint: str = "f32", device: str = "CPU",
-               extra: dict | None = None):
-    import openvino as ov
-
-    core = ov.Core()
-    config = {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
-    config.update(extra or {})
-    if device != "CPU":
-        config.pop("INFERENCE_NUM_THREADS", None)
-    return core.compile_model(core.read_model(str(xml)), device, config)
-
-
 def run_openvino(xml: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    compiled = compile_ir(xml, threads=threads)
-    request = compiled.create_infer_request()
-    return [np.array(request.infer({0: x})[compiled.output(0)]) for x in inputs]
+    """Run an IR on OpenVINO's CPU plugin, compiled as ``hvit-bench`` compiles it (f32 inference)."""
+    from ..runtimes import run_artifact
+
+    return run_artifact("openvino", xml, inputs, threads=threads)
 
 
 def export_openvino(
@@ -86,3 +75,14 @@ def _op_histogram(ov_model) -> dict[str, int]:
             continue
         hist[t] = hist.get(t, 0) + 1
     return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _export(job) -> dict:
+    return export_openvino(job.model, job.example, job.path,
+                           job.recipe.openvino.model_copy(update={"precision": job.precision}), job.validate)
+
+
+register_format(Format(
+    name="openvino", suffix=".xml", export=_export, precisions=("fp32", "fp16"),
+    default_precision=lambda recipe: recipe.openvino.precision, tools=("torch", "openvino"), runtime="openvino",
+    sidecars=(".bin",), aliases=("ir", "ov"), description="OpenVINO IR (.xml + .bin) via openvino.convert_model"))

@@ -1,4 +1,4 @@
-"""registry → model → rewrites → exporter → artifact + validation → manifest entry.
+"""registry → model → rewrites → exporter (format) → artifact + validation (runtime) → manifest entry.
 
 ``export_model`` is the one-call API; :class:`ExportSession` builds a model once and exports it to several
 formats (the eager reference outputs are computed once too).
@@ -19,14 +19,15 @@ from ..errors import ExportError, HvitError, RewriteError, ValidationError
 from ..factory import create_model, resolve_input_size
 from ..recipes import Recipe, load_recipe, load_recipe_file
 from ..registry import get_spec
-from ..rewrites import rewrite as rewrite_model
+from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
+from .formats import ExportJob, format_names, get_format
 from .inputs import validation_inputs
 from .metrics import compare, failures
 
-FORMATS = ("onnx", "openvino", "coreml")
-SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage"}
+FORMATS = format_names()
+SUFFIX = {f: get_format(f).suffix for f in FORMATS}
 
 
 @dataclass
@@ -131,37 +132,26 @@ class ExportSession:
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
                precision: str | None = None) -> ExportResult:
-        if fmt not in FORMATS:
-            raise HvitError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
+        form = get_format(fmt)
+        fmt = form.name
         out = ensure_writable_dir(out_dir)
-        precision = precision or {"onnx": "fp32", "openvino": self.recipe.openvino.precision,
-                                  "coreml": self.recipe.coreml.precision}[fmt]
-        if fmt == "onnx" and precision != "fp32":
-            raise HvitError("ONNX export is fp32 only here; use --precision fp16 with openvino or coreml")
+        precision = precision or form.default_precision(self.recipe)
+        if precision not in form.precisions:
+            others = [f for f in FORMATS if precision in get_format(f).precisions]
+            raise HvitError(f"{fmt} export takes {', '.join(form.precisions)}, not {precision}"
+                            + (f"; use --precision {precision} with {' or '.join(others)}" if others else ""))
         stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
                              default_size=self.spec.input_size)
-        path = out / f"{stem}{SUFFIX[fmt]}"
+        path = out / f"{stem}{form.suffix}"
         result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
         t0 = time.perf_counter()
         try:
             model, names, counts = self.prepared(fmt, rewrite)
             result.rewrites = names
             example = torch.from_numpy(self.inputs[0][1]) if self.inputs else torch.randn(self.input_shape)
-            validate = self._validator(fmt, precision)
-            if fmt == "onnx":
-                from .onnx_exporter import export_onnx
-
-                info = export_onnx(model, example, path, self.recipe.onnx, validate, opset=opset)
-            elif fmt == "openvino":
-                from .openvino_exporter import export_openvino
-
-                opts = self.recipe.openvino.model_copy(update={"precision": precision})
-                info = export_openvino(model, example, path, opts, validate)
-            else:
-                from .coreml_exporter import export_coreml
-
-                info = export_coreml(model, example, path, self.recipe.coreml, validate, self.output_shape,
-                                     precision=precision)
+            info = form.export(ExportJob(model=model, example=example, path=path, recipe=self.recipe,
+                                         validate=self._validator(fmt, precision), precision=precision,
+                                         opset=opset, output_shape=self.output_shape))
             result.ok = True
             result.path = path
             result.validation = info.get("validation", {})
@@ -192,15 +182,15 @@ class ExportSession:
             "seconds": r.seconds,
         }
         if r.ok and r.path is not None:
-            files = [r.path] + ([r.path.with_suffix(".bin")] if r.format == "openvino" else [])
+            files = get_format(r.format).files(r.path)
             entry.update(
                 path=r.path.name,
                 files=[f.name for f in files],
                 sha256=sha256_of(r.path),
                 size_bytes=sum(_size_of(f) for f in files),
             )
-            if r.format == "openvino":
-                entry["bin_sha256"] = sha256_of(r.path.with_suffix(".bin"))
+            for side in files[1:]:  # OpenVINO's weights: bin_sha256
+                entry[f"{side.suffix.lstrip('.')}_sha256"] = sha256_of(side)
         for key in ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
                     "minimum_deployment_target", "program", "op_types", "export_s"):
             if key in info:

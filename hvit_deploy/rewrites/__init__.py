@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import (
     BACKENDS,
+    FORMATS,
     AppliedRewrite,
     Rewrite,
     RewriteContext,
@@ -15,11 +16,21 @@ from .base import (
     list_rewrites,
     register_rewrite,
     replace_module,
-    rewrite,
+    rewrite_copy,
     swap_class,
 )
 
 __all__ = [
     "BACKENDS", "AppliedRewrite", "Rewrite", "RewriteContext", "apply_rewrites", "get_rewrite", "list_rewrites",
-    "register_rewrite", "replace_module", "rewrite", "swap_class",
+    "register_rewrite", "replace_module", "rewrite", "rewrite_copy", "swap_class", "FORMATS",
 ]
+
+
+def __getattr__(name: str):
+    # ``hvit_deploy.rewrites.rewrite`` (the recipe-driven one) lives in hvit_deploy.rewriting, which depends on
+    # the recipes, which depend on this package: imported on first use so the dependency stays one way
+    if name == "rewrite":
+        from ..rewriting import rewrite
+
+        return rewrite
+    raise AttributeError(name)

@@ -2,15 +2,19 @@
 
 A rewrite is a function ``fn(model, ctx) -> int`` that changes ``model`` in place (``rewrite()`` hands it a
 deep copy) and returns how many modules it changed. It is registered with a name, the families it is meant for,
-and the backends it is allowed for::
+and the export formats it is allowed for (``onnx``, ``openvino``, ``coreml``; default all)::
 
     @register_rewrite("smt.merge_mhmc", families=("smt",), description="four depthwise convs as one 9x9")
     def merge_mhmc(model, ctx):
         ...
 
-Which rewrites a model gets for a backend is written in its family's recipe (``export_recipes/<family>.yaml``),
+Which rewrites a model gets for a format is written in its family's recipe (``export_recipes/<family>.yaml``),
 in the spirit of MMDeploy's backend-switched rewriters but as explicit module passes rather than monkey patches,
 so that a rewritten model is an ordinary ``nn.Module`` that can be inspected, tested and exported by any tool.
+
+This module knows nothing of recipes: :func:`rewrite_copy` applies the names it is given. The recipe-driven
+:func:`hvit_deploy.rewrite` lives in :mod:`hvit_deploy.rewriting` (recipes check their rewrite names against
+this registry, so the dependency runs one way: rewriting → recipes → rewrites).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import torch.nn as nn
 
 from ..errors import RewriteError
 
-BACKENDS = ("onnx", "openvino", "coreml")
+FORMATS = ("onnx", "openvino", "coreml")
+BACKENDS = FORMATS  # the name used before formats and runtimes were told apart; kept for plugins
 
 RewriteFn = Callable[[nn.Module, "RewriteContext"], int]
 
@@ -33,9 +38,13 @@ class Rewrite:
     name: str
     fn: RewriteFn
     families: tuple[str, ...]     # empty: any family
-    backends: tuple[str, ...]
+    formats: tuple[str, ...]      # the export formats it is allowed for
     description: str
     exact: bool                   # True when outputs are bit-identical, False when equal up to float rounding
+
+    @property
+    def backends(self) -> tuple[str, ...]:  # the old name of ``formats``
+        return self.formats
 
 
 _REWRITES: dict[str, Rewrite] = {}
@@ -45,15 +54,19 @@ def register_rewrite(
     name: str,
     *,
     families: tuple[str, ...] = (),
-    backends: tuple[str, ...] = BACKENDS,
+    formats: tuple[str, ...] = FORMATS,
     description: str | None = None,
     exact: bool = False,
+    backends: tuple[str, ...] | None = None,
 ):
+    """``backends`` is the old name of ``formats``, still accepted."""
+    allowed = tuple(backends if backends is not None else formats)
+
     def decorator(fn: RewriteFn) -> RewriteFn:
         if name in _REWRITES:
             raise ValueError(f"rewrite {name!r} registered twice")
         doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        _REWRITES[name] = Rewrite(name, fn, tuple(families), tuple(backends), doc, exact)
+        _REWRITES[name] = Rewrite(name, fn, tuple(families), allowed, doc, exact)
         return fn
 
     return decorator
@@ -91,11 +104,15 @@ class ProbeRecord:
 
 @dataclass
 class RewriteContext:
-    backend: str
+    format: str                                     # the export format the rewritten model is for
     input_shape: tuple[int, int, int, int]          # (B, C, H, W) the export will use
     model_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     _probe_cache: dict[int, dict[str, ProbeRecord]] = field(default_factory=dict, repr=False)
+
+    @property
+    def backend(self) -> str:  # the old name of ``format``
+        return self.format
 
     @property
     def batch(self) -> int:
@@ -149,12 +166,12 @@ class AppliedRewrite:
 
 
 def apply_rewrites(model: nn.Module, names: list[str], ctx: RewriteContext) -> list[AppliedRewrite]:
-    """Apply the named rewrites in order, in place. A rewrite not allowed for ``ctx.backend`` is an error."""
+    """Apply the named rewrites in order, in place. A rewrite not allowed for ``ctx.format`` is an error."""
     done = []
     for name in names:
         rw = get_rewrite(name)
-        if ctx.backend not in rw.backends:
-            raise RewriteError(f"rewrite {name!r} is not meant for {ctx.backend} (only {', '.join(rw.backends)})")
+        if ctx.format not in rw.formats:
+            raise RewriteError(f"rewrite {name!r} is not meant for {ctx.format} (only {', '.join(rw.formats)})")
         try:
             count = int(rw.fn(model, ctx) or 0)
         except RewriteError:
@@ -181,44 +198,26 @@ def swap_class(module: nn.Module, new_cls: type) -> None:
     module.__class__ = new_cls
 
 
-def rewrite(
-    model: nn.Module,
-    backend: str,
-    *,
-    input_size=None,
-    batch_size: int = 1,
-    names: list[str] | None = None,
-) -> nn.Module:
-    """Return an export-friendly copy of ``model`` for ``backend`` ("onnx", "openvino" or "coreml").
-
-    The copy has the same weights and the same outputs (bit-identical or equal up to float rounding, as each
-    rewrite's tests show); the original is left untouched. Which rewrites apply comes from the family's recipe,
-    or from ``names`` when given. Shapes are made static for ``input_size`` (default: the model's own) and
-    ``batch_size``.
-    """
-    if backend not in BACKENDS:
-        raise RewriteError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    family = getattr(model, "hvit_family", None)
-    model_name = getattr(model, "hvit_name", None)
+def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=None, batch_size: int = 1) -> nn.Module:
+    """A deep copy of ``model`` with the named rewrites applied for export format ``fmt``; static shapes for
+    ``input_size`` (default: the model's own) and ``batch_size``. The original is left untouched."""
+    if fmt not in FORMATS:
+        raise RewriteError(f"unknown backend {fmt!r}: rewrites are for an export format, one of "
+                          f"{', '.join(FORMATS)}")
     size = input_size or getattr(model, "hvit_input_size", None)
     if size is None:
         raise RewriteError("the model carries no input size; pass input_size=(C, H, W)")
     if isinstance(size, int):
         size = (3, size, size)
-    if names is None:
-        if family is None:
-            raise RewriteError("model was not built by hvit_deploy.create_model; pass names=[...] of the rewrites")
-        from ..recipes import load_recipe
-
-        names = load_recipe(family).rewrites_for(backend, model_name)
     new = copy.deepcopy(model)
     new.eval()
-    ctx = RewriteContext(backend=backend, input_shape=(int(batch_size),) + tuple(int(s) for s in size),
-                         model_name=model_name)
+    ctx = RewriteContext(format=fmt, input_shape=(int(batch_size),) + tuple(int(s) for s in size),
+                         model_name=getattr(model, "hvit_name", None))
     applied = apply_rewrites(new, list(names), ctx)
     new.hvit_rewrites = [a.name for a in applied]
     new.hvit_rewrite_counts = {a.name: a.modules_changed for a in applied}
-    new.hvit_backend = backend
+    new.hvit_format = fmt
+    new.hvit_backend = fmt  # the old attribute name
     new.hvit_input_size = tuple(size)
     new.hvit_batch_size = int(batch_size)
     return new

@@ -106,3 +106,21 @@ def pydantic_error_message(source: str, err) -> str:
     got = first.get("input")
     got_text = f"; got {got!r}" if got is not None and not isinstance(got, (dict, list)) else ""
     return f"{source}: {loc or '(top level)'}: {msg}{got_text}{extra}"
+
+
+def parse_strict(model_cls, data, source: str, what: str, *, empty_ok: bool = False):
+    """Validate YAML-loaded ``data`` against the pydantic ``model_cls`` (recipes, profiles); a bad field is
+    refused with a one-line :class:`ConfigError` naming ``source`` and the field's location. The parsed object
+    gets ``source`` set."""
+    from pydantic import ValidationError
+
+    if data is None and empty_ok:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {what} is a mapping of fields, not {type(data).__name__}")
+    try:
+        obj = model_cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(pydantic_error_message(source, e)) from None
+    obj.source = source
+    return obj

@@ -1,0 +1,285 @@
+"""The runtime registry: what runs an artifact (or the PyTorch module), configured in exactly one place.
+
+A **format** (``onnx``, ``openvino``, ``coreml``) is what an exporter writes; a **runtime** (``onnxruntime``,
+``openvino``, ``torch-cuda``, ...) is what runs it. Each runtime is one class in one module of this package,
+registered with :func:`register_runtime`, in the spirit of timm's model registry and MMDeploy's backend
+managers. The class carries everything anyone needs to know about that runtime:
+
+* its name, aliases, the artifact format it runs (``None``: the PyTorch module itself), its device kind and
+  the Python package it needs (:attr:`Runtime.package`, whose version results files record);
+* an availability probe: :meth:`Runtime.quick_check` (no runtime import, for the coordinator) and
+  :meth:`Runtime.check` (imports the runtime; raises :class:`Unavailable` with the reason);
+* the session setup (threads, precision, one stream, sequential), in ``__init__``; the one timed call
+  (:attr:`Runtime.call`, after :meth:`Runtime.prepare`); what the runtime reports back about its settings
+  (:attr:`Runtime.readback`, checked by :meth:`Runtime.thread_notes`); operator profiling
+  (:meth:`Runtime.op_profile`); and plain inference for validation (:meth:`Runtime.predict`).
+
+Export validation, ``hvit-bench`` and the scripts in ``benchmarks/`` all open sessions through
+:func:`open_runtime`, so a runtime is set up the same way wherever it is used. The rules every runtime keeps:
+
+* CPU runtimes use ``threads`` intra-op threads (0: the runtime's own default), one stream, sequential
+  execution, fp32 arithmetic unless asked otherwise; what the runtime reports back is recorded.
+* GPU runtimes copy the input to the device before timing and end each timed call with a device
+  synchronisation, so a run is not counted before it has finished; outputs stay on the device.
+* ``op_profile`` runs extra, separately compiled sessions after the timed runs (profiling slows a runtime
+  down, so it never overlaps the measurement).
+
+Runtime modules import their runtime lazily (inside methods), so loading the registry imports none of them.
+Adding a runtime is one new module in this package (found and imported when the registry is first read).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+import time
+from importlib import metadata
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from ..errors import HvitError
+
+
+def _runtime_modules() -> list[str]:
+    """Every module of this package but this one: each registers one runtime when imported."""
+    import pkgutil
+    from pathlib import Path
+
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if m.name not in ("base", "__init__") and not m.name.startswith("_"))
+
+
+class Unavailable(Exception):
+    """The runtime cannot run here (no GPU, package missing, wrong OS); the entry is skipped with the reason."""
+
+
+class UnknownRuntimeError(HvitError, LookupError):
+    pass
+
+
+def os_threads() -> int | None:
+    try:
+        import psutil
+
+        return psutil.Process().num_threads()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def random_input(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+
+
+def top_ops(totals: dict[str, float], counts: dict[str, int], runs: int, top: int, unit_ms: float) -> list[dict]:
+    """Rows ``{op, ms_per_run, share, calls_per_run}`` for the ``top`` op types by time."""
+    grand = sum(totals.values()) or 1.0
+    rows = []
+    for op, total in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        rows.append({
+            "op": op,
+            "ms_per_run": round(total * unit_ms / runs, 4),
+            "share": round(total / grand, 4),
+            "calls_per_run": round(counts.get(op, 0) / runs, 2),
+        })
+    return rows
+
+
+class Runtime:
+    """One model loaded on one runtime.
+
+    ``spec`` keys: ``threads`` (0 or absent: the runtime's default), ``artifact`` (path of the exported file;
+    artifact runtimes), ``input_shape`` (the shape to time; default the artifact's own), and for the torch
+    runtimes ``model``, ``rewrite``, ``checkpoint``, ``input_size``, ``batch_size``.
+
+    ``__init__`` loads the model (``load_s`` records how long); :meth:`prepare` places one input where the
+    runtime reads it and sets :attr:`call`, the only thing inside the timed region.
+    """
+
+    # --- what the registry knows about the runtime (class attributes, read without instantiating) ---
+    name: ClassVar[str] = ""
+    format: ClassVar[str | None] = None       # the artifact format it runs; None: the PyTorch module itself
+    device_kind: ClassVar[str] = "cpu"        # "cpu", "gpu" or "auto" (the runtime picks: Core ML)
+    package: ClassVar[str] = ""               # the import / distribution name it needs
+    aliases: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    # readback keys that must equal the --threads asked for (a note is recorded when they do not)
+    thread_keys: ClassVar[tuple[str, ...]] = ()
+    # availability is settled only by importing the runtime in a probe process (GPUs, Core ML on macOS)
+    needs_probe: ClassVar[bool] = False
+    # where it is listed (CLI help, docs, --list-backends): CPU runtimes first
+    order: ClassVar[int] = 50
+
+    # --- per session ---
+    device: str = "cpu"
+    timing: str = ""
+
+    def __init__(self, spec: dict):
+        self.spec = dict(spec)
+        self.threads = int(spec.get("threads") or 0)
+        self.input_shape = list(spec["input_shape"]) if spec.get("input_shape") else None
+        self.readback: dict = {}
+        self.notes: list[str] = []
+        self.load_s = 0.0
+        self.call: Callable[[], object] = lambda: None
+
+    # --- registry-level facts ------------------------------------------------------------------------------
+    @classmethod
+    def quick_check(cls) -> tuple[bool, str | None]:
+        """(decided, reason) without importing the runtime: a missing package decides it; runtimes that
+        ``needs_probe`` stay undecided until :meth:`check` runs in a probe process."""
+        if importlib.util.find_spec(cls.package) is None:
+            return True, f"{cls.package} is not installed"
+        if cls.needs_probe:
+            return False, None
+        return True, None
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise :class:`Unavailable` with the reason when the runtime cannot run here (imports it)."""
+        try:
+            importlib.import_module(cls.package)
+        except ImportError as e:
+            raise Unavailable(f"{cls.package} is not installed ({e})") from None
+
+    @classmethod
+    def availability(cls) -> str | None:
+        """None when the runtime can run here, else the reason it cannot."""
+        try:
+            cls.check()
+        except Unavailable as e:
+            return str(e)
+        except ImportError as e:
+            return f"{cls.name} is not installed ({e})"
+        return None
+
+    @classmethod
+    def version(cls) -> str | None:
+        try:
+            return metadata.version(cls.package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    @classmethod
+    def thread_notes(cls, threads: int, readback: dict) -> list[str]:
+        """Notes when the runtime reports another thread count than the one asked for."""
+        notes = []
+        for key in cls.thread_keys:
+            got = readback.get(key)
+            if got is not None and int(got) != threads:
+                notes.append(f"{cls.name} reports {key}={got}, not the {threads} asked for")
+        return notes
+
+    # --- a session -----------------------------------------------------------------------------------------
+    def prepare(self, seed: int = 0) -> None:
+        """Put one input (shape :attr:`input_shape`) in place and set :attr:`call`."""
+        raise NotImplementedError
+
+    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """The first output for each input, as numpy (validation and evaluation)."""
+        raise NotImplementedError(f"{self.name} does not run plain inference")
+
+    def op_profile(self, runs: int, top: int) -> list[dict]:
+        raise Unavailable(f"--op-profile is not available for {self.name}")
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------- registry
+
+_RUNTIMES: dict[str, type[Runtime]] = {}
+_ALIASES: dict[str, str] = {}
+_loaded = False
+
+
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: add a runtime to the registry under ``cls.name`` and its aliases."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _RUNTIMES or cls.name in _ALIASES:
+        raise ValueError(f"runtime {cls.name!r} registered twice")
+    _RUNTIMES[cls.name] = cls
+    for a in cls.aliases:
+        if a in _RUNTIMES or _ALIASES.get(a, cls.name) != cls.name:
+            raise ValueError(f"runtime alias {a!r} of {cls.name!r} is already taken")
+        _ALIASES[a] = cls.name
+    return cls
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _runtime_modules():
+        importlib.import_module(f"{__package__}.{mod}")
+    ordered = sorted(_RUNTIMES.values(), key=lambda r: (r.order, r.name))
+    _RUNTIMES.clear()
+    _RUNTIMES.update((r.name, r) for r in ordered)
+
+
+def runtime_names() -> tuple[str, ...]:
+    """Every registered runtime, CPU runtimes first (each class's ``order``)."""
+    _ensure_loaded()
+    return tuple(_RUNTIMES)
+
+
+def list_runtimes() -> list[type[Runtime]]:
+    _ensure_loaded()
+    return list(_RUNTIMES.values())
+
+
+def gpu_runtimes() -> tuple[str, ...]:
+    return tuple(r.name for r in list_runtimes() if r.device_kind == "gpu")
+
+
+def runtimes_for_format(fmt: str | None) -> tuple[str, ...]:
+    return tuple(r.name for r in list_runtimes() if r.format == fmt)
+
+
+def canonical_runtime(name: str) -> str:
+    """The registered name for ``name`` or an alias (``ort``, ``ov``, ``cuda``, ...); unknown names get a
+    one-line error with close names."""
+    _ensure_loaded()
+    key = name.strip().lower().replace("_", "-")
+    if key in _RUNTIMES:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    names = list(_RUNTIMES)
+    close = difflib.get_close_matches(key, names, n=2, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(names)}"
+    raise UnknownRuntimeError(f"unknown backend {name!r}{hint}")
+
+
+def get_runtime(name: str) -> type[Runtime]:
+    return _RUNTIMES[canonical_runtime(name)]
+
+
+def open_runtime(name: str, spec: dict) -> Runtime:
+    """Load ``spec`` on runtime ``name`` (raises :class:`Unavailable` when it cannot run here)."""
+    return get_runtime(name)(spec)
+
+
+def run_artifact(name: str, artifact, inputs: list[np.ndarray], threads: int | None = None,
+                 **spec) -> list[np.ndarray]:
+    """Run ``artifact`` on runtime ``name`` for each input and return the first output of each: the session
+    set up exactly as ``hvit-bench`` sets it up (export validation and evaluation use this). ``spec`` adds
+    runtime-specific keys (Core ML's ``compute_units``)."""
+    rt = open_runtime(name, {"artifact": str(artifact), "threads": threads or 0, **spec})
+    try:
+        return rt.predict(inputs)
+    finally:
+        rt.close()
+
+
+def timed_load(fn: Callable[[], object]) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def on_macos() -> bool:
+    return sys.platform == "darwin"

@@ -1,0 +1,111 @@
+"""``torch``: the PyTorch module in eager mode on the CPU (rewritten with the ONNX recipe, or as written)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Runtime, os_threads, random_input, register_runtime, timed_load, top_ops
+
+# what the rewritten torch entry applies: the ONNX recipe (the form every other runtime is exported from)
+REWRITE_FORMAT = "onnx"
+
+
+def build_model(spec: dict):
+    import torch
+
+    from ..factory import create_model
+    from ..rewriting import rewrite as apply_rewrite
+
+    torch.manual_seed(0)  # reproducible random weights when no checkpoint is given
+    m = create_model(spec["model"], spec.get("checkpoint"), input_size=spec.get("input_size"))
+    if spec.get("rewrite"):
+        m = apply_rewrite(m, REWRITE_FORMAT, batch_size=spec.get("batch_size", 1))
+    return m
+
+
+def parallel_backend(torch) -> str | None:
+    try:
+        for line in torch.__config__.parallel_info().splitlines():
+            if line.startswith("ATen parallel backend"):
+                return line.split(":", 1)[1].strip()
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def _device_time(ev) -> float:
+    for name in ("self_device_time_total", "self_cuda_time_total"):
+        v = getattr(ev, name, None)
+        if v is not None:
+            return float(v)
+    return 0.0
+
+
+@register_runtime
+class TorchRuntime(Runtime):
+    name = "torch"
+    order = 10
+    format = None
+    package = "torch"
+    aliases = ("pytorch", "torch-cpu")
+    description = "PyTorch eager on the CPU"
+    thread_keys = ("intra_op_threads",)
+    torch_device = "cpu"
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        import torch
+
+        self.torch = torch
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set once in this process
+            pass
+        before = os_threads()
+        self.model, self.load_s = timed_load(lambda: build_model(spec))
+        self.rewrites = list(getattr(self.model, "hvit_rewrites", []))
+        self.input_shape = [spec.get("batch_size", 1), *self.model.hvit_input_size]
+        self.model.to(self.torch_device)
+        self._mode = torch.inference_mode()
+        self._mode.__enter__()
+        self.readback = {
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+            "parallel_backend": parallel_backend(torch),
+            "os_threads_before_load": before,
+        }
+        self.timing = "wall clock (perf_counter_ns) around model(x) under torch.inference_mode(); input prepared before timing"
+
+    def prepare(self, seed: int = 0) -> None:
+        self.x = self.torch.from_numpy(random_input(self.input_shape, seed)).to(self.torch_device)
+        model, x = self.model, self.x
+        self.call = lambda: model(x)
+
+    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        t = self.torch
+        return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
+
+    def op_profile(self, runs: int, top: int) -> list[dict]:
+        from torch.profiler import ProfilerActivity, profile
+
+        on_gpu = self.torch_device != "cpu"
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+        for _ in range(3):
+            self.call()
+        with profile(activities=acts) as prof:
+            for _ in range(runs):
+                self.call()
+        totals, counts = {}, {}
+        for ev in prof.key_averages():
+            t = _device_time(ev) if on_gpu else ev.self_cpu_time_total
+            if t > 0:
+                totals[ev.key] = totals.get(ev.key, 0.0) + t
+                counts[ev.key] = counts.get(ev.key, 0) + ev.count
+        return top_ops(totals, counts, runs, top, unit_ms=1e-3)  # µs → ms
+
+    def close(self) -> None:
+        try:
+            self._mode.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001
+            pass
