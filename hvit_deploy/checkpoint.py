@@ -1,6 +1,6 @@
 """Loading official checkpoints safely, by their own key names.
 
-The release formats differ by family (see ``shared/reference/models.md`` section 7):
+The release formats differ by family (see ``docs/models.md`` "Checkpoint loading (all families)"):
 
 * a training file ``{'model': ..., 'optimizer': ..., 'config'/'args': ...}`` (SMT, Twins, Swin-ACmix),
 * ``{'state_dict': ...}`` saved from DataParallel/DDP with a ``module.`` prefix (ResNet-ACmix, timm-style),

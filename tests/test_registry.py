@@ -17,7 +17,7 @@ TWINS_CROSSVIT = {
     "crossvit_15_dagger": 28_209_008, "crossvit_18_dagger": 44_266_976,
     "crossvit_15_dagger_408": 28_500_080, "crossvit_18_dagger_408": 44_606_560,
 }
-# GMACs at the released input with explicit attention (shared/reference/models.md §2.1, §4.1)
+# GMACs at the released input with explicit attention (docs/models.md "Twins → Variants", "CrossViT → Variants")
 GMACS = {"twins_pcpvt_s": 3.809, "twins_svt_s": 2.927, "twins_svt_l": 15.112, "crossvit_ti": 1.563,
          "crossvit_18_dagger_408": 32.409}
 

@@ -2,7 +2,7 @@
 
 Written for hvit-deploy after the official ``models/EfficientMod.py`` (ma-xu/EfficientMod): the same module and
 parameter names, so the released checkpoints load by their own keys, and the same maths, so they give the same
-numbers. Facts and hazards: ``shared/reference/models.md`` §3.
+numbers. Facts and hazards: ``docs/models.md`` "EfficientMod".
 
 | canonical           | official fn          | dims            | (mod, attn) blocks per stage     | r      | att_ratio | params     |
 |---------------------|----------------------|-----------------|----------------------------------|--------|-----------|------------|

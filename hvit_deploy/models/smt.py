@@ -1,8 +1,8 @@
 """SMT: Scale-Aware Modulation Meet Transformer (Lin et al., ICCV 2023).
 
 Our own implementation with the official submodule names (``AFeng-x/SMT``, ``models/smt.py``), so the released
-checkpoints (``{'model': state_dict, ...}``) load strictly by their own keys. Facts: ``shared/reference/models.md``
-section 1.
+checkpoints (``{'model': state_dict, ...}``) load strictly by their own keys. Facts: ``docs/models.md``
+"SMT".
 
 | canonical | aliases              | embed dims       | depths      | mlp ratios | stem k | layerscale | params     |
 |-----------|----------------------|------------------|-------------|------------|--------|------------|------------|

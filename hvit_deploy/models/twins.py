@@ -1,8 +1,8 @@
 """Twins-PCPVT and Twins-SVT (Chu et al., NeurIPS 2021), built from timm's faithful implementation.
 
-timm's modules have the official key names and shapes (``shared/reference/models.md`` §2.3), so official
-checkpoints load as they are. The official code scales q after ``q@kᵀ`` and timm before; the logits differ by at
-most 4e-7 on the same weights.
+timm's modules have the official key names and shapes (``docs/models.md`` "Twins → Checkpoints and key names"), so
+official checkpoints load as they are. The official code scales q after ``q@kᵀ`` and timm before; the logits differ
+by at most 4e-7 on the same weights.
 
 | canonical        | timm name          | official fn      | embed dims         | depths       | heads      | params     |
 |------------------|--------------------|------------------|--------------------|--------------|------------|------------|

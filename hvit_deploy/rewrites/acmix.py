@@ -4,7 +4,7 @@ Every pass gives the module it touches an export form: a subclass of the model's
 names, see :func:`swap_class`) whose forward reads a few settings. A setting left at its default keeps the
 original computation, so the passes compose in any order and each can be tested on its own.
 
-Swin-ACmix (``shared/reference/models.md`` §5.4):
+Swin-ACmix (``docs/models.md`` "ACmix → Export hazards and rewrites"):
 
 * ``acmix.roll_as_slices``: the cyclic shift and its reverse as two-slice ``cat`` per axis instead of
   ``torch.roll``. Both ACmix paths stay in the shifted frame, as in the official code (computing the conv path

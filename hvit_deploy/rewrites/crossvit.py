@@ -1,9 +1,9 @@
 """CrossViT rewrites: the input's bicubic resize as constant matrix products, and static shapes.
 
-Facts and equalities: ``shared/reference/models.md`` §4.4. Branch 1 of every CrossViT resizes the input image
-(240 → 224, 408 → 384) with ``F.interpolate(mode='bicubic')``, which Core ML cannot convert. Between fixed sizes a
-bicubic resize is a fixed separable linear map, ``y = A_h · x · A_wᵀ``, whose matrices are found by resizing the
-identity basis with the very same call, so the rewrite is exact up to float summation order.
+Facts and equalities: ``docs/models.md`` "CrossViT → Export hazards and rewrites". Branch 1 of every CrossViT
+resizes the input image (240 → 224, 408 → 384) with ``F.interpolate(mode='bicubic')``, which Core ML cannot convert.
+Between fixed sizes a bicubic resize is a fixed separable linear map, ``y = A_h · x · A_wᵀ``, whose matrices are
+found by resizing the identity basis with the very same call, so the rewrite is exact up to float summation order.
 """
 from __future__ import annotations
 

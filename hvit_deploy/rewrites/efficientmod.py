@@ -1,5 +1,5 @@
 """EfficientMod rewrites: equal forms of the modulation, LayerScale folded away, static shapes, and the paper's
-NCHW Core ML form (``shared/reference/models.md`` §3.4).
+NCHW Core ML form (``docs/models.md`` "EfficientMod → Export hazards and rewrites").
 
 The modulation ``v * ctx.repeat(1, 1, 1, r)`` (ONNX ``Tile``) has three equal forms here, selected per backend in
 ``export_recipes/efficientmod.yaml`` after ``benchmarks/efficientmod_forms.py`` timed them side by side:

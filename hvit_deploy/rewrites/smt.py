@@ -1,6 +1,6 @@
 """SMT rewrites: static shapes, BN and layerscale folds, the multi-head mixed convolution as one op.
 
-Facts and equalities: ``shared/reference/models.md`` §1.4. The official SMT
+Facts and equalities: ``docs/models.md`` "SMT → Export hazards and rewrites". The official SMT
 
 * reads H, W, B, N, C from tensors everywhere; traced, these become ``aten::Int`` casts that coremltools rejects,
   and ONNX graphs fill with Shape/Gather arithmetic;

@@ -1,9 +1,9 @@
 """Twins rewrites: static shapes and SVT's locally-grouped attention at rank <= 5.
 
-Facts and equalities: ``shared/reference/models.md`` §2.4. timm's Twins reads H and W from tensors in every
-patch embedding and passes them down as ``size``; traced, these become ``aten::Int`` casts that coremltools
-rejects, and ONNX graphs fill with Shape/Gather arithmetic. The official LSA also views windows as a rank-6
-tensor, which Core ML refuses outright.
+Facts and equalities: ``docs/models.md`` "Twins → Export hazards and rewrites". timm's Twins reads H and W from
+tensors in every patch embedding and passes them down as ``size``; traced, these become ``aten::Int`` casts that
+coremltools rejects, and ONNX graphs fill with Shape/Gather arithmetic. The official LSA also views windows as a
+rank-6 tensor, which Core ML refuses outright.
 """
 from __future__ import annotations
 
