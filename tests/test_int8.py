@@ -66,7 +66,7 @@ def test_naive_int8_fails_the_gate_and_leaves_nothing(cli, data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fallback_run(data, tmp_path_factory, capsys_module=None):
+def fallback_run(data, tmp_path_factory):
     from hvit_deploy.cli.export import main as m
 
     out = tmp_path_factory.mktemp("int8out")
