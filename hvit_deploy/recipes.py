@@ -57,6 +57,55 @@ class ValidationOptions(_Strict):
     real_image: bool = True
 
 
+class QuantGate(_Strict):
+    """When an INT8 artifact is good enough, measured on held-out images (never the calibration ones) against
+    eager FP32. The defaults are the usual bar for post-training INT8 of ImageNet classifiers: a good calibration
+    flips well under 1 % of top-1 predictions and costs under 1 point of accuracy (NNCF's accuracy-control
+    default max_drop is 0.01 too); logits that keep a mean cosine of 0.99 have kept their ranking. With few
+    held-out images one flip moves the agreement by a lot, so small test sets override these in their recipe."""
+
+    min_top1_agreement: float = Field(0.99, ge=0, le=1, description="fraction of images with the same top-1 class")
+    min_top5_agreement: float = Field(0.95, ge=0, le=1, description="mean overlap of the top-5 sets")
+    min_mean_cosine: float = Field(0.99, ge=-1, le=1, description="mean cosine similarity of the logits")
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="eager top-1 minus artifact top-1, labelled data")
+    min_images: int = Field(1, ge=1, description="refuse to judge on fewer held-out images than this")
+
+
+class QuantFallback(_Strict):
+    """Per-layer fallback when the gate fails: the layers whose quantization harms the logits most (measured one at
+    a time on a few held-out images) stay in floating point, more each try, until the gate passes."""
+
+    enabled: bool = True
+    max_layers: int = Field(8, ge=1, description="at most this many layers kept in floating point")
+    max_tries: int = Field(4, ge=1, description="at most this many re-quantizations (1, 2, 4, ... layers)")
+    sensitivity_images: int = Field(4, ge=1, le=64, description="held-out images used to rank the layers")
+
+
+class QuantizationOptions(_Strict):
+    """``--precision int8`` (and ``w4`` for Core ML weights)."""
+
+    calibration_size: int = Field(300, ge=1, description="images used to calibrate (all there are, if fewer)")
+    holdout_size: int = Field(50, ge=1, description="images split off the calibration folder for the gate "
+                                                    "when no --eval-data is given")
+    # OpenVINO (NNCF). MIXED: symmetric weights, asymmetric activations. Softmax and GELU outputs are one-sided,
+    # so asymmetric activations keep a bit more resolution than PERFORMANCE's symmetric ones, and on CPUs the
+    # zero point is folded into a precomputed compensation term, so it costs next to nothing there.
+    preset: Literal["mixed", "performance"] = "mixed"
+    model_type: Literal["transformer", "default"] = "transformer"
+    # SmoothQuant alpha for MatMul inputs (NNCF applies it with model_type transformer); None keeps NNCF's default
+    # (0.95), a negative value turns it off.
+    smooth_quant_alpha: Optional[float] = None
+    fast_bias_correction: bool = True
+    # ONNX (ONNX Runtime's static quantizer, QDQ format)
+    onnx_calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    onnx_per_channel: bool = True
+    onnx_pre_process: bool = True
+    # Core ML weight quantization
+    coreml_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    gate: QuantGate = QuantGate()
+    fallback: QuantFallback = QuantFallback()
+
+
 class VariantOverride(_Strict):
     input_size: Optional[tuple[int, int, int]] = None
     rewrites: dict[Format, list[str]] = {}
@@ -71,6 +120,7 @@ class Recipe(_Strict):
     openvino: OpenVinoOptions = OpenVinoOptions()
     coreml: CoremlOptions = CoremlOptions()
     validation: ValidationOptions = ValidationOptions()
+    quantization: QuantizationOptions = QuantizationOptions()
     rewrites: dict[Format, list[str]] = {}
     tolerances: dict[str, Tolerance] = {}
     variants: dict[str, VariantOverride] = {}

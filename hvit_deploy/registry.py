@@ -45,6 +45,9 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+    # evaluation transforms that differ at one of the other released sizes: (side, crop_pct, "shorter"|"squash"),
+    # e.g. SMT-L at 384 is resized straight to 384x384 (see hvit_deploy/preprocess.py)
+    eval_overrides: tuple[tuple[int, float, str], ...] = ()
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -39,7 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], help="OpenVINO/Core ML precision (default recipe: fp32)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4"],
+                   help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino (needs --calibration), "
+                        "8-bit weights for coreml; w4: 4-bit palettized weights, coreml (default recipe: fp32)")
+    p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (searched recursively)")
+    p.add_argument("--calibration-size", type=int, metavar="N",
+                   help="calibration images to use (default: recipe, 300, or all there are)")
+    p.add_argument("--eval-data", metavar="DIR",
+                   help="held-out images for the INT8 accuracy gate (ImageFolder layout gives accuracy too); "
+                        "default: a deterministic split of the calibration folder")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="INT8: do not keep the most harmful layers in floating point when the gate fails")
     p.add_argument("--input-size", type=int, metavar="N", help="square input side, e.g. 384 for smt_l")
     p.add_argument("--batch", type=int, metavar="B", help="static batch size (default 1)")
     p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
@@ -112,7 +122,31 @@ def _row(entry: dict) -> list:
     return [entry["model"], entry["format"], status, entry.get("path") or "-",
             f"{size / 1e6:.1f}" if size else "-", len(entry.get("rewrites") or []),
             entry.get("exporter", "-"), _figure(val.get("max_abs"), ".2e"), _figure(val.get("min_cosine"), ".7f"),
-            _figure(val.get("top1"), ".0%"), _figure(entry.get("seconds"), ".1f")]
+            _figure(val.get("top1", val.get("top1_agreement")), ".0%"), _figure(entry.get("seconds"), ".1f")]
+
+
+def _quantization_args(args, formats: list[str]) -> dict:
+    """Check the INT8 flags before anything is built or written; the keyword arguments for ``export``."""
+    from ..quantize.calibration import CalibrationError, split_sets
+    from ..quantize.export import check_request
+
+    int8 = args.precision in ("int8", "w4")
+    if not int8:
+        for flag, value in (("--calibration", args.calibration), ("--eval-data", args.eval_data),
+                            ("--calibration-size", args.calibration_size)):
+            if value is not None:
+                raise HvitError(f"{flag} goes with --precision int8")
+        return {}
+    for fmt in formats:
+        check_request(fmt, args.precision, args.calibration)
+    if args.calibration_size is not None and args.calibration_size < 1:
+        raise CalibrationError("--calibration-size must be at least 1")
+    if args.calibration and any(f != "coreml" for f in formats):
+        split_sets(args.calibration, eval_data=args.eval_data, preprocess=None)  # missing, empty, overlap
+    elif args.eval_data:
+        raise HvitError("--eval-data goes with --calibration (Core ML int8 is weight-only and is not run here)")
+    return {"calibration": args.calibration, "eval_data": args.eval_data, "calibration_size": args.calibration_size,
+            "fallback": not args.no_fallback}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +177,7 @@ def _run(args) -> int:
         raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
     if args.batch is not None and args.batch < 1:
         raise HvitError("--batch must be at least 1")
+    quant = _quantization_args(args, formats)
     from ..utils.io import ensure_writable_dir
 
     out = ensure_writable_dir(args.out)
@@ -182,7 +217,8 @@ def _run(args) -> int:
                 label = f"{name} -> {fmt}{'' if rewritten else ' (as written)'}"
                 print(f"{PROG}: {label} ...", file=sys.stderr, flush=True)
                 try:
-                    result = session.export(fmt, out, rewrite=rewritten, opset=args.opset, precision=args.precision)
+                    result = session.export(fmt, out, rewrite=rewritten, opset=args.opset, precision=args.precision,
+                                            **(quant if args.precision in ("int8", "w4") else {}))
                     entry = result.entry
                 except HvitError:
                     raise

@@ -87,7 +87,13 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
     if facts["max_rank"] > 5:
         bad.append(f"a tensor of rank {facts['max_rank']} (Core ML takes at most 5)")
     fp16 = facts["tensor_dtypes"].get("FLOAT16", 0)
-    if precision == "fp32" and fp16:
+    if precision in ("int8", "w4"):  # compressed weights: expanded by constexpr ops, activations stay fp32
+        weight_ops = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
+        if not any(facts["op_types"].get(k) for k in weight_ops):
+            bad.append(f"no compressed-weight ops ({', '.join(weight_ops)}) in a {precision} program")
+        if fp16:
+            bad.append(f"{fp16} FLOAT16 tensors in a {precision} (fp32 compute) program")
+    elif precision == "fp32" and fp16:
         bad.append(f"{fp16} FLOAT16 tensors in an fp32 program")
     if precision == "fp16" and not fp16:
         bad.append("no FLOAT16 tensors in an fp16 program")

@@ -18,6 +18,7 @@ import torch
 from ..errors import ExportError, HvitError, RewriteError, ValidationError
 from ..factory import create_model, resolve_input_size
 from ..recipes import Recipe, load_recipe, load_recipe_file
+from ..preprocess import preprocessing_for
 from ..registry import get_spec
 from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
@@ -131,9 +132,14 @@ class ExportSession:
 
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
-               precision: str | None = None) -> ExportResult:
+               precision: str | None = None, **quantization) -> ExportResult:
         form = get_format(fmt)
         fmt = form.name
+        if precision in ("int8", "w4"):  # calibration, eval_data, calibration_size, fallback: hvit_deploy.quantize
+            from ..quantize.export import export_quantized
+
+            return export_quantized(self, fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision,
+                                    **quantization)
         out = ensure_writable_dir(out_dir)
         precision = precision or form.default_precision(self.recipe)
         if precision not in form.precisions:
@@ -178,6 +184,7 @@ class ExportSession:
             "rewrites": r.rewrites,
             "rewrite_counts": counts,
             "checkpoint": self.checkpoint,
+            "preprocessing": preprocessing_for(self.spec, self.input_size).as_dict(),
             "tools": tool_versions(),
             "seconds": r.seconds,
         }

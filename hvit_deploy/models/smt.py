@@ -338,6 +338,7 @@ def smt_b(**kwargs) -> SMT:
 
 @register_model(params=80_620_264, paper_name="SMT-L", aliases=("smt_large", "smt_large_224"),
                 other_input_sizes=((3, 384, 384),), weights="smt_large_22k_224_ft.pth",
+                eval_overrides=((384, 1.0, "squash"),),  # 384 is tested without the centre crop
                 notes="384 weights: smt_large_22k_384_ft.pth (create_model('smt_l', input_size=384)); "
                       "ImageNet-22k pretrain: smt_large_22k.pth (num_classes=21841)", **_SPEC)
 def smt_l(**kwargs) -> SMT:

@@ -34,7 +34,7 @@ _VARIANTS = [
 for _name, _timm, _official, _paper, _params, _file in _VARIANTS:
     add_spec(ModelSpec(
         name=_name, family="twins", builder=timm_builder(_timm), params=_params, paper_name=_paper,
-        aliases=(_timm, _official), weights=_file, crop_pct=0.9,
+        aliases=(_timm, _official), weights=_file, crop_pct=0.875,  # the official (DeiT) eval: 256/224; timm says 0.9
         # Patch embeddings need multiples of 32. SVT's local windows cover grids that are not multiples of 7 by
         # zero padding, as timm does (the official code has no padding and needs multiples of 224).
         input_multiple=32,

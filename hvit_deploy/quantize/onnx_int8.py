@@ -1,0 +1,117 @@
+"""Static INT8 for ONNX with ONNX Runtime's own quantizer (QDQ format, per-channel weights).
+
+Why ONNX Runtime's quantizer rather than NNCF's ONNX path: the artifact is meant for ONNX Runtime, whose CPU
+execution provider fuses exactly the QDQ patterns its quantizer writes, and NNCF already quantizes the OpenVINO IR,
+so the two INT8 paths are independent and a flaw of one quantizer does not hide behind the other.
+S8S8 (signed activations and weights) is ONNX Runtime's recommended QDQ default on x86 CPUs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..recipes import QuantizationOptions
+from ..export.quiet import captured
+
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def _batches(arrays: np.ndarray, batch: int) -> list[np.ndarray]:
+    if len(arrays) < batch:
+        arrays = np.concatenate([arrays] * (batch // len(arrays) + 1))[:batch]
+    n = len(arrays) // batch * batch
+    return [np.ascontiguousarray(arrays[i:i + batch]) for i in range(0, n, batch)]
+
+
+def pre_process(fp32: Path, work: Path, opts: QuantizationOptions) -> tuple[Path, str]:
+    """ONNX Runtime's recommended pre-processing (shape inference and graph optimisation), best effort."""
+    if not opts.onnx_pre_process:
+        return fp32, "off"
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = work / "preprocessed.onnx"
+    try:
+        with captured():
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=False)
+        return pre, "quant_pre_process"
+    except Exception as e:  # the plain graph quantizes too; say why pre-processing was skipped
+        return fp32, f"skipped ({type(e).__name__})"
+
+
+def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
+                  nodes_to_exclude: list[str] | None = None) -> dict:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, batches):
+            self._it = iter([{"input": b} for b in batches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.q.onnx")
+    try:
+        with captured():
+            quantize_static(str(source), str(tmp), Reader(_batches(calib, batch)), quant_format=QuantFormat.QDQ,
+                            per_channel=opts.onnx_per_channel, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=list(nodes_to_exclude or []),
+                            extra_options={"CalibMaxIntermediateOutputs": 64})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "activations": "int8 (per tensor, asymmetric)", "weights": "int8 "
+            + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric",
+            "calibration_method": opts.onnx_calibration, "nodes_excluded": list(nodes_to_exclude or [])}
+
+
+def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op type) of the nodes the quantizer would turn INT8 that fallback can exclude."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+
+
+# ops through which ONNX Runtime's QDQ quantizer carries a quantized tensor without computing on it: to keep a
+# layer's input in floating point, the chain that feeds it must be excluded too
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "GlobalAveragePool", "AveragePool",
+                 "MaxPool", "ReduceMean", "Concat", "Split", "Slice", "Gather", "Resize", "Identity", "Pad"}
+
+
+def with_feeding_chain(path: Path, names: list[str]) -> list[str]:
+    """``names`` plus the pass-through nodes feeding them (see ``_PASS_THROUGH``) and the node that computes the
+    chain's input when it is not itself a Conv/MatMul/Gemm (ONNX Runtime quantizes the outputs of e.g.
+    LayerNormalization, Add and Softmax in QDQ form, which would quantize the excluded layer's input anyway)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    out, todo = list(dict.fromkeys(names)), [by_name[n] for n in names if n in by_name]
+    while todo:
+        node = todo.pop()
+        for t in node.input:
+            p = producer.get(t)
+            if p is None or p.name in out:
+                continue
+            if p.op_type in _PASS_THROUGH:
+                out.append(p.name)
+                todo.append(p)
+            elif p.op_type not in QUANTIZED_OPS:
+                out.append(p.name)
+    return out
+
+
+def count_qdq(path: Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = [n.op_type for n in model.graph.node]
+    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear")}

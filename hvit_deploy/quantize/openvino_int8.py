@@ -1,0 +1,61 @@
+"""INT8 OpenVINO IR with NNCF post-training quantization of the (validated FP32) OpenVINO model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..recipes import QuantizationOptions
+from ..export.quiet import captured
+
+
+def _batches(arrays: np.ndarray, batch: int) -> list[np.ndarray]:
+    from .onnx_int8 import _batches as b
+
+    return b(arrays, batch)
+
+
+def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
+                      ignored: list[str] | None = None) -> dict:
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    core = ov.Core()
+    model = core.read_model(str(fp32_xml))
+    batches = _batches(calib, batch)
+    kwargs = {}
+    if opts.model_type == "transformer":
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    if opts.smooth_quant_alpha is not None:
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=opts.smooth_quant_alpha))
+    if ignored:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+    preset = nncf.QuantizationPreset.MIXED if opts.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
+    with captured():
+        q = nncf.quantize(model, nncf.Dataset(batches), preset=preset, subset_size=len(batches),
+                          fast_bias_correction=opts.fast_bias_correction, **kwargs)
+    tmp = out_xml.with_name(f".{out_xml.stem}.{os.getpid()}.q.xml")
+    try:
+        ov.save_model(q, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), out_xml.with_suffix(".bin"))
+        os.replace(tmp, out_xml)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".bin").unlink(missing_ok=True)
+    fq = sum(1 for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
+    return {"quantizer": f"nncf.quantize ({nncf.__version__})", "preset": opts.preset,
+            "model_type": opts.model_type, "smooth_quant_alpha": opts.smooth_quant_alpha
+            if opts.smooth_quant_alpha is not None else ("nncf default" if opts.model_type == "transformer" else None),
+            "fast_bias_correction": opts.fast_bias_correction, "subset_size": len(batches),
+            "fake_quantize_ops": fq, "ignored_scope": list(ignored or [])}
+
+
+def quantizable_nodes(xml: Path) -> list[tuple[str, str]]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    return [(op.get_friendly_name(), op.get_type_name()) for op in model.get_ordered_ops()
+            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")]
