@@ -16,7 +16,9 @@ def test_shipped_profiles():
     assert (paper.iterations, paper.threads, paper.batch_size) == (4000, 4, 1)
     assert {"onnxruntime", "openvino", "torch"} <= set(paper.backends)
     gpu = profiles.load_profile("gpu")
-    assert set(gpu.backends) <= {"torch-cuda", "onnxruntime-cuda", "openvino-gpu"}
+    from hvit_deploy.runtimes import gpu_runtimes
+
+    assert {"torch-cuda", "onnxruntime-cuda", "openvino-gpu"} <= set(gpu.backends) <= set(gpu_runtimes())
     ci = profiles.load_profile("ci")
     assert ci.iterations * 1 < paper.iterations and ci.rounds >= 10  # enough round medians to test on
     from hvit_deploy.registry import canonical_name

@@ -85,3 +85,35 @@ def test_one_session_setup_for_validation_and_timing(tmp_path):
     assert np.abs(out - ref).max() < 1e-5
     rt = open_runtime("openvino", {"artifact": str(xml), "threads": 1, "input_shape": [1, 3, 16, 16]})
     assert rt.readback["INFERENCE_NUM_THREADS"] == 1 and rt.readback["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_cuda_variants_are_runtimes_of_their_own():
+    """CUDA graphs and FP16 are separate runtimes, so results keep them as separate entries."""
+    for name in ("torch-cuda-graphs", "torch-cuda-fp16"):
+        rt = get_runtime(name)
+        assert rt.device_kind == "gpu" and rt.format is None and rt.needs_probe
+        import torch
+
+        if not torch.cuda.is_available():
+            assert "CUDA" in rt.availability()
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_and_fp16_time_on_the_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import json
+
+    from hvit_deploy.cli.bench import main
+
+    here = Path(__file__).parent
+    out = tmp_path / "r.json"
+    assert main(["--models", "bench_tiny", "--backends", "torch-cuda", "torch-cuda-graphs", "torch-cuda-fp16",
+                 "--variants", "original", "--iters", "60", "--rounds", "3", "--out", str(out), "--plugin",
+                 str(here / "bench_models.py"), "--profile", str(here / "data" / "bench_fast.yaml"),
+                 "--no-progress"]) == 0
+    by = {e["backend"]: e for e in json.loads(out.read_text())["results"]}
+    assert all(e["status"] == "ok" for e in by.values())
+    assert by["torch-cuda-graphs"]["threads_readback"]["graph_max_abs_vs_eager"] < 1e-3
+    assert by["torch-cuda-fp16"]["threads_readback"]["fp16_cosine_vs_fp32"] >= 0.999
