@@ -45,6 +45,10 @@ class ModelSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+    # the classifier head(s): module names whose ``.weight`` is (classes, features); the builder's ``num_classes``
+    # sizes them, 0 replaces them by identities (pooled features). CrossViT has one head per branch.
+    head_keys: tuple[str, ...] = ("head",)
+    num_classes: int = 1000                  # the builder's default (ImageNet-1k releases)
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

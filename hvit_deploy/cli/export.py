@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tabulate import tabulate
 
-from ..errors import HvitError
+from ..errors import HvitError, HvitNotice
 from ..registry import canonical_name, get_spec, list_families, list_models
 from .common import debug_enabled, run_main
 
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow arbitrary pickled objects in checkpoints (runs their code: trusted files only)")
     p.add_argument("--use-ema", action="store_true", help="prefer EMA weights when a checkpoint has both")
+    p.add_argument("--num-classes", type=int, metavar="N",
+                   help="classifier classes (default: the checkpoint's head, else 1000); 0 exports without the head "
+                        "(output 'features': the pooled features)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="class names: one per line, a JSON list or a JSON {index: name} object; must match the "
+                        "class count; stored in every artifact (Core ML becomes a classifier)")
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
@@ -157,6 +164,12 @@ def _run(args) -> int:
         raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
     if args.batch is not None and args.batch < 1:
         raise HvitError("--batch must be at least 1")
+    if args.num_classes is not None and args.num_classes < 0:
+        raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
+    if args.labels is not None:
+        from ..labels import read_labels
+
+        read_labels(args.labels)  # a missing, empty or malformed file is refused before anything is built
     from ..utils.io import ensure_writable_dir
 
     out = ensure_writable_dir(args.out)
@@ -183,9 +196,18 @@ def _run(args) -> int:
                 continue
         print(f"{PROG}: {name}: building{' from ' + str(checkpoint) if checkpoint else ''} ...", file=sys.stderr)
         try:
-            session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size, batch_size=args.batch,
-                                    recipe=args.recipe, trust_checkpoint=args.trust_checkpoint,
-                                    use_ema=args.use_ema, validate=not args.no_validate)
+            with warnings.catch_warnings(record=True) as notices:
+                warnings.simplefilter("always", HvitNotice)
+                session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size,
+                                        batch_size=args.batch, recipe=args.recipe,
+                                        trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
+                                        validate=not args.no_validate, num_classes=args.num_classes,
+                                        labels=args.labels)
+            for n in notices:
+                if issubclass(n.category, HvitNotice):
+                    print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
         except HvitError as e:
             if len(names) == 1:
                 raise

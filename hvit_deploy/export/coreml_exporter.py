@@ -4,6 +4,10 @@ The graph is captured with ``torch.export`` or ``torch.jit.trace`` (in the recip
 converts wins). Core ML cannot run on Linux, so there the saved package's program is checked instead: input and
 output names and shapes, the op types (nothing outside Core ML's op set), the largest tensor rank (Core ML takes
 at most 5) and the precision of the program's tensors. On macOS the package is also run and compared.
+
+With class labels the package is a Core ML classifier (``ct.ClassifierConfig``): a softmax is appended to the
+network and the outputs are ``classLabel`` (the top class's name) and ``classLabel_probs`` (name → probability),
+coremltools' names; without labels the output is the logits tensor (``features`` for a headless model).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from .onnx_exporter import INPUT_NAME, OUTPUT_NAME, _first_line
 from .quiet import captured, import_coremltools
 
 CAN_PREDICT = platform.system() == "Darwin"
+CLASS_LABEL, CLASS_PROBS = "classLabel", "classLabel_probs"
 
 
 def _capture(model: torch.nn.Module, example: torch.Tensor, how: str):
@@ -60,6 +65,9 @@ def inspect_package(path: str | Path) -> dict:
     walk(block)
 
     def io(desc):
+        kind = desc.type.WhichOneof("Type")
+        if kind != "multiArrayType":
+            return {"name": desc.name, "type": kind}
         arr = desc.type.multiArrayType
         return {"name": desc.name, "shape": list(arr.shape),
                 "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)}
@@ -73,16 +81,33 @@ def inspect_package(path: str | Path) -> dict:
         "ops": sum(v for k, v in ops.items() if k != "const"),
         "max_rank": max_rank,
         "tensor_dtypes": dict(dtypes),
+        "predicted_feature": spec.description.predictedFeatureName or None,
+        "predicted_probabilities": spec.description.predictedProbabilitiesName or None,
+        "user_metadata": {k: v for k, v in spec.description.metadata.userDefined.items()
+                          if not k.startswith("com.github.apple.coremltools.")},
     }
 
 
-def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tuple[int, ...], precision: str) -> list[str]:
+def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tuple[int, ...], precision: str, *,
+                  output_name: str = OUTPUT_NAME, class_labels: list[str] | None = None) -> list[str]:
+    """What is wrong with a saved program, in words. A classifier (``class_labels``) must have the outputs
+    ``classLabel`` (string) and ``classLabel_probs`` (dictionary) and record them as its predicted features."""
     bad = []
     ins, outs = facts["inputs"], facts["outputs"]
-    if [i["name"] for i in ins] != [INPUT_NAME] or tuple(ins[0]["shape"]) != tuple(example_shape):
-        bad.append(f"inputs {[(i['name'], i['shape']) for i in ins]} != [{INPUT_NAME} {list(example_shape)}]")
-    if [o["name"] for o in outs] != [OUTPUT_NAME] or tuple(outs[0]["shape"]) != tuple(output_shape):
-        bad.append(f"outputs {[(o['name'], o['shape']) for o in outs]} != [{OUTPUT_NAME} {list(output_shape)}]")
+    if [i["name"] for i in ins] != [INPUT_NAME] or tuple(ins[0].get("shape", ())) != tuple(example_shape):
+        bad.append(f"inputs {[(i['name'], i.get('shape')) for i in ins]} != [{INPUT_NAME} {list(example_shape)}]")
+    if class_labels is not None:
+        got = [(o["name"], o.get("type", "multiArrayType")) for o in outs]
+        want = [(CLASS_LABEL, "stringType"), (CLASS_PROBS, "dictionaryType")]
+        if got != want:
+            bad.append(f"classifier outputs {got} != {want}")
+        if (facts.get("predicted_feature"), facts.get("predicted_probabilities")) != (CLASS_LABEL, CLASS_PROBS):
+            bad.append(f"predicted features {facts.get('predicted_feature')!r}/{facts.get('predicted_probabilities')!r} "
+                       f"!= {CLASS_LABEL!r}/{CLASS_PROBS!r}")
+        if facts["op_types"].get("classify", 0) != 1:
+            bad.append("no classify op in a classifier program")
+    elif [o["name"] for o in outs] != [output_name] or tuple(outs[0].get("shape", ())) != tuple(output_shape):
+        bad.append(f"outputs {[(o['name'], o.get('shape')) for o in outs]} != [{output_name} {list(output_shape)}]")
     if facts["max_rank"] > 5:
         bad.append(f"a tensor of rank {facts['max_rank']} (Core ML takes at most 5)")
     fp16 = facts["tensor_dtypes"].get("FLOAT16", 0)
@@ -93,10 +118,18 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
     return bad
 
 
-def run_coreml(path: str | Path, inputs: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - macOS only
+def run_coreml(path: str | Path, inputs: list[np.ndarray], output_name: str = OUTPUT_NAME,
+               class_labels: list[str] | None = None) -> list[np.ndarray]:  # pragma: no cover - macOS only
+    """Outputs per input; a classifier's probabilities come back as a (1, classes) array in label order."""
     ct = import_coremltools()
     ml = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-    return [np.asarray(ml.predict({INPUT_NAME: x})[OUTPUT_NAME]) for x in inputs]
+    if class_labels is None:
+        return [np.asarray(ml.predict({INPUT_NAME: x})[output_name]) for x in inputs]
+    outs = []
+    for x in inputs:
+        probs = ml.predict({INPUT_NAME: x})[CLASS_PROBS]
+        outs.append(np.asarray([[probs[name] for name in class_labels]], dtype=np.float32))
+    return outs
 
 
 def export_coreml(
@@ -107,9 +140,24 @@ def export_coreml(
     validate: Callable | None,
     output_shape: tuple[int, ...],
     precision: str | None = None,
+    *,
+    metadata: dict[str, str] | None = None,
+    output_name: str = OUTPUT_NAME,
+    class_labels: list[str] | None = None,
 ) -> dict:
+    """Convert and save ``model``. ``metadata`` goes into the package's user-defined metadata (see
+    :mod:`.metadata`); ``class_labels`` makes it a classifier (softmax appended, ``classLabel`` and
+    ``classLabel_probs`` outputs; on macOS ``validate`` then compares probabilities)."""
+    from .metadata import apply_coreml
+
     ct = import_coremltools()
     precision = precision or opts.precision
+    convert_kw: dict = {"outputs": [ct.TensorType(name=output_name)]}
+    if class_labels is not None:
+        model = torch.nn.Sequential(model, torch.nn.Softmax(dim=-1)).eval()
+        convert_kw = {"outputs": [ct.TensorType(name="probabilities")],
+                      "classifier_config": ct.ClassifierConfig(list(class_labels), predicted_feature_name=CLASS_LABEL,
+                                                               predicted_probabilities_output="probabilities")}
     target = getattr(ct.target, opts.minimum_deployment_target)
     compute_precision = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     tmp = pkg_path.with_name(f".{pkg_path.stem}.{os.getpid()}.mlpackage")
@@ -123,10 +171,10 @@ def export_coreml(
                 mlmodel = ct.convert(
                     source,
                     inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
-                    outputs=[ct.TensorType(name=OUTPUT_NAME)],
                     convert_to="mlprogram",
                     compute_precision=compute_precision,
                     minimum_deployment_target=target,
+                    **convert_kw,
                 )
             attempts.append({"capture": how, "error": None})
             break
@@ -136,16 +184,18 @@ def export_coreml(
         raise ExportError("Core ML conversion failed: " + "; ".join(f"{a['capture']}: {a['error']}" for a in attempts))
     try:
         shutil.rmtree(tmp, ignore_errors=True)
+        apply_coreml(mlmodel, metadata)
         mlmodel.save(str(tmp))
         facts = inspect_package(tmp)
         info = {"exporter": f"coremltools ({attempts[-1]['capture']})", "export_s": round(time.perf_counter() - t0, 2),
                 "precision": precision, "minimum_deployment_target": opts.minimum_deployment_target,
                 "attempts": attempts, "program": facts, "op_types": facts["op_types"]}
-        bad = check_program(facts, tuple(example.shape), output_shape, precision)
+        bad = check_program(facts, tuple(example.shape), output_shape, precision, output_name=output_name,
+                            class_labels=class_labels)
         if bad:
             raise ExportError("Core ML program check failed: " + "; ".join(bad))
         if CAN_PREDICT and validate is not None:  # pragma: no cover - macOS only
-            figures, bad = validate(lambda xs: run_coreml(tmp, xs))
+            figures, bad = validate(lambda xs: run_coreml(tmp, xs, output_name, class_labels))
             info["validation"] = figures
             if bad:
                 raise ExportError("Core ML output does not match PyTorch: " + "; ".join(bad))

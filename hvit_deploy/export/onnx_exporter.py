@@ -28,8 +28,9 @@ def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = N
     return [sess.run(None, {name: x})[0] for x in inputs]
 
 
-def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
-    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int,
+                 output_name: str = OUTPUT_NAME) -> None:
+    kwargs = dict(input_names=[INPUT_NAME], output_names=[output_name], opset_version=opset)
     with captured() as log, torch.no_grad():
         try:
             if exporter == "dynamo":
@@ -48,8 +49,10 @@ def _first_line(e: BaseException) -> str:
     return line[:300]
 
 
-def _simplify_and_check(path: Path, simplify: bool) -> dict:
+def _simplify_and_check(path: Path, simplify: bool, metadata: dict[str, str] | None = None) -> dict:
     import onnx
+
+    from .metadata import apply_onnx
 
     info: dict = {}
     model = onnx.load(str(path))
@@ -67,6 +70,7 @@ def _simplify_and_check(path: Path, simplify: bool) -> dict:
                 info["onnxsim"] = "check failed; kept the unsimplified graph"
         except Exception as e:  # onnxsim is best effort: the exported graph is still valid
             info["onnxsim"] = f"failed ({type(e).__name__}); kept the unsimplified graph"
+    apply_onnx(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     info["nodes"] = len(model.graph.node)
@@ -98,9 +102,13 @@ def export_onnx(
     opts: OnnxOptions,
     validate: Callable[[Callable[[list[np.ndarray]], list[np.ndarray]]], tuple[dict, list[str]]] | None,
     opset: int | None = None,
+    *,
+    metadata: dict[str, str] | None = None,
+    output_name: str = OUTPUT_NAME,
 ) -> dict:
     """Export to ``path``; ``validate(run_fn)`` returns (figures, failures) for a candidate. Returns the info
-    of the winning attempt, with every attempt listed under ``attempts``."""
+    of the winning attempt, with every attempt listed under ``attempts``. ``metadata`` goes into the model's
+    ``metadata_props`` (see :mod:`.metadata`); ``output_name`` names the output (``logits`` or ``features``)."""
     opset = opset or opts.opset
     attempts = []
     for exporter in opts.exporters:
@@ -110,8 +118,8 @@ def export_onnx(
         tmp = path.with_name(f".{path.stem}.{exporter}.{os.getpid()}.onnx")
         t0 = time.perf_counter()
         try:
-            _export_once(model, example, tmp, exporter, opset)
-            info = _simplify_and_check(tmp, opts.simplify)
+            _export_once(model, example, tmp, exporter, opset, output_name)
+            info = _simplify_and_check(tmp, opts.simplify, metadata)
             info.update(exporter=exporter, export_s=round(time.perf_counter() - t0, 2))
             if validate is not None:
                 figures, bad = validate(lambda xs: run_onnx(tmp, xs))

@@ -46,8 +46,15 @@ def export_openvino(
     xml_path: Path,
     opts: OpenVinoOptions,
     validate: Callable | None,
+    *,
+    metadata: dict[str, str] | None = None,
+    output_name: str = OUTPUT_NAME,
 ) -> dict:
+    """Convert, save (``metadata`` in ``rt_info``, see :mod:`.metadata`), validate the saved IR, then move it
+    into place."""
     import openvino as ov
+
+    from .metadata import apply_openvino
 
     tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.xml")
     tmp_bin = tmp_xml.with_suffix(".bin")
@@ -56,7 +63,8 @@ def export_openvino(
         with captured(), torch.no_grad():
             ov_model = ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
         ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
-        ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+        ov_model.outputs[0].get_tensor().set_names({output_name})
+        apply_openvino(ov_model, metadata)
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=(opts.precision == "fp16"))
     except Exception as e:
         for p in (tmp_xml, tmp_bin):

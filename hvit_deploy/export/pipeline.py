@@ -16,13 +16,15 @@ import numpy as np
 import torch
 
 from ..errors import ExportError, HvitError, RewriteError, ValidationError
-from ..factory import create_model, resolve_input_size
+from ..factory import check_num_classes, create_model, resolve_input_size
+from ..labels import check_labels, labels_sha256, read_labels
 from ..recipes import Recipe, load_recipe, load_recipe_file
 from ..registry import get_spec
 from ..rewrites import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
 from .inputs import validation_inputs
+from .metadata import artifact_metadata, preprocessing_entry
 from .metrics import compare, failures
 
 FORMATS = ("onnx", "openvino", "coreml")
@@ -73,11 +75,16 @@ def _size_of(path: Path) -> int:
 
 
 class ExportSession:
-    """One model, built once, exported to any number of formats."""
+    """One model, built once, exported to any number of formats.
+
+    ``num_classes``: see :func:`~hvit_deploy.factory.create_model` (default: the checkpoint's head, else 1000;
+    0: no head, the output is ``features``). ``labels``: a labels file (see :mod:`hvit_deploy.labels`) or a list
+    of names, one per class; stored in every artifact (and makes the Core ML package a classifier)."""
 
     def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
                  batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
-                 trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True):
+                 trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True,
+                 num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None):
         self.spec = get_spec(name)
         self.name = self.spec.name
         if recipe is None:
@@ -91,10 +98,22 @@ class ExportSession:
         self.batch = int(batch_size or self.recipe.batch_size)
         self.input_shape = (self.batch,) + tuple(self.input_size)
         self.checkpoint = str(checkpoint) if checkpoint else None
+        check_num_classes(num_classes)
+        labels_source = None
+        if labels is not None and not isinstance(labels, (list, tuple)):
+            labels_source = Path(labels).name
+            labels = read_labels(labels)  # a bad file is refused before the model is built
         t0 = time.perf_counter()
-        self.model = create_model(self.name, checkpoint, input_size=self.input_size,
+        self.model = create_model(self.name, checkpoint, input_size=self.input_size, num_classes=num_classes,
                                   trust_checkpoint=trust_checkpoint, use_ema=use_ema)
         self.build_s = time.perf_counter() - t0
+        self.num_classes = int(self.model.hvit_num_classes)
+        self.output_name = "logits" if self.num_classes else "features"
+        self.labels = None
+        self.labels_source = labels_source
+        if labels is not None:
+            self.labels = check_labels([str(v) for v in labels], self.num_classes,
+                                       source=f"labels file {labels_source}" if labels_source else "labels")
         self.validate = validate
         v = self.recipe.validation
         self.inputs = validation_inputs(self.input_shape, self.spec, random_inputs=v.random_inputs, seed=v.seed,
@@ -104,13 +123,18 @@ class ExportSession:
         self.output_shape = tuple(self.references[0].shape) if self.references else None
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _validator(self, fmt: str, precision: str):
+    def _validator(self, fmt: str, precision: str, *, probabilities: bool = False):
+        """``validate(run_fn)`` → (figures, failures). ``probabilities``: the artifact outputs softmax(logits)
+        (a Core ML classifier), so the references are softmaxed too."""
         tol = self.recipe.tolerance_for(fmt, precision, self.name)
-        max_ref = max(float(np.abs(r).max()) for r in self.references) if self.references else 0.0
+        refs = self.references
+        if probabilities:
+            refs = [torch.softmax(torch.from_numpy(r), dim=-1).numpy() for r in refs]
+        max_ref = max(float(np.abs(r).max()) for r in refs) if refs else 0.0
 
         def validate(run_fn):
             outs = run_fn([x for _, x in self.inputs])
-            fig = compare(list(zip(self.references, outs)), tie_atol=tol.atol)
+            fig = compare(list(zip(refs, outs)), tie_atol=tol.atol)
             d = fig.as_dict()
             d["tolerance"] = tol.model_dump()
             d["inputs_used"] = [label for label, _ in self.inputs]
@@ -147,21 +171,23 @@ class ExportSession:
             model, names, counts = self.prepared(fmt, rewrite)
             result.rewrites = names
             example = torch.from_numpy(self.inputs[0][1]) if self.inputs else torch.randn(self.input_shape)
-            validate = self._validator(fmt, precision)
+            classifier = fmt == "coreml" and self.labels is not None
+            validate = self._validator(fmt, precision, probabilities=classifier)
+            meta = dict(metadata=self.metadata(), output_name=self.output_name)
             if fmt == "onnx":
                 from .onnx_exporter import export_onnx
 
-                info = export_onnx(model, example, path, self.recipe.onnx, validate, opset=opset)
+                info = export_onnx(model, example, path, self.recipe.onnx, validate, opset=opset, **meta)
             elif fmt == "openvino":
                 from .openvino_exporter import export_openvino
 
                 opts = self.recipe.openvino.model_copy(update={"precision": precision})
-                info = export_openvino(model, example, path, opts, validate)
+                info = export_openvino(model, example, path, opts, validate, **meta)
             else:
                 from .coreml_exporter import export_coreml
 
                 info = export_coreml(model, example, path, self.recipe.coreml, validate, self.output_shape,
-                                     precision=precision)
+                                     precision=precision, class_labels=self.labels, **meta)
             result.ok = True
             result.path = path
             result.validation = info.get("validation", {})
@@ -173,6 +199,11 @@ class ExportSession:
         result.entry["rewritten"] = bool(rewrite)
         return result
 
+    def metadata(self) -> dict[str, str]:
+        """The table written into every artifact (see :mod:`.metadata`)."""
+        return artifact_metadata(self.spec, input_shape=self.input_shape, output_name=self.output_name,
+                                 num_classes=self.num_classes, labels=self.labels)
+
     def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "model": r.model,
@@ -181,13 +212,17 @@ class ExportSession:
             "status": "ok" if r.ok else "failed",
             "path": None,
             "input_name": "input",
-            "output_name": "logits",
+            "output_name": self.output_name,
+            "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape) if self.output_shape else None,
             "precision": precision,
             "rewrites": r.rewrites,
             "rewrite_counts": counts,
             "checkpoint": self.checkpoint,
+            "labels": ({"count": len(self.labels), "sha256": labels_sha256(self.labels), "file": self.labels_source}
+                       if self.labels is not None else None),
+            "preprocessing": preprocessing_entry(self.metadata()),
             "tools": tool_versions(),
             "seconds": r.seconds,
         }
@@ -205,6 +240,8 @@ class ExportSession:
                     "minimum_deployment_target", "program", "op_types", "export_s"):
             if key in info:
                 entry[key] = info[key]
+        if r.format == "coreml" and self.labels is not None and r.ok:
+            entry["outputs"] = ["classLabel", "classLabel_probs"]
         if r.format == "onnx" and "opset" not in entry:
             entry["opset"] = opset or self.recipe.onnx.opset
         entry["validation"] = r.validation
@@ -216,9 +253,10 @@ class ExportSession:
 def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=None, rewrite: bool = True,
                  input_size=None, batch_size: int | None = None, opset: int | None = None,
                  precision: str | None = None, validate: bool = True, recipe=None,
-                 trust_checkpoint: bool = False) -> ExportResult:
+                 trust_checkpoint: bool = False, num_classes: int | None = None, labels=None) -> ExportResult:
     """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
     comes back as ``ok=False`` with ``error`` set."""
     session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
-                            recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate)
+                            recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate,
+                            num_classes=num_classes, labels=labels)
     return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)
