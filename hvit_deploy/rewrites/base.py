@@ -36,6 +36,9 @@ class Rewrite:
     backends: tuple[str, ...]
     description: str
     exact: bool                   # True when outputs are bit-identical, False when equal up to float rounding
+    # how the pass treats the batch size: "any" (never reads it), "dynamic" (reads it from the probe but writes
+    # ctx.batch_dim(), so -1 under a dynamic-batch export), "static" (bakes it in: refused for dynamic batch)
+    batch: str = "any"
 
 
 _REWRITES: dict[str, Rewrite] = {}
@@ -48,12 +51,16 @@ def register_rewrite(
     backends: tuple[str, ...] = BACKENDS,
     description: str | None = None,
     exact: bool = False,
+    batch: str = "any",
 ):
+    if batch not in ("any", "dynamic", "static"):
+        raise ValueError(f"rewrite {name!r}: batch must be any, dynamic or static, not {batch!r}")
+
     def decorator(fn: RewriteFn) -> RewriteFn:
         if name in _REWRITES:
             raise ValueError(f"rewrite {name!r} registered twice")
         doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        _REWRITES[name] = Rewrite(name, fn, tuple(families), tuple(backends), doc, exact)
+        _REWRITES[name] = Rewrite(name, fn, tuple(families), tuple(backends), doc, exact, batch)
         return fn
 
     return decorator
@@ -95,11 +102,19 @@ class RewriteContext:
     input_shape: tuple[int, int, int, int]          # (B, C, H, W) the export will use
     model_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # the export takes any batch: passes still probe at input_shape[0] but write batch_dim() (-1) into reshapes
+    dynamic_batch: bool = False
     _probe_cache: dict[int, dict[str, ProbeRecord]] = field(default_factory=dict, repr=False)
 
     @property
     def batch(self) -> int:
         return self.input_shape[0]
+
+    def batch_dim(self, probed: int | None = None) -> int:
+        """The batch size a pass writes into a reshape: -1 for a dynamic-batch export, else the static batch.
+        A pass using it must only put it where -1 can stand (one inferred dimension per reshape, not in products
+        or ``expand`` sizes), and register with ``batch="dynamic"``."""
+        return -1 if self.dynamic_batch else int(self.batch if probed is None else probed)
 
     def probe(self, model: nn.Module) -> dict[str, ProbeRecord]:
         """Run one forward pass at the export shape and record each module's inputs (static shapes)."""
@@ -155,6 +170,10 @@ def apply_rewrites(model: nn.Module, names: list[str], ctx: RewriteContext) -> l
         rw = get_rewrite(name)
         if ctx.backend not in rw.backends:
             raise RewriteError(f"rewrite {name!r} is not meant for {ctx.backend} (only {', '.join(rw.backends)})")
+        if ctx.dynamic_batch and rw.batch == "static":
+            raise RewriteError(f"rewrite {name!r} bakes the batch size into the graph, so "
+                               f"{ctx.model_name or 'this model'} cannot be exported with a dynamic batch; "
+                               f"export a static --batch B instead (or --no-rewrite)")
         try:
             count = int(rw.fn(model, ctx) or 0)
         except RewriteError:
@@ -188,13 +207,15 @@ def rewrite(
     input_size=None,
     batch_size: int = 1,
     names: list[str] | None = None,
+    dynamic_batch: bool = False,
 ) -> nn.Module:
     """Return an export-friendly copy of ``model`` for ``backend`` ("onnx", "openvino" or "coreml").
 
     The copy has the same weights and the same outputs (bit-identical or equal up to float rounding, as each
     rewrite's tests show); the original is left untouched. Which rewrites apply comes from the family's recipe,
     or from ``names`` when given. Shapes are made static for ``input_size`` (default: the model's own) and
-    ``batch_size``.
+    ``batch_size``; with ``dynamic_batch`` the passes probe at ``batch_size`` but leave the batch as -1 in their
+    reshapes, and a pass that cannot (registered ``batch="static"``) is refused with a :class:`RewriteError`.
     """
     if backend not in BACKENDS:
         raise RewriteError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -214,11 +235,12 @@ def rewrite(
     new = copy.deepcopy(model)
     new.eval()
     ctx = RewriteContext(backend=backend, input_shape=(int(batch_size),) + tuple(int(s) for s in size),
-                         model_name=model_name)
+                         model_name=model_name, dynamic_batch=bool(dynamic_batch))
     applied = apply_rewrites(new, list(names), ctx)
     new.hvit_rewrites = [a.name for a in applied]
     new.hvit_rewrite_counts = {a.name: a.modules_changed for a in applied}
     new.hvit_backend = backend
     new.hvit_input_size = tuple(size)
     new.hvit_batch_size = int(batch_size)
+    new.hvit_dynamic_batch = bool(dynamic_batch)
     return new
