@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"], help="OpenVINO/Core ML precision (default recipe: fp32)")
     p.add_argument("--input-size", type=int, metavar="N", help="square input side, e.g. 384 for smt_l")
     p.add_argument("--batch", type=int, metavar="B", help="static batch size (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="artifacts take any batch (ONNX/OpenVINO: symbolic axis 0; Core ML: 1..64), validated at "
+                        "batch 1 and 4; names get -dyn. SMT, Twins and EfficientMod (CrossViT and ACmix rewrites "
+                        "bake the batch)")
     p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
     p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
@@ -164,6 +168,8 @@ def _run(args) -> int:
         raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
     if args.batch is not None and args.batch < 1:
         raise HvitError("--batch must be at least 1")
+    if args.dynamic_batch and args.batch not in (None, 1):
+        raise HvitError("--dynamic-batch takes any batch size; leave out --batch")
     if args.num_classes is not None and args.num_classes < 0:
         raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
     if args.labels is not None:
@@ -202,7 +208,7 @@ def _run(args) -> int:
                                         batch_size=args.batch, recipe=args.recipe,
                                         trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
                                         validate=not args.no_validate, num_classes=args.num_classes,
-                                        labels=args.labels)
+                                        labels=args.labels, dynamic_batch=args.dynamic_batch)
             for n in notices:
                 if issubclass(n.category, HvitNotice):
                     print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)

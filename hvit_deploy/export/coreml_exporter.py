@@ -24,17 +24,18 @@ import torch
 
 from ..errors import ExportError
 from ..recipes import CoremlOptions
-from .onnx_exporter import INPUT_NAME, OUTPUT_NAME, _first_line
+from .onnx_exporter import BATCH_DIM, INPUT_NAME, MAX_DYNAMIC_BATCH, OUTPUT_NAME, _first_line
 from .quiet import captured, import_coremltools
 
 CAN_PREDICT = platform.system() == "Darwin"
 CLASS_LABEL, CLASS_PROBS = "classLabel", "classLabel_probs"
 
 
-def _capture(model: torch.nn.Module, example: torch.Tensor, how: str):
+def _capture(model: torch.nn.Module, example: torch.Tensor, how: str, dynamic_batch: bool = False):
     with torch.no_grad():
         if how == "export":
-            return torch.export.export(model, (example,)).run_decompositions({})
+            shapes = ({0: torch.export.Dim(BATCH_DIM, min=1, max=MAX_DYNAMIC_BATCH)},) if dynamic_batch else None
+            return torch.export.export(model, (example,), dynamic_shapes=shapes).run_decompositions({})
         return torch.jit.trace(model, example, check_trace=False)
 
 
@@ -69,8 +70,12 @@ def inspect_package(path: str | Path) -> dict:
         if kind != "multiArrayType":
             return {"name": desc.name, "type": kind}
         arr = desc.type.multiArrayType
-        return {"name": desc.name, "shape": list(arr.shape),
-                "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)}
+        out = {"name": desc.name, "shape": list(arr.shape),
+               "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)}
+        ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
+        if ranges and ranges[0][0] != ranges[0][1]:
+            out["batch_range"] = [int(ranges[0][0]), int(ranges[0][1])]
+        return out
 
     return {
         "spec_version": spec.specificationVersion,
@@ -89,13 +94,21 @@ def inspect_package(path: str | Path) -> dict:
 
 
 def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tuple[int, ...], precision: str, *,
-                  output_name: str = OUTPUT_NAME, class_labels: list[str] | None = None) -> list[str]:
+                  output_name: str = OUTPUT_NAME, class_labels: list[str] | None = None,
+                  dynamic_batch: bool = False) -> list[str]:
     """What is wrong with a saved program, in words. A classifier (``class_labels``) must have the outputs
-    ``classLabel`` (string) and ``classLabel_probs`` (dictionary) and record them as its predicted features."""
+    ``classLabel`` (string) and ``classLabel_probs`` (dictionary) and record them as its predicted features.
+    ``dynamic_batch``: the input's default shape is ``example_shape`` at batch 1 and its batch ranges over
+    ``1..MAX_DYNAMIC_BATCH``; the output's batch is then left unchecked (Core ML records no static shape)."""
     bad = []
     ins, outs = facts["inputs"], facts["outputs"]
+    if dynamic_batch:
+        example_shape = (1,) + tuple(example_shape[1:])
+        output_shape = tuple(output_shape)
     if [i["name"] for i in ins] != [INPUT_NAME] or tuple(ins[0].get("shape", ())) != tuple(example_shape):
         bad.append(f"inputs {[(i['name'], i.get('shape')) for i in ins]} != [{INPUT_NAME} {list(example_shape)}]")
+    if dynamic_batch and ins and ins[0].get("batch_range") != [1, MAX_DYNAMIC_BATCH]:
+        bad.append(f"input batch range {ins[0].get('batch_range')} != [1, {MAX_DYNAMIC_BATCH}]")
     if class_labels is not None:
         got = [(o["name"], o.get("type", "multiArrayType")) for o in outs]
         want = [(CLASS_LABEL, "stringType"), (CLASS_PROBS, "dictionaryType")]
@@ -106,7 +119,9 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
                        f"!= {CLASS_LABEL!r}/{CLASS_PROBS!r}")
         if facts["op_types"].get("classify", 0) != 1:
             bad.append("no classify op in a classifier program")
-    elif [o["name"] for o in outs] != [output_name] or tuple(outs[0].get("shape", ())) != tuple(output_shape):
+    elif [o["name"] for o in outs] != [output_name] or (
+            tuple(outs[0].get("shape", ())) != tuple(output_shape)
+            and not (dynamic_batch and tuple(outs[0].get("shape", ())) in ((), (1,) + tuple(output_shape[1:])))):
         bad.append(f"outputs {[(o['name'], o.get('shape')) for o in outs]} != [{output_name} {list(output_shape)}]")
     if facts["max_rank"] > 5:
         bad.append(f"a tensor of rank {facts['max_rank']} (Core ML takes at most 5)")
@@ -144,10 +159,12 @@ def export_coreml(
     metadata: dict[str, str] | None = None,
     output_name: str = OUTPUT_NAME,
     class_labels: list[str] | None = None,
+    dynamic_batch: bool = False,
 ) -> dict:
     """Convert and save ``model``. ``metadata`` goes into the package's user-defined metadata (see
     :mod:`.metadata`); ``class_labels`` makes it a classifier (softmax appended, ``classLabel`` and
-    ``classLabel_probs`` outputs; on macOS ``validate`` then compares probabilities)."""
+    ``classLabel_probs`` outputs; on macOS ``validate`` then compares probabilities). ``dynamic_batch``: the
+    input's batch is a ``ct.RangeDim(1, MAX_DYNAMIC_BATCH)`` (default 1); pass an example with a batch of 2."""
     from .metadata import apply_coreml
 
     ct = import_coremltools()
@@ -167,10 +184,12 @@ def export_coreml(
     for how in opts.capture:
         try:
             with captured():
-                source = _capture(model, example, how)
+                source = _capture(model, example, how, dynamic_batch)
+                shape = ((ct.RangeDim(1, MAX_DYNAMIC_BATCH, default=1),) + tuple(example.shape[1:])
+                         if dynamic_batch else tuple(example.shape))
                 mlmodel = ct.convert(
                     source,
-                    inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
+                    inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
                     convert_to="mlprogram",
                     compute_precision=compute_precision,
                     minimum_deployment_target=target,
@@ -191,7 +210,7 @@ def export_coreml(
                 "precision": precision, "minimum_deployment_target": opts.minimum_deployment_target,
                 "attempts": attempts, "program": facts, "op_types": facts["op_types"]}
         bad = check_program(facts, tuple(example.shape), output_shape, precision, output_name=output_name,
-                            class_labels=class_labels)
+                            class_labels=class_labels, dynamic_batch=dynamic_batch)
         if bad:
             raise ExportError("Core ML program check failed: " + "; ".join(bad))
         if CAN_PREDICT and validate is not None:  # pragma: no cover - macOS only

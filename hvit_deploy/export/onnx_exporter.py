@@ -14,6 +14,8 @@ from ..recipes import OnnxOptions
 from .quiet import captured
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+BATCH_DIM = "batch"      # the symbolic name of a dynamic batch axis
+MAX_DYNAMIC_BATCH = 64   # the dynamo exporter's and Core ML's upper bound of a dynamic batch
 
 
 def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
@@ -29,8 +31,12 @@ def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = N
 
 
 def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int,
-                 output_name: str = OUTPUT_NAME) -> None:
+                 output_name: str = OUTPUT_NAME, dynamic_batch: bool = False) -> None:
     kwargs = dict(input_names=[INPUT_NAME], output_names=[output_name], opset_version=opset)
+    if dynamic_batch and exporter == "dynamo":
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1, max=MAX_DYNAMIC_BATCH)},)
+    elif dynamic_batch:
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}}
     with captured() as log, torch.no_grad():
         try:
             if exporter == "dynamo":
@@ -49,7 +55,15 @@ def _first_line(e: BaseException) -> str:
     return line[:300]
 
 
-def _simplify_and_check(path: Path, simplify: bool, metadata: dict[str, str] | None = None) -> dict:
+def _batch_is_dynamic(model) -> bool:
+    """Axis 0 of the graph's input and of its output are symbolic (no fixed size)."""
+    dims = [v.type.tensor_type.shape.dim[0] for v in (model.graph.input[0], model.graph.output[0])
+            if v.type.tensor_type.shape.dim]
+    return len(dims) == 2 and all(not d.HasField("dim_value") for d in dims)
+
+
+def _simplify_and_check(path: Path, simplify: bool, metadata: dict[str, str] | None = None,
+                        dynamic_batch: bool = False) -> dict:
     import onnx
 
     from .metadata import apply_onnx
@@ -63,13 +77,17 @@ def _simplify_and_check(path: Path, simplify: bool, metadata: dict[str, str] | N
 
             with captured():
                 simplified, ok = onnxsim.simplify(model)
-            if ok:
+            if ok and dynamic_batch and not _batch_is_dynamic(simplified):
+                info["onnxsim"] = "fixed the batch size; kept the unsimplified graph"
+            elif ok:
                 model = simplified
                 info["onnxsim"] = "simplified"
             else:
                 info["onnxsim"] = "check failed; kept the unsimplified graph"
         except Exception as e:  # onnxsim is best effort: the exported graph is still valid
             info["onnxsim"] = f"failed ({type(e).__name__}); kept the unsimplified graph"
+    if dynamic_batch and not _batch_is_dynamic(model):
+        raise ExportError("the exported graph has a fixed batch size, not a dynamic one")
     apply_onnx(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
@@ -105,10 +123,13 @@ def export_onnx(
     *,
     metadata: dict[str, str] | None = None,
     output_name: str = OUTPUT_NAME,
+    dynamic_batch: bool = False,
 ) -> dict:
     """Export to ``path``; ``validate(run_fn)`` returns (figures, failures) for a candidate. Returns the info
     of the winning attempt, with every attempt listed under ``attempts``. ``metadata`` goes into the model's
-    ``metadata_props`` (see :mod:`.metadata`); ``output_name`` names the output (``logits`` or ``features``)."""
+    ``metadata_props`` (see :mod:`.metadata`); ``output_name`` names the output (``logits`` or ``features``).
+    ``dynamic_batch``: axis 0 of input and output is the symbolic ``batch`` (TorchScript ``dynamic_axes``,
+    dynamo ``dynamic_shapes``); pass an example with a batch of 2 or more (the dynamo exporter specialises 1)."""
     opset = opset or opts.opset
     attempts = []
     for exporter in opts.exporters:
@@ -118,8 +139,8 @@ def export_onnx(
         tmp = path.with_name(f".{path.stem}.{exporter}.{os.getpid()}.onnx")
         t0 = time.perf_counter()
         try:
-            _export_once(model, example, tmp, exporter, opset, output_name)
-            info = _simplify_and_check(tmp, opts.simplify, metadata)
+            _export_once(model, example, tmp, exporter, opset, output_name, dynamic_batch)
+            info = _simplify_and_check(tmp, opts.simplify, metadata, dynamic_batch)
             info.update(exporter=exporter, export_s=round(time.perf_counter() - t0, 2))
             if validate is not None:
                 figures, bad = validate(lambda xs: run_onnx(tmp, xs))

@@ -49,9 +49,10 @@ def export_openvino(
     *,
     metadata: dict[str, str] | None = None,
     output_name: str = OUTPUT_NAME,
+    dynamic_batch: bool = False,
 ) -> dict:
     """Convert, save (``metadata`` in ``rt_info``, see :mod:`.metadata`), validate the saved IR, then move it
-    into place."""
+    into place. ``dynamic_batch``: the input is ``[?, C, H, W]`` (the CPU plugin takes any batch)."""
     import openvino as ov
 
     from .metadata import apply_openvino
@@ -61,7 +62,10 @@ def export_openvino(
     t0 = time.perf_counter()
     try:
         with captured(), torch.no_grad():
-            ov_model = ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
+            shape = (-1,) + tuple(example.shape[1:]) if dynamic_batch else tuple(example.shape)
+            ov_model = ov.convert_model(model, example_input=example, input=[shape])
+        if dynamic_batch and not ov_model.inputs[0].get_partial_shape()[0].is_dynamic:
+            raise ExportError("OpenVINO conversion fixed the batch size")
         ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
         ov_model.outputs[0].get_tensor().set_names({output_name})
         apply_openvino(ov_model, metadata)

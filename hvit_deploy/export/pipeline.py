@@ -20,7 +20,7 @@ from ..factory import check_num_classes, create_model, resolve_input_size
 from ..labels import check_labels, labels_sha256, read_labels
 from ..recipes import Recipe, load_recipe, load_recipe_file
 from ..registry import get_spec
-from ..rewrites import rewrite as rewrite_model
+from ..rewrites import get_rewrite, rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
 from .inputs import validation_inputs
@@ -28,6 +28,7 @@ from .metadata import artifact_metadata, preprocessing_entry
 from .metrics import compare, failures
 
 FORMATS = ("onnx", "openvino", "coreml")
+DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "coreml": ".mlpackage"}
 
 
@@ -45,13 +46,16 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size) -> str:
+def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size,
+                  dynamic_batch: bool = False) -> str:
     stem = name
     if not rewritten:
         stem += "-original"
     if tuple(input_shape[1:]) != tuple(default_size):
         stem += f"-{input_shape[2]}"
-    if input_shape[0] != 1:
+    if dynamic_batch:
+        stem += "-dyn"
+    elif input_shape[0] != 1:
         stem += f"-b{input_shape[0]}"
     if precision != "fp32":
         stem += f"-{precision}"
@@ -79,12 +83,15 @@ class ExportSession:
 
     ``num_classes``: see :func:`~hvit_deploy.factory.create_model` (default: the checkpoint's head, else 1000;
     0: no head, the output is ``features``). ``labels``: a labels file (see :mod:`hvit_deploy.labels`) or a list
-    of names, one per class; stored in every artifact (and makes the Core ML package a classifier)."""
+    of names, one per class; stored in every artifact (and makes the Core ML package a classifier).
+    ``dynamic_batch``: artifacts take any batch (ONNX/OpenVINO: a symbolic axis 0; Core ML: 1..64); they are
+    validated at batch 1 and, against eager PyTorch run at that batch, at batch 4 (the validation inputs stacked)."""
 
     def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
                  batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
                  trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True,
-                 num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None):
+                 num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None,
+                 dynamic_batch: bool = False):
         self.spec = get_spec(name)
         self.name = self.spec.name
         if recipe is None:
@@ -95,7 +102,10 @@ class ExportSession:
             self.recipe = load_recipe_file(recipe)
         size = input_size or self.recipe.input_size_for(self.name)
         self.input_size = resolve_input_size(self.spec, size)
-        self.batch = int(batch_size or self.recipe.batch_size)
+        self.dynamic_batch = bool(dynamic_batch)
+        if self.dynamic_batch and batch_size not in (None, 1):
+            raise HvitError("a dynamic batch takes any batch size; leave out --batch (or set it to 1)")
+        self.batch = 1 if self.dynamic_batch else int(batch_size or self.recipe.batch_size)
         self.input_shape = (self.batch,) + tuple(self.input_size)
         self.checkpoint = str(checkpoint) if checkpoint else None
         check_num_classes(num_classes)
@@ -121,23 +131,42 @@ class ExportSession:
         with torch.no_grad():
             self.references = [self.model(torch.from_numpy(x)).numpy() for _, x in self.inputs]
         self.output_shape = tuple(self.references[0].shape) if self.references else None
+        self.batched = None  # (label, array, eager reference) at DYNAMIC_CHECK_BATCH for a dynamic batch
+        if self.dynamic_batch:
+            arrays = [x for _, x in self.inputs]
+            rng = np.random.default_rng(v.seed + 1)
+            while len(arrays) < DYNAMIC_CHECK_BATCH:
+                arrays.append(rng.standard_normal(self.input_shape, dtype=np.float32))
+            stacked = np.ascontiguousarray(np.concatenate(arrays[:DYNAMIC_CHECK_BATCH], axis=0))
+            with torch.no_grad():
+                ref = self.model(torch.from_numpy(stacked)).numpy()
+            self.batched = (f"batch-{DYNAMIC_CHECK_BATCH}", stacked, ref)
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _validator(self, fmt: str, precision: str, *, probabilities: bool = False):
         """``validate(run_fn)`` → (figures, failures). ``probabilities``: the artifact outputs softmax(logits)
         (a Core ML classifier), so the references are softmaxed too."""
         tol = self.recipe.tolerance_for(fmt, precision, self.name)
-        refs = self.references
+        refs = list(self.references)
+        xs = [x for _, x in self.inputs]
+        labels = [label for label, _ in self.inputs]
+        if self.batched is not None:  # the same artifact, run at batch 4 against eager PyTorch at batch 4
+            labels.append(self.batched[0])
+            xs.append(self.batched[1])
+            refs.append(self.batched[2])
         if probabilities:
             refs = [torch.softmax(torch.from_numpy(r), dim=-1).numpy() for r in refs]
         max_ref = max(float(np.abs(r).max()) for r in refs) if refs else 0.0
 
         def validate(run_fn):
-            outs = run_fn([x for _, x in self.inputs])
+            outs = run_fn(xs)
             fig = compare(list(zip(refs, outs)), tie_atol=tol.atol)
             d = fig.as_dict()
             d["tolerance"] = tol.model_dump()
-            d["inputs_used"] = [label for label, _ in self.inputs]
+            d["inputs_used"] = labels
+            if self.batched is not None:
+                d["batches"] = sorted({int(x.shape[0]) for x in xs})
+                d[labels[-1]] = compare([(refs[-1], outs[-1])], tie_atol=tol.atol).as_dict()
             return d, failures(fig, tol, max_ref=max_ref)
 
         return validate if self.validate else None
@@ -147,7 +176,7 @@ class ExportSession:
             return self.model, [], {}
         try:
             m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
-                              names=self.recipe.rewrites_for(fmt, self.name))
+                              names=self.recipe.rewrites_for(fmt, self.name), dynamic_batch=self.dynamic_batch)
         except RewriteError:
             raise
         return m, list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
@@ -162,8 +191,14 @@ class ExportSession:
                                   "coreml": self.recipe.coreml.precision}[fmt]
         if fmt == "onnx" and precision != "fp32":
             raise HvitError("ONNX export is fp32 only here; use --precision fp16 with openvino or coreml")
+        if self.dynamic_batch and rewrite:  # refused up front, with the rewrite's name, before any work
+            for name in self.recipe.rewrites_for(fmt, self.name):
+                if get_rewrite(name).batch == "static":
+                    raise RewriteError(f"{self.name} -> {fmt}: rewrite {name!r} bakes the batch size into the graph, "
+                                       f"so the rewritten model cannot take a dynamic batch; export a static --batch "
+                                       f"B instead (or --no-rewrite)")
         stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
-                             default_size=self.spec.input_size)
+                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch)
         path = out / f"{stem}{SUFFIX[fmt]}"
         result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
         t0 = time.perf_counter()
@@ -171,9 +206,11 @@ class ExportSession:
             model, names, counts = self.prepared(fmt, rewrite)
             result.rewrites = names
             example = torch.from_numpy(self.inputs[0][1]) if self.inputs else torch.randn(self.input_shape)
+            if self.dynamic_batch:  # exporters specialise a batch of 1; trace at 2
+                example = torch.from_numpy(np.ascontiguousarray(self.batched[1][:2]))
             classifier = fmt == "coreml" and self.labels is not None
             validate = self._validator(fmt, precision, probabilities=classifier)
-            meta = dict(metadata=self.metadata(), output_name=self.output_name)
+            meta = dict(metadata=self.metadata(), output_name=self.output_name, dynamic_batch=self.dynamic_batch)
             if fmt == "onnx":
                 from .onnx_exporter import export_onnx
 
@@ -201,7 +238,8 @@ class ExportSession:
 
     def metadata(self) -> dict[str, str]:
         """The table written into every artifact (see :mod:`.metadata`)."""
-        return artifact_metadata(self.spec, input_shape=self.input_shape, output_name=self.output_name,
+        shape = (-1,) + tuple(self.input_shape[1:]) if self.dynamic_batch else self.input_shape
+        return artifact_metadata(self.spec, input_shape=shape, output_name=self.output_name,
                                  num_classes=self.num_classes, labels=self.labels)
 
     def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
@@ -214,8 +252,10 @@ class ExportSession:
             "input_name": "input",
             "output_name": self.output_name,
             "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.output_shape) if self.output_shape else None,
+            "input_shape": [-1, *self.input_shape[1:]] if self.dynamic_batch else list(self.input_shape),
+            "output_shape": (([-1, *self.output_shape[1:]] if self.dynamic_batch else list(self.output_shape))
+                             if self.output_shape else None),
+            "dynamic_batch": self.dynamic_batch,
             "precision": precision,
             "rewrites": r.rewrites,
             "rewrite_counts": counts,
@@ -253,10 +293,11 @@ class ExportSession:
 def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=None, rewrite: bool = True,
                  input_size=None, batch_size: int | None = None, opset: int | None = None,
                  precision: str | None = None, validate: bool = True, recipe=None,
-                 trust_checkpoint: bool = False, num_classes: int | None = None, labels=None) -> ExportResult:
+                 trust_checkpoint: bool = False, num_classes: int | None = None, labels=None,
+                 dynamic_batch: bool = False) -> ExportResult:
     """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
     comes back as ``ok=False`` with ``error`` set."""
     session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
                             recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate,
-                            num_classes=num_classes, labels=labels)
+                            num_classes=num_classes, labels=labels, dynamic_batch=dynamic_batch)
     return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)
