@@ -109,6 +109,8 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
         bad.append(f"inputs {[(i['name'], i.get('shape')) for i in ins]} != [{INPUT_NAME} {list(example_shape)}]")
     if dynamic_batch and ins and ins[0].get("batch_range") != [1, MAX_DYNAMIC_BATCH]:
         bad.append(f"input batch range {ins[0].get('batch_range')} != [1, {MAX_DYNAMIC_BATCH}]")
+    if not dynamic_batch and ins and "batch_range" in ins[0]:
+        bad.append(f"input batch ranges over {ins[0]['batch_range']} in a static program")
     if class_labels is not None:
         got = [(o["name"], o.get("type", "multiArrayType")) for o in outs]
         want = [(CLASS_LABEL, "stringType"), (CLASS_PROBS, "dictionaryType")]
