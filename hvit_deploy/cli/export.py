@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="artifacts take any batch (ONNX/OpenVINO: symbolic axis 0; Core ML: 1..64), validated at "
                         "batch 1 and 4; names get -dyn. SMT, Twins and EfficientMod (CrossViT and ACmix rewrites "
                         "bake the batch)")
+    p.add_argument("--fold-normalize", action="store_true",
+                   help="artifacts take RGB pixel values 0-255 (float, NCHW) and normalise inside; names get -norm")
+    p.add_argument("--image-input", action="store_true",
+                   help="Core ML: take an RGB image (ct.ImageType) and normalise inside; names get -image "
+                        "(other formats: see --fold-normalize)")
     p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
     p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
@@ -170,6 +175,15 @@ def _run(args) -> int:
         raise HvitError("--batch must be at least 1")
     if args.dynamic_batch and args.batch not in (None, 1):
         raise HvitError("--dynamic-batch takes any batch size; leave out --batch")
+    if args.image_input and (args.dynamic_batch or args.batch not in (None, 1)):
+        raise HvitError("--image-input takes one image: leave out --batch and --dynamic-batch")
+    if args.image_input and "coreml" not in formats:
+        raise HvitError(f"--image-input applies to Core ML only, and --to asks for {', '.join(formats)}; "
+                        f"use --fold-normalize for ONNX/OpenVINO pixel input")
+    if args.image_input and formats != ["coreml"]:
+        others = ", ".join(f for f in formats if f != "coreml")
+        note = "" if args.fold_normalize else " (add --fold-normalize for pixel input there)"
+        print(f"{PROG}: note: --image-input applies to Core ML only; {others} take a tensor{note}", file=sys.stderr)
     if args.num_classes is not None and args.num_classes < 0:
         raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
     if args.labels is not None:
@@ -208,7 +222,8 @@ def _run(args) -> int:
                                         batch_size=args.batch, recipe=args.recipe,
                                         trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
                                         validate=not args.no_validate, num_classes=args.num_classes,
-                                        labels=args.labels, dynamic_batch=args.dynamic_batch)
+                                        labels=args.labels, dynamic_batch=args.dynamic_batch,
+                                        fold_normalize=args.fold_normalize, image_input=args.image_input)
             for n in notices:
                 if issubclass(n.category, HvitNotice):
                     print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)

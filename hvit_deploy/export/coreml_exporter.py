@@ -67,6 +67,10 @@ def inspect_package(path: str | Path) -> dict:
 
     def io(desc):
         kind = desc.type.WhichOneof("Type")
+        if kind == "imageType":
+            img = desc.type.imageType
+            return {"name": desc.name, "type": kind, "width": int(img.width), "height": int(img.height),
+                    "color_space": ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(img.colorSpace)}
         if kind != "multiArrayType":
             return {"name": desc.name, "type": kind}
         arr = desc.type.multiArrayType
@@ -95,17 +99,24 @@ def inspect_package(path: str | Path) -> dict:
 
 def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tuple[int, ...], precision: str, *,
                   output_name: str = OUTPUT_NAME, class_labels: list[str] | None = None,
-                  dynamic_batch: bool = False) -> list[str]:
+                  dynamic_batch: bool = False, image_input: bool = False) -> list[str]:
     """What is wrong with a saved program, in words. A classifier (``class_labels``) must have the outputs
     ``classLabel`` (string) and ``classLabel_probs`` (dictionary) and record them as its predicted features.
     ``dynamic_batch``: the input's default shape is ``example_shape`` at batch 1 and its batch ranges over
-    ``1..MAX_DYNAMIC_BATCH``; the output's batch is then left unchecked (Core ML records no static shape)."""
+    ``1..MAX_DYNAMIC_BATCH``; the output's batch is then left unchecked (Core ML records no static shape).
+    ``image_input``: the input must be an RGB image of the example's height and width."""
     bad = []
     ins, outs = facts["inputs"], facts["outputs"]
+    if image_input:
+        want = {"name": INPUT_NAME, "type": "imageType", "width": int(example_shape[-1]),
+                "height": int(example_shape[-2]), "color_space": "RGB"}
+        if ins != [want]:
+            bad.append(f"inputs {ins} != [{want}]")
+        ins = []  # checked
     if dynamic_batch:
         example_shape = (1,) + tuple(example_shape[1:])
         output_shape = tuple(output_shape)
-    if [i["name"] for i in ins] != [INPUT_NAME] or tuple(ins[0].get("shape", ())) != tuple(example_shape):
+    if ins and ([i["name"] for i in ins] != [INPUT_NAME] or tuple(ins[0].get("shape", ())) != tuple(example_shape)):
         bad.append(f"inputs {[(i['name'], i.get('shape')) for i in ins]} != [{INPUT_NAME} {list(example_shape)}]")
     if dynamic_batch and ins and ins[0].get("batch_range") != [1, MAX_DYNAMIC_BATCH]:
         bad.append(f"input batch range {ins[0].get('batch_range')} != [1, {MAX_DYNAMIC_BATCH}]")
@@ -162,11 +173,14 @@ def export_coreml(
     output_name: str = OUTPUT_NAME,
     class_labels: list[str] | None = None,
     dynamic_batch: bool = False,
+    image_input: dict | None = None,
 ) -> dict:
     """Convert and save ``model``. ``metadata`` goes into the package's user-defined metadata (see
     :mod:`.metadata`); ``class_labels`` makes it a classifier (softmax appended, ``classLabel`` and
     ``classLabel_probs`` outputs; on macOS ``validate`` then compares probabilities). ``dynamic_batch``: the
-    input's batch is a ``ct.RangeDim(1, MAX_DYNAMIC_BATCH)`` (default 1); pass an example with a batch of 2."""
+    input's batch is a ``ct.RangeDim(1, MAX_DYNAMIC_BATCH)`` (default 1); pass an example with a batch of 2.
+    ``image_input``: ``{"scale", "bias", "color_layout"}`` of a ``ct.ImageType`` input (see :mod:`.input_layers`;
+    ``model`` must already carry the rest of the normalisation)."""
     from .metadata import apply_coreml
 
     ct = import_coremltools()
@@ -189,9 +203,15 @@ def export_coreml(
                 source = _capture(model, example, how, dynamic_batch)
                 shape = ((ct.RangeDim(1, MAX_DYNAMIC_BATCH, default=1),) + tuple(example.shape[1:])
                          if dynamic_batch else tuple(example.shape))
+                if image_input is not None:
+                    inp = ct.ImageType(name=INPUT_NAME, shape=shape, scale=image_input["scale"],
+                                       bias=image_input["bias"],
+                                       color_layout=getattr(ct.colorlayout, image_input["color_layout"]))
+                else:
+                    inp = ct.TensorType(name=INPUT_NAME, shape=shape)
                 mlmodel = ct.convert(
                     source,
-                    inputs=[ct.TensorType(name=INPUT_NAME, shape=shape)],
+                    inputs=[inp],
                     convert_to="mlprogram",
                     compute_precision=compute_precision,
                     minimum_deployment_target=target,
@@ -212,16 +232,19 @@ def export_coreml(
                 "precision": precision, "minimum_deployment_target": opts.minimum_deployment_target,
                 "attempts": attempts, "program": facts, "op_types": facts["op_types"]}
         bad = check_program(facts, tuple(example.shape), output_shape, precision, output_name=output_name,
-                            class_labels=class_labels, dynamic_batch=dynamic_batch)
+                            class_labels=class_labels, dynamic_batch=dynamic_batch,
+                            image_input=image_input is not None)
         if bad:
             raise ExportError("Core ML program check failed: " + "; ".join(bad))
-        if CAN_PREDICT and validate is not None:  # pragma: no cover - macOS only
+        if CAN_PREDICT and validate is not None and image_input is None:  # pragma: no cover - macOS only
             figures, bad = validate(lambda xs: run_coreml(tmp, xs, output_name, class_labels))
             info["validation"] = figures
             if bad:
                 raise ExportError("Core ML output does not match PyTorch: " + "; ".join(bad))
         else:
-            info["validation"] = {"ran": False, "reason": "Core ML runs only on macOS; the program was checked instead"}
+            reason = ("Core ML runs only on macOS; the program was checked instead" if not CAN_PREDICT else
+                      "an image input is checked by emulating its normalisation in torch (image_input_check)")
+            info["validation"] = {"ran": False, "reason": reason}
         if pkg_path.exists():
             shutil.rmtree(pkg_path)
         os.replace(tmp, pkg_path)

@@ -23,8 +23,11 @@ OPENVINO_SECTION = "model_info"
 
 
 def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_classes: int,
-                      labels: list[str] | None = None, input_name: str = "input") -> dict[str, str]:
-    """The table for one artifact; every value is a string."""
+                      labels: list[str] | None = None, input_name: str = "input",
+                      input_kind: str = "normalized") -> dict[str, str]:
+    """The table for one artifact; every value is a string. ``input_kind``: "normalized" (the artifact takes
+    the normalised tensor), "pixels" (RGB 0-255, normalised inside: ``--fold-normalize``) or "image" (a Core ML
+    image input, normalised inside: ``--image-input``); mean and std are recorded in every case."""
     from .. import __version__
 
     h, w = int(input_shape[-2]), int(input_shape[-1])
@@ -39,8 +42,10 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
         "num_classes": str(int(num_classes)),
         "color_order": "RGB",
         "layout": "NCHW",
-        "value_range": "0-1",
-        "pixel_scale": "1/255",
+        "input_kind": input_kind,
+        "value_range": "0-1" if input_kind == "normalized" else "0-255",
+        "pixel_scale": "1/255" if input_kind == "normalized" else "1",  # what the caller multiplies pixels by
+        "normalization": "by the caller" if input_kind == "normalized" else "inside the model",
         "mean": json.dumps([float(v) for v in spec.mean]),
         "std": json.dumps([float(v) for v in spec.std]),
         "crop_pct": repr(float(spec.crop_pct)),
@@ -48,6 +53,11 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
         "preprocessing": (f"RGB; resize shorter side to {round(min(h, w) / spec.crop_pct)} ({spec.interpolation}); "
                           f"centre-crop {h}x{w}; /255; (x - mean) / std; NCHW"),
     }
+    if input_kind != "normalized":
+        meta["preprocessing"] = (f"RGB; resize shorter side to {round(min(h, w) / spec.crop_pct)} "
+                                 f"({spec.interpolation}); centre-crop {h}x{w}; feed pixel values 0-255 "
+                                 f"({'an image' if input_kind == 'image' else 'float, NCHW'}); the model divides "
+                                 f"by 255 and normalises")
     if labels is not None:
         meta["labels"] = json.dumps(list(labels), ensure_ascii=False)
     return meta
@@ -55,7 +65,9 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
 
 def preprocessing_entry(meta: dict[str, str]) -> dict:
     """The manifest's ``preprocessing`` record: the same facts, typed."""
-    return {"color_order": meta["color_order"], "layout": meta["layout"], "value_range": [0.0, 1.0],
+    low, high = (float(v) for v in meta["value_range"].split("-"))
+    return {"color_order": meta["color_order"], "layout": meta["layout"], "value_range": [low, high],
+            "input_kind": meta["input_kind"], "normalization": meta["normalization"],
             "pixel_scale": meta["pixel_scale"], "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
             "input_size": json.loads(meta["input_size"]), "crop_pct": float(meta["crop_pct"]),
             "interpolation": meta["interpolation"]}

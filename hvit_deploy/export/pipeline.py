@@ -23,6 +23,7 @@ from ..registry import get_spec
 from ..rewrites import get_rewrite, rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
+from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
 from .metadata import artifact_metadata, preprocessing_entry
 from .metrics import compare, failures
@@ -47,7 +48,7 @@ class ExportResult:
 
 
 def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size,
-                  dynamic_batch: bool = False) -> str:
+                  dynamic_batch: bool = False, input_kind: str = "normalized") -> str:
     stem = name
     if not rewritten:
         stem += "-original"
@@ -59,6 +60,7 @@ def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tu
         stem += f"-b{input_shape[0]}"
     if precision != "fp32":
         stem += f"-{precision}"
+    stem += {"normalized": "", "pixels": "-norm", "image": "-image"}[input_kind]
     return stem
 
 
@@ -85,13 +87,16 @@ class ExportSession:
     0: no head, the output is ``features``). ``labels``: a labels file (see :mod:`hvit_deploy.labels`) or a list
     of names, one per class; stored in every artifact (and makes the Core ML package a classifier).
     ``dynamic_batch``: artifacts take any batch (ONNX/OpenVINO: a symbolic axis 0; Core ML: 1..64); they are
-    validated at batch 1 and, against eager PyTorch run at that batch, at batch 4 (the validation inputs stacked)."""
+    validated at batch 1 and, against eager PyTorch run at that batch, at batch 4 (the validation inputs stacked).
+    ``fold_normalize``: artifacts take RGB pixel values 0-255 and normalise inside (validated on the validation
+    inputs turned back into pixels). ``image_input``: the Core ML package takes an RGB image (see
+    :mod:`.input_layers`); other formats are unaffected."""
 
     def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
                  batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
                  trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True,
                  num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None,
-                 dynamic_batch: bool = False):
+                 dynamic_batch: bool = False, fold_normalize: bool = False, image_input: bool = False):
         self.spec = get_spec(name)
         self.name = self.spec.name
         if recipe is None:
@@ -106,6 +111,10 @@ class ExportSession:
         if self.dynamic_batch and batch_size not in (None, 1):
             raise HvitError("a dynamic batch takes any batch size; leave out --batch (or set it to 1)")
         self.batch = 1 if self.dynamic_batch else int(batch_size or self.recipe.batch_size)
+        self.fold_normalize = bool(fold_normalize)
+        self.image_input = bool(image_input)
+        if self.image_input and (self.dynamic_batch or self.batch != 1):
+            raise HvitError("a Core ML image input takes one image: leave out --batch and --dynamic-batch")
         self.input_shape = (self.batch,) + tuple(self.input_size)
         self.checkpoint = str(checkpoint) if checkpoint else None
         check_num_classes(num_classes)
@@ -143,9 +152,17 @@ class ExportSession:
             self.batched = (f"batch-{DYNAMIC_CHECK_BATCH}", stacked, ref)
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _validator(self, fmt: str, precision: str, *, probabilities: bool = False):
+    def input_kind(self, fmt: str) -> str:
+        """What the artifact's input is: "normalized" (the model's tensor), "pixels" (0-255, normalised inside:
+        ``--fold-normalize``) or "image" (a Core ML image: ``--image-input``)."""
+        if fmt == "coreml" and self.image_input:
+            return "image"
+        return "pixels" if self.fold_normalize else "normalized"
+
+    def _validator(self, fmt: str, precision: str, *, probabilities: bool = False, pixels: bool = False):
         """``validate(run_fn)`` → (figures, failures). ``probabilities``: the artifact outputs softmax(logits)
-        (a Core ML classifier), so the references are softmaxed too."""
+        (a Core ML classifier), so the references are softmaxed too. ``pixels``: the artifact normalises its
+        input itself, so it is fed the validation inputs as 0-255 pixel values."""
         tol = self.recipe.tolerance_for(fmt, precision, self.name)
         refs = list(self.references)
         xs = [x for _, x in self.inputs]
@@ -154,6 +171,8 @@ class ExportSession:
             labels.append(self.batched[0])
             xs.append(self.batched[1])
             refs.append(self.batched[2])
+        if pixels:
+            xs = [to_pixels(x, self.spec) for x in xs]
         if probabilities:
             refs = [torch.softmax(torch.from_numpy(r), dim=-1).numpy() for r in refs]
         max_ref = max(float(np.abs(r).max()) for r in refs) if refs else 0.0
@@ -197,11 +216,13 @@ class ExportSession:
                     raise RewriteError(f"{self.name} -> {fmt}: rewrite {name!r} bakes the batch size into the graph, "
                                        f"so the rewritten model cannot take a dynamic batch; export a static --batch "
                                        f"B instead (or --no-rewrite)")
+        kind = self.input_kind(fmt)
         stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
-                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch)
+                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch, input_kind=kind)
         path = out / f"{stem}{SUFFIX[fmt]}"
         result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
         t0 = time.perf_counter()
+        front_check = None
         try:
             model, names, counts = self.prepared(fmt, rewrite)
             result.rewrites = names
@@ -209,8 +230,17 @@ class ExportSession:
             if self.dynamic_batch:  # exporters specialise a batch of 1; trace at 2
                 example = torch.from_numpy(np.ascontiguousarray(self.batched[1][:2]))
             classifier = fmt == "coreml" and self.labels is not None
-            validate = self._validator(fmt, precision, probabilities=classifier)
-            meta = dict(metadata=self.metadata(), output_name=self.output_name, dynamic_batch=self.dynamic_batch)
+            validate = self._validator(fmt, precision, probabilities=classifier, pixels=kind == "pixels")
+            meta = dict(metadata=self.metadata(fmt), output_name=self.output_name, dynamic_batch=self.dynamic_batch)
+            if kind == "pixels":
+                model = fold_normalize(model, self.spec)
+                example = torch.from_numpy(to_pixels(example.numpy(), self.spec))
+            elif kind == "image":
+                model = coreml_image_front(model, self.spec)
+                front_check = self._check_image_front(model, fmt, precision)
+                meta["image_input"] = coreml_image_params(self.spec)
+            if fmt == "coreml":
+                meta["class_labels"] = self.labels
             if fmt == "onnx":
                 from .onnx_exporter import export_onnx
 
@@ -224,7 +254,7 @@ class ExportSession:
                 from .coreml_exporter import export_coreml
 
                 info = export_coreml(model, example, path, self.recipe.coreml, validate, self.output_shape,
-                                     precision=precision, class_labels=self.labels, **meta)
+                                     precision=precision, **meta)
             result.ok = True
             result.path = path
             result.validation = info.get("validation", {})
@@ -234,13 +264,28 @@ class ExportSession:
         result.seconds = round(time.perf_counter() - t0, 2)
         result.entry = self._entry(result, out, info, counts, precision, opset)
         result.entry["rewritten"] = bool(rewrite)
+        result.entry["input_kind"] = kind
+        if front_check is not None:
+            result.entry["image_input_check"] = front_check
         return result
 
-    def metadata(self) -> dict[str, str]:
-        """The table written into every artifact (see :mod:`.metadata`)."""
+    def _check_image_front(self, front: torch.nn.Module, fmt: str, precision: str) -> dict:
+        """Core ML's ImageType arithmetic emulated in torch on the shipped photos, against the original model on
+        the normalised photos; out of tolerance fails the export (there is no Core ML runtime on Linux)."""
+        tol = self.recipe.tolerance_for(fmt, precision, self.name)
+        pairs = [(ref, emu) for _, ref, emu in check_image_front(self.model, front, self.spec, self.input_size[1:])]
+        fig = compare(pairs, tie_atol=tol.atol)
+        bad = failures(fig, tol, max_ref=max(float(np.abs(r).max()) for r, _ in pairs))
+        if bad:
+            raise ValidationError("the image input's normalisation does not match PyTorch: " + "; ".join(bad))
+        return {**fig.as_dict(), "photos": ["chelsea.png", "coffee.png"], "emulated": "pixel/255 - mean, x 1/std"}
+
+    def metadata(self, fmt: str | None = None) -> dict[str, str]:
+        """The table written into the ``fmt`` artifact (see :mod:`.metadata`)."""
         shape = (-1,) + tuple(self.input_shape[1:]) if self.dynamic_batch else self.input_shape
         return artifact_metadata(self.spec, input_shape=shape, output_name=self.output_name,
-                                 num_classes=self.num_classes, labels=self.labels)
+                                 num_classes=self.num_classes, labels=self.labels,
+                                 input_kind=self.input_kind(fmt) if fmt else "normalized")
 
     def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -262,7 +307,7 @@ class ExportSession:
             "checkpoint": self.checkpoint,
             "labels": ({"count": len(self.labels), "sha256": labels_sha256(self.labels), "file": self.labels_source}
                        if self.labels is not None else None),
-            "preprocessing": preprocessing_entry(self.metadata()),
+            "preprocessing": preprocessing_entry(self.metadata(r.format)),
             "tools": tool_versions(),
             "seconds": r.seconds,
         }
@@ -294,10 +339,12 @@ def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=
                  input_size=None, batch_size: int | None = None, opset: int | None = None,
                  precision: str | None = None, validate: bool = True, recipe=None,
                  trust_checkpoint: bool = False, num_classes: int | None = None, labels=None,
-                 dynamic_batch: bool = False) -> ExportResult:
+                 dynamic_batch: bool = False, fold_normalize: bool = False,
+                 image_input: bool = False) -> ExportResult:
     """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
     comes back as ``ok=False`` with ``error`` set."""
     session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
                             recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate,
-                            num_classes=num_classes, labels=labels, dynamic_batch=dynamic_batch)
+                            num_classes=num_classes, labels=labels, dynamic_batch=dynamic_batch,
+                            fold_normalize=fold_normalize, image_input=image_input)
     return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)
