@@ -16,6 +16,18 @@ from .common import debug_enabled, run_main
 PROG = "hvit-export"
 
 
+def _size(text: str):
+    """``N`` (square) or ``HxW`` (``--features`` at detection resolutions, e.g. 800x1344)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not N or HxW: {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"not N or HxW: {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -47,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
     p.add_argument("--precision", choices=["fp32", "fp16"], help="OpenVINO/Core ML precision (default recipe: fp32)")
-    p.add_argument("--input-size", type=int, metavar="N", help="square input side, e.g. 384 for smt_l")
+    p.add_argument("--input-size", type=_size, metavar="N|HxW",
+                   help="square input side, e.g. 384 for smt_l; HxW (e.g. 800x1344) with --features")
+    p.add_argument("--features", action="store_true",
+                   help="backbone: export the four stage maps as outputs stage1..stage4 (NCHW, strides 4-32), "
+                        "each validated; detection checkpoints (backbone.* keys) load; names get -features")
     p.add_argument("--batch", type=int, metavar="B", help="static batch size (default 1)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="artifacts take any batch (ONNX/OpenVINO: symbolic axis 0; Core ML: 1..64), validated at "
@@ -223,7 +239,8 @@ def _run(args) -> int:
                                         trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
                                         validate=not args.no_validate, num_classes=args.num_classes,
                                         labels=args.labels, dynamic_batch=args.dynamic_batch,
-                                        fold_normalize=args.fold_normalize, image_input=args.image_input)
+                                        fold_normalize=args.fold_normalize, image_input=args.image_input,
+                                        features=args.features)
             for n in notices:
                 if issubclass(n.category, HvitNotice):
                     print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)

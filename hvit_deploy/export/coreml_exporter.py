@@ -132,10 +132,17 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
                        f"!= {CLASS_LABEL!r}/{CLASS_PROBS!r}")
         if facts["op_types"].get("classify", 0) != 1:
             bad.append("no classify op in a classifier program")
-    elif [o["name"] for o in outs] != [output_name] or (
-            tuple(outs[0].get("shape", ())) != tuple(output_shape)
-            and not (dynamic_batch and tuple(outs[0].get("shape", ())) in ((), (1,) + tuple(output_shape[1:])))):
-        bad.append(f"outputs {[(o['name'], o.get('shape')) for o in outs]} != [{output_name} {list(output_shape)}]")
+    else:
+        names = [output_name] if isinstance(output_name, str) else list(output_name)
+        shapes = [tuple(output_shape)] if isinstance(output_name, str) else [tuple(s) for s in output_shape]
+
+        def fits(got, want):
+            got = tuple(got)
+            return got == want or (dynamic_batch and got in ((), (1,) + want[1:]))
+
+        if [o["name"] for o in outs] != names or not all(fits(o.get("shape", ()), w) for o, w in zip(outs, shapes)):
+            bad.append(f"outputs {[(o['name'], o.get('shape')) for o in outs]} != "
+                       f"{[(n, list(s)) for n, s in zip(names, shapes)]}")
     if facts["max_rank"] > 5:
         bad.append(f"a tensor of rank {facts['max_rank']} (Core ML takes at most 5)")
     fp16 = facts["tensor_dtypes"].get("FLOAT16", 0)
@@ -146,11 +153,13 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
     return bad
 
 
-def run_coreml(path: str | Path, inputs: list[np.ndarray], output_name: str = OUTPUT_NAME,
+def run_coreml(path: str | Path, inputs: list[np.ndarray], output_name: str | list[str] = OUTPUT_NAME,
                class_labels: list[str] | None = None) -> list[np.ndarray]:  # pragma: no cover - macOS only
     """Outputs per input; a classifier's probabilities come back as a (1, classes) array in label order."""
     ct = import_coremltools()
     ml = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+    if class_labels is None and not isinstance(output_name, str):
+        return [tuple(np.asarray(ml.predict({INPUT_NAME: x})[n]) for n in output_name) for x in inputs]
     if class_labels is None:
         return [np.asarray(ml.predict({INPUT_NAME: x})[output_name]) for x in inputs]
     outs = []
@@ -170,7 +179,7 @@ def export_coreml(
     precision: str | None = None,
     *,
     metadata: dict[str, str] | None = None,
-    output_name: str = OUTPUT_NAME,
+    output_name: str | list[str] = OUTPUT_NAME,
     class_labels: list[str] | None = None,
     dynamic_batch: bool = False,
     image_input: dict | None = None,
@@ -185,7 +194,8 @@ def export_coreml(
 
     ct = import_coremltools()
     precision = precision or opts.precision
-    convert_kw: dict = {"outputs": [ct.TensorType(name=output_name)]}
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
+    convert_kw: dict = {"outputs": [ct.TensorType(name=n) for n in names]}
     if class_labels is not None:
         model = torch.nn.Sequential(model, torch.nn.Softmax(dim=-1)).eval()
         convert_kw = {"outputs": [ct.TensorType(name="probabilities")],

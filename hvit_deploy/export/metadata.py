@@ -36,7 +36,7 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
         "model": spec.name,
         "family": spec.family,
         "input_name": input_name,
-        "output_name": output_name,
+        "output_name": output_name if isinstance(output_name, str) else json.dumps(list(output_name)),
         "input_shape": json.dumps([int(v) for v in input_shape]),
         "input_size": json.dumps([int(input_shape[-3]), h, w]),
         "num_classes": str(int(num_classes)),

@@ -18,7 +18,9 @@ BATCH_DIM = "batch"      # the symbolic name of a dynamic batch axis
 MAX_DYNAMIC_BATCH = 64   # the dynamo exporter's and Core ML's upper bound of a dynamic batch
 
 
-def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None,
+             all_outputs: bool = False) -> list:
+    """The first output per input, or (``all_outputs``) the tuple of every output per input."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -27,16 +29,19 @@ def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = N
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    if all_outputs:
+        return [tuple(sess.run(None, {name: x})) for x in inputs]
     return [sess.run(None, {name: x})[0] for x in inputs]
 
 
 def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int,
-                 output_name: str = OUTPUT_NAME, dynamic_batch: bool = False) -> None:
-    kwargs = dict(input_names=[INPUT_NAME], output_names=[output_name], opset_version=opset)
+                 output_name: str | list[str] = OUTPUT_NAME, dynamic_batch: bool = False) -> None:
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset)
     if dynamic_batch and exporter == "dynamo":
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1, max=MAX_DYNAMIC_BATCH)},)
     elif dynamic_batch:
-        kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}}
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, **{n: {0: BATCH_DIM} for n in names}}
     with captured() as log, torch.no_grad():
         try:
             if exporter == "dynamo":
@@ -122,7 +127,7 @@ def export_onnx(
     opset: int | None = None,
     *,
     metadata: dict[str, str] | None = None,
-    output_name: str = OUTPUT_NAME,
+    output_name: str | list[str] = OUTPUT_NAME,
     dynamic_batch: bool = False,
 ) -> dict:
     """Export to ``path``; ``validate(run_fn)`` returns (figures, failures) for a candidate. Returns the info
@@ -143,7 +148,8 @@ def export_onnx(
             info = _simplify_and_check(tmp, opts.simplify, metadata, dynamic_batch)
             info.update(exporter=exporter, export_s=round(time.perf_counter() - t0, 2))
             if validate is not None:
-                figures, bad = validate(lambda xs: run_onnx(tmp, xs))
+                multi = not isinstance(output_name, str)
+                figures, bad = validate(lambda xs: run_onnx(tmp, xs, all_outputs=multi))
                 info["validation"] = figures
                 if bad:
                     attempts.append({"exporter": exporter, "error": "validation: " + "; ".join(bad)})

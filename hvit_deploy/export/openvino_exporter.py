@@ -34,9 +34,17 @@ def compile_ir(xml: str | Path, *, threads: int | None = None, precision_hint: s
     return core.compile_model(core.read_model(str(xml)), device, config)
 
 
-def run_openvino(xml: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+def run_openvino(xml: str | Path, inputs: list[np.ndarray], threads: int | None = None,
+                 all_outputs: bool = False) -> list:
+    """The first output per input, or (``all_outputs``) the tuple of every output per input."""
     compiled = compile_ir(xml, threads=threads)
     request = compiled.create_infer_request()
+    if all_outputs:
+        outs = []
+        for x in inputs:
+            res = request.infer({0: x})
+            outs.append(tuple(np.array(res[o]) for o in compiled.outputs))
+        return outs
     return [np.array(request.infer({0: x})[compiled.output(0)]) for x in inputs]
 
 
@@ -48,7 +56,7 @@ def export_openvino(
     validate: Callable | None,
     *,
     metadata: dict[str, str] | None = None,
-    output_name: str = OUTPUT_NAME,
+    output_name: str | list[str] = OUTPUT_NAME,
     dynamic_batch: bool = False,
 ) -> dict:
     """Convert, save (``metadata`` in ``rt_info``, see :mod:`.metadata`), validate the saved IR, then move it
@@ -67,7 +75,9 @@ def export_openvino(
         if dynamic_batch and not ov_model.inputs[0].get_partial_shape()[0].is_dynamic:
             raise ExportError("OpenVINO conversion fixed the batch size")
         ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
-        ov_model.outputs[0].get_tensor().set_names({output_name})
+        names = [output_name] if isinstance(output_name, str) else list(output_name)
+        for out, name in zip(ov_model.outputs, names):
+            out.get_tensor().set_names({name})
         apply_openvino(ov_model, metadata)
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=(opts.precision == "fp16"))
     except Exception as e:
@@ -78,7 +88,8 @@ def export_openvino(
             "precision": opts.precision, "op_types": _op_histogram(ov_model)}
     try:
         if validate is not None:
-            figures, bad = validate(lambda xs: run_openvino(tmp_xml, xs))
+            multi = not isinstance(output_name, str)
+            figures, bad = validate(lambda xs: run_openvino(tmp_xml, xs, all_outputs=multi))
             info["validation"] = figures
             if bad:
                 raise ExportError("OpenVINO IR does not match PyTorch: " + "; ".join(bad))

@@ -23,10 +23,11 @@ from ..registry import get_spec
 from ..rewrites import get_rewrite, rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
+from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
 from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
 from .metadata import artifact_metadata, preprocessing_entry
-from .metrics import compare, failures
+from .metrics import Figures, compare, failures
 
 FORMATS = ("onnx", "openvino", "coreml")
 DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
@@ -48,12 +49,13 @@ class ExportResult:
 
 
 def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size,
-                  dynamic_batch: bool = False, input_kind: str = "normalized") -> str:
-    stem = name
+                  dynamic_batch: bool = False, input_kind: str = "normalized", features: bool = False) -> str:
+    stem = name + ("-features" if features else "")
     if not rewritten:
         stem += "-original"
     if tuple(input_shape[1:]) != tuple(default_size):
-        stem += f"-{input_shape[2]}"
+        h, w = input_shape[2], input_shape[3]
+        stem += f"-{h}" if h == w else f"-{h}x{w}"
     if dynamic_batch:
         stem += "-dyn"
     elif input_shape[0] != 1:
@@ -90,15 +92,22 @@ class ExportSession:
     validated at batch 1 and, against eager PyTorch run at that batch, at batch 4 (the validation inputs stacked).
     ``fold_normalize``: artifacts take RGB pixel values 0-255 and normalise inside (validated on the validation
     inputs turned back into pixels). ``image_input``: the Core ML package takes an RGB image (see
-    :mod:`.input_layers`); other formats are unaffected."""
+    :mod:`.input_layers`); other formats are unaffected. ``features``: a backbone export, the four stage maps as
+    outputs ``stage1..stage4`` (see :mod:`.features`), each validated; detection checkpoints load."""
 
     def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
                  batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
                  trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True,
                  num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None,
-                 dynamic_batch: bool = False, fold_normalize: bool = False, image_input: bool = False):
+                 dynamic_batch: bool = False, fold_normalize: bool = False, image_input: bool = False,
+                 features: bool = False):
         self.spec = get_spec(name)
         self.name = self.spec.name
+        self.features = bool(features)
+        if self.features and self.spec.family not in FEATURE_FAMILIES:
+            check_features(self.spec, self.spec.input_size)  # raises: no pyramid
+        if self.features and (labels is not None or image_input):
+            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
         if recipe is None:
             self.recipe = load_recipe(self.spec.family)
         elif isinstance(recipe, Recipe):
@@ -106,7 +115,14 @@ class ExportSession:
         else:
             self.recipe = load_recipe_file(recipe)
         size = input_size or self.recipe.input_size_for(self.name)
-        self.input_size = resolve_input_size(self.spec, size)
+        if self.features:
+            if isinstance(size, (tuple, list)) and len(size) >= 2:
+                check_features(self.spec, (3,) + tuple(size)[-2:])
+            elif isinstance(size, int):
+                check_features(self.spec, (3, size, size))
+        self.input_size = resolve_input_size(self.spec, size, rectangular=self.features)
+        if self.features:
+            check_features(self.spec, self.input_size)
         self.dynamic_batch = bool(dynamic_batch)
         if self.dynamic_batch and batch_size not in (None, 1):
             raise HvitError("a dynamic batch takes any batch size; leave out --batch (or set it to 1)")
@@ -124,10 +140,12 @@ class ExportSession:
             labels = read_labels(labels)  # a bad file is refused before the model is built
         t0 = time.perf_counter()
         self.model = create_model(self.name, checkpoint, input_size=self.input_size, num_classes=num_classes,
-                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema, backbone=self.features)
         self.build_s = time.perf_counter() - t0
         self.num_classes = int(self.model.hvit_num_classes)
         self.output_name = "logits" if self.num_classes else "features"
+        if self.features:
+            self.output_name = list(STAGE_NAMES)
         self.labels = None
         self.labels_source = labels_source
         if labels is not None:
@@ -137,9 +155,13 @@ class ExportSession:
         v = self.recipe.validation
         self.inputs = validation_inputs(self.input_shape, self.spec, random_inputs=v.random_inputs, seed=v.seed,
                                         real_image=v.real_image)
+        self.reference_model = StageFeatures(self.model, self.input_size) if self.features else self.model
         with torch.no_grad():
-            self.references = [self.model(torch.from_numpy(x)).numpy() for _, x in self.inputs]
-        self.output_shape = tuple(self.references[0].shape) if self.references else None
+            self.references = [self._eager(x) for _, x in self.inputs]
+        self.output_shape = None
+        if self.references:
+            self.output_shape = ([tuple(r.shape) for r in self.references[0]] if self.features
+                                 else tuple(self.references[0].shape))
         self.batched = None  # (label, array, eager reference) at DYNAMIC_CHECK_BATCH for a dynamic batch
         if self.dynamic_batch:
             arrays = [x for _, x in self.inputs]
@@ -148,10 +170,14 @@ class ExportSession:
                 arrays.append(rng.standard_normal(self.input_shape, dtype=np.float32))
             stacked = np.ascontiguousarray(np.concatenate(arrays[:DYNAMIC_CHECK_BATCH], axis=0))
             with torch.no_grad():
-                ref = self.model(torch.from_numpy(stacked)).numpy()
+                ref = self._eager(stacked)
             self.batched = (f"batch-{DYNAMIC_CHECK_BATCH}", stacked, ref)
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _eager(self, x: np.ndarray):
+        out = self.reference_model(torch.from_numpy(x))
+        return tuple(t.numpy() for t in out) if self.features else out.numpy()
+
     def input_kind(self, fmt: str) -> str:
         """What the artifact's input is: "normalized" (the model's tensor), "pixels" (0-255, normalised inside:
         ``--fold-normalize``) or "image" (a Core ML image: ``--image-input``)."""
@@ -175,30 +201,50 @@ class ExportSession:
             xs = [to_pixels(x, self.spec) for x in xs]
         if probabilities:
             refs = [torch.softmax(torch.from_numpy(r), dim=-1).numpy() for r in refs]
-        max_ref = max(float(np.abs(r).max()) for r in refs) if refs else 0.0
+        def biggest(r):
+            return max(float(np.abs(t).max()) for t in r) if self.features else float(np.abs(r).max())
+
+        max_ref = max(biggest(r) for r in refs) if refs else 0.0
+
+        def figures(pairs):
+            if not self.features:
+                return compare(pairs, tie_atol=tol.atol), None
+            per = {name: compare([(r[k], o[k]) for r, o in pairs], tie_atol=tol.atol)
+                   for k, name in enumerate(STAGE_NAMES)}
+            worst = Figures(max_abs=max(f.max_abs for f in per.values()),
+                            max_rel=max(f.max_rel for f in per.values()),
+                            min_cosine=min(f.min_cosine for f in per.values()),
+                            top1=min(f.top1 for f in per.values()), top5=min(f.top5 for f in per.values()),
+                            inputs=len(pairs))
+            return worst, {name: f.as_dict() for name, f in per.items()}
 
         def validate(run_fn):
             outs = run_fn(xs)
-            fig = compare(list(zip(refs, outs)), tie_atol=tol.atol)
+            fig, per_stage = figures(list(zip(refs, outs)))
             d = fig.as_dict()
             d["tolerance"] = tol.model_dump()
             d["inputs_used"] = labels
+            if per_stage is not None:
+                d["outputs"] = per_stage
             if self.batched is not None:
                 d["batches"] = sorted({int(x.shape[0]) for x in xs})
-                d[labels[-1]] = compare([(refs[-1], outs[-1])], tie_atol=tol.atol).as_dict()
+                d[labels[-1]] = figures([(refs[-1], outs[-1])])[0].as_dict()
             return d, failures(fig, tol, max_ref=max_ref)
 
         return validate if self.validate else None
 
     def prepared(self, fmt: str, rewrite: bool) -> tuple[torch.nn.Module, list[str], dict]:
         if not rewrite:
-            return self.model, [], {}
+            return self.reference_model, [], {}
         try:
             m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
                               names=self.recipe.rewrites_for(fmt, self.name), dynamic_batch=self.dynamic_batch)
         except RewriteError:
             raise
-        return m, list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
+        names, counts = list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
+        if self.features:
+            m = StageFeatures(m, self.input_size)
+        return m, names, counts
 
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
@@ -218,7 +264,8 @@ class ExportSession:
                                        f"B instead (or --no-rewrite)")
         kind = self.input_kind(fmt)
         stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
-                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch, input_kind=kind)
+                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch, input_kind=kind,
+                             features=self.features)
         path = out / f"{stem}{SUFFIX[fmt]}"
         result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
         t0 = time.perf_counter()
@@ -287,6 +334,13 @@ class ExportSession:
                                  num_classes=self.num_classes, labels=self.labels,
                                  input_kind=self.input_kind(fmt) if fmt else "normalized")
 
+    def _output_shape_entry(self):
+        if not self.output_shape:
+            return None
+        shapes = self.output_shape if self.features else [self.output_shape]
+        listed = [[-1, *s[1:]] if self.dynamic_batch else list(s) for s in shapes]
+        return listed if self.features else listed[0]
+
     def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "model": r.model,
@@ -298,8 +352,7 @@ class ExportSession:
             "output_name": self.output_name,
             "num_classes": self.num_classes,
             "input_shape": [-1, *self.input_shape[1:]] if self.dynamic_batch else list(self.input_shape),
-            "output_shape": (([-1, *self.output_shape[1:]] if self.dynamic_batch else list(self.output_shape))
-                             if self.output_shape else None),
+            "output_shape": self._output_shape_entry(),
             "dynamic_batch": self.dynamic_batch,
             "precision": precision,
             "rewrites": r.rewrites,
@@ -340,11 +393,11 @@ def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=
                  precision: str | None = None, validate: bool = True, recipe=None,
                  trust_checkpoint: bool = False, num_classes: int | None = None, labels=None,
                  dynamic_batch: bool = False, fold_normalize: bool = False,
-                 image_input: bool = False) -> ExportResult:
+                 image_input: bool = False, features: bool = False) -> ExportResult:
     """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
     comes back as ``ok=False`` with ``error`` set."""
     session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
                             recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate,
                             num_classes=num_classes, labels=labels, dynamic_batch=dynamic_batch,
-                            fold_normalize=fold_normalize, image_input=image_input)
+                            fold_normalize=fold_normalize, image_input=image_input, features=features)
     return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)
