@@ -202,6 +202,15 @@ def _run(args) -> int:
         print(f"{PROG}: note: --image-input applies to Core ML only; {others} take a tensor{note}", file=sys.stderr)
     if args.num_classes is not None and args.num_classes < 0:
         raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
+    if args.features:
+        from ..export.features import check_features
+
+        if args.labels is not None or args.image_input:
+            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
+        for n in names:  # refused before anything is built, one line
+            spec = get_spec(n)
+            size = args.input_size or spec.input_size[1:]
+            check_features(spec, (spec.input_size[0],) + ((size, size) if isinstance(size, int) else tuple(size)))
     if args.labels is not None:
         from ..labels import read_labels
 
