@@ -192,6 +192,29 @@ def load_state_dict_into(
     return missing, unexpected
 
 
+def read_state_dict(path: str | os.PathLike, *, trust: bool = False, use_ema: bool = False,
+                    remap=None) -> dict[str, torch.Tensor]:
+    """The checkpoint's flat state dict, unwrapped and renamed (``remap``) to the model's key names."""
+    sd = extract_state_dict(read_checkpoint(path, trust=trust), use_ema=use_ema)
+    return remap(sd) if remap is not None else sd
+
+
+def head_classes(state_dict: dict[str, torch.Tensor], head_keys: Iterable[str]) -> int | None:
+    """The class count of the first classifier head found in ``state_dict`` (``<head>.weight`` is
+    (classes, features)); ``None`` when the checkpoint has no head (a backbone or a features-only file)."""
+    for key in head_keys:
+        w = state_dict.get(f"{key}.weight")
+        if isinstance(w, torch.Tensor) and w.ndim >= 1:
+            return int(w.shape[0])
+    return None
+
+
+def drop_head(state_dict: dict[str, torch.Tensor], head_keys: Iterable[str]) -> dict[str, torch.Tensor]:
+    """``state_dict`` without the classifier head's tensors (for a model built with ``num_classes=0``)."""
+    prefixes = tuple(f"{k}." for k in head_keys)
+    return {k: v for k, v in state_dict.items() if not k.startswith(prefixes)}
+
+
 def load_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,

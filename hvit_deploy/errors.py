@@ -46,3 +46,12 @@ class OutputError(HvitError):
 
 class BackendUnavailableError(HvitError):
     """A runtime that is not installed or has no device here (for example CUDA on a machine without a GPU)."""
+
+
+class LabelsError(HvitError):
+    """A class-labels file that cannot be read or does not fit the model's classes."""
+
+
+class HvitNotice(UserWarning):
+    """Something the user should know that is not an error (e.g. a checkpoint's head sets the class count).
+    ``hvit-export`` prints each on one line on stderr."""

@@ -48,6 +48,10 @@ class ModelSpec:
     # evaluation transforms that differ at one of the other released sizes: (side, crop_pct, "shorter"|"squash"),
     # e.g. SMT-L at 384 is resized straight to 384x384 (see hvit_deploy/preprocess.py)
     eval_overrides: tuple[tuple[int, float, str], ...] = ()
+    # the classifier head(s): module names whose ``.weight`` is (classes, features); the builder's ``num_classes``
+    # sizes them, 0 replaces them by identities (pooled features). CrossViT has one head per branch.
+    head_keys: tuple[str, ...] = ("head",)
+    num_classes: int = 1000                  # the builder's default (ImageNet-1k releases)
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -3,7 +3,6 @@ where the onnxruntime-openvino package is not installed; where it is, it runs an
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from hvit_deploy.runtimes import get_runtime, run_artifact, runtime_names, runtimes_for_format
 

@@ -4,15 +4,28 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tabulate import tabulate
 
-from ..errors import HvitError
+from ..errors import HvitError, HvitNotice
 from ..registry import canonical_name, get_spec, list_families, list_models
 from .common import debug_enabled, run_main
 
 PROG = "hvit-export"
+
+
+def _size(text: str):
+    """``N`` (square) or ``HxW`` (``--features`` at detection resolutions, e.g. 800x1344)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not N or HxW: {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"not N or HxW: {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow arbitrary pickled objects in checkpoints (runs their code: trusted files only)")
     p.add_argument("--use-ema", action="store_true", help="prefer EMA weights when a checkpoint has both")
+    p.add_argument("--num-classes", type=int, metavar="N",
+                   help="classifier classes (default: the checkpoint's head, else 1000); 0 exports without the head "
+                        "(output 'features': the pooled features)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="class names: one per line, a JSON list or a JSON {index: name} object; must match the "
+                        "class count; stored in every artifact (Core ML becomes a classifier)")
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
@@ -50,8 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a deterministic split of the calibration folder")
     p.add_argument("--no-fallback", action="store_true",
                    help="INT8: do not keep the most harmful layers in floating point when the gate fails")
-    p.add_argument("--input-size", type=int, metavar="N", help="square input side, e.g. 384 for smt_l")
+    p.add_argument("--input-size", type=_size, metavar="N|HxW",
+                   help="square input side, e.g. 384 for smt_l; HxW (e.g. 800x1344) with --features")
+    p.add_argument("--features", action="store_true",
+                   help="backbone: export the four stage maps as outputs stage1..stage4 (NCHW, strides 4-32), "
+                        "each validated; detection checkpoints (backbone.* keys) load; names get -features")
     p.add_argument("--batch", type=int, metavar="B", help="static batch size (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="artifacts take any batch (ONNX/OpenVINO: symbolic axis 0; Core ML: 1..64), validated at "
+                        "batch 1 and 4; names get -dyn. SMT, Twins and EfficientMod (CrossViT and ACmix rewrites "
+                        "bake the batch)")
+    p.add_argument("--fold-normalize", action="store_true",
+                   help="artifacts take RGB pixel values 0-255 (float, NCHW) and normalise inside; names get -norm")
+    p.add_argument("--image-input", action="store_true",
+                   help="Core ML: take an RGB image (ct.ImageType) and normalise inside; names get -image "
+                        "(other formats: see --fold-normalize)")
     p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
     p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
@@ -177,6 +209,32 @@ def _run(args) -> int:
         raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
     if args.batch is not None and args.batch < 1:
         raise HvitError("--batch must be at least 1")
+    if args.dynamic_batch and args.batch not in (None, 1):
+        raise HvitError("--dynamic-batch takes any batch size; leave out --batch")
+    if args.image_input and (args.dynamic_batch or args.batch not in (None, 1)):
+        raise HvitError("--image-input takes one image: leave out --batch and --dynamic-batch")
+    if args.image_input and "coreml" not in formats:
+        raise HvitError(f"--image-input applies to Core ML only, and --to asks for {', '.join(formats)}; "
+                        f"use --fold-normalize for ONNX/OpenVINO pixel input")
+    if args.image_input and formats != ["coreml"]:
+        others = ", ".join(f for f in formats if f != "coreml")
+        note = "" if args.fold_normalize else " (add --fold-normalize for pixel input there)"
+        print(f"{PROG}: note: --image-input applies to Core ML only; {others} take a tensor{note}", file=sys.stderr)
+    if args.num_classes is not None and args.num_classes < 0:
+        raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
+    if args.features:
+        from ..export.features import check_features
+
+        if args.labels is not None or args.image_input:
+            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
+        for n in names:  # refused before anything is built, one line
+            spec = get_spec(n)
+            size = args.input_size or spec.input_size[1:]
+            check_features(spec, (spec.input_size[0],) + ((size, size) if isinstance(size, int) else tuple(size)))
+    if args.labels is not None:
+        from ..labels import read_labels
+
+        read_labels(args.labels)  # a missing, empty or malformed file is refused before anything is built
     quant = _quantization_args(args, formats)
     from ..utils.io import ensure_writable_dir
 
@@ -204,9 +262,20 @@ def _run(args) -> int:
                 continue
         print(f"{PROG}: {name}: building{' from ' + str(checkpoint) if checkpoint else ''} ...", file=sys.stderr)
         try:
-            session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size, batch_size=args.batch,
-                                    recipe=args.recipe, trust_checkpoint=args.trust_checkpoint,
-                                    use_ema=args.use_ema, validate=not args.no_validate)
+            with warnings.catch_warnings(record=True) as notices:
+                warnings.simplefilter("always", HvitNotice)
+                session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size,
+                                        batch_size=args.batch, recipe=args.recipe,
+                                        trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
+                                        validate=not args.no_validate, num_classes=args.num_classes,
+                                        labels=args.labels, dynamic_batch=args.dynamic_batch,
+                                        fold_normalize=args.fold_normalize, image_input=args.image_input,
+                                        features=args.features)
+            for n in notices:
+                if issubclass(n.category, HvitNotice):
+                    print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)
+                else:
+                    warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
         except HvitError as e:
             if len(names) == 1:
                 raise

@@ -15,17 +15,27 @@ from .formats import Format, register_format
 from .quiet import captured
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+BATCH_DIM = "batch"      # the symbolic name of a dynamic batch axis
+MAX_DYNAMIC_BATCH = 64   # the dynamo exporter's and Core ML's upper bound of a dynamic batch
 
 
-def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    """Run an ONNX file on ONNX Runtime's CPU provider, set up as ``hvit-bench`` sets it up."""
+def run_onnx(path: str | Path, inputs: list[np.ndarray], threads: int | None = None,
+             all_outputs: bool = False) -> list:
+    """Run an ONNX file on ONNX Runtime's CPU provider, set up as ``hvit-bench`` sets it up: the first output
+    per input, or (``all_outputs``) the tuple of every output per input."""
     from ..runtimes import run_artifact
 
-    return run_artifact("onnxruntime", path, inputs, threads=threads)
+    return run_artifact("onnxruntime", path, inputs, threads=threads, all_outputs=all_outputs)
 
 
-def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int) -> None:
-    kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+def _export_once(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str, opset: int,
+                 output_name: str | list[str] = OUTPUT_NAME, dynamic_batch: bool = False) -> None:
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
+    kwargs = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset)
+    if dynamic_batch and exporter == "dynamo":
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1, max=MAX_DYNAMIC_BATCH)},)
+    elif dynamic_batch:
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, **{n: {0: BATCH_DIM} for n in names}}
     with captured() as log, torch.no_grad():
         try:
             if exporter == "dynamo":
@@ -44,8 +54,18 @@ def _first_line(e: BaseException) -> str:
     return line[:300]
 
 
-def _simplify_and_check(path: Path, simplify: bool) -> dict:
+def _batch_is_dynamic(model) -> bool:
+    """Axis 0 of the graph's input and of its output are symbolic (no fixed size)."""
+    dims = [v.type.tensor_type.shape.dim[0] for v in (model.graph.input[0], model.graph.output[0])
+            if v.type.tensor_type.shape.dim]
+    return len(dims) == 2 and all(not d.HasField("dim_value") for d in dims)
+
+
+def _simplify_and_check(path: Path, simplify: bool, metadata: dict[str, str] | None = None,
+                        dynamic_batch: bool = False) -> dict:
     import onnx
+
+    from .metadata import apply_onnx
 
     info: dict = {}
     model = onnx.load(str(path))
@@ -56,13 +76,18 @@ def _simplify_and_check(path: Path, simplify: bool) -> dict:
 
             with captured():
                 simplified, ok = onnxsim.simplify(model)
-            if ok:
+            if ok and dynamic_batch and not _batch_is_dynamic(simplified):
+                info["onnxsim"] = "fixed the batch size; kept the unsimplified graph"
+            elif ok:
                 model = simplified
                 info["onnxsim"] = "simplified"
             else:
                 info["onnxsim"] = "check failed; kept the unsimplified graph"
         except Exception as e:  # onnxsim is best effort: the exported graph is still valid
             info["onnxsim"] = f"failed ({type(e).__name__}); kept the unsimplified graph"
+    if dynamic_batch and not _batch_is_dynamic(model):
+        raise ExportError("the exported graph has a fixed batch size, not a dynamic one")
+    apply_onnx(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     info["nodes"] = len(model.graph.node)
@@ -94,9 +119,16 @@ def export_onnx(
     opts: OnnxOptions,
     validate: Callable[[Callable[[list[np.ndarray]], list[np.ndarray]]], tuple[dict, list[str]]] | None,
     opset: int | None = None,
+    *,
+    metadata: dict[str, str] | None = None,
+    output_name: str | list[str] = OUTPUT_NAME,
+    dynamic_batch: bool = False,
 ) -> dict:
     """Export to ``path``; ``validate(run_fn)`` returns (figures, failures) for a candidate. Returns the info
-    of the winning attempt, with every attempt listed under ``attempts``."""
+    of the winning attempt, with every attempt listed under ``attempts``. ``metadata`` goes into the model's
+    ``metadata_props`` (see :mod:`.metadata`); ``output_name`` names the output (``logits`` or ``features``).
+    ``dynamic_batch``: axis 0 of input and output is the symbolic ``batch`` (TorchScript ``dynamic_axes``,
+    dynamo ``dynamic_shapes``); pass an example with a batch of 2 or more (the dynamo exporter specialises 1)."""
     opset = opset or opts.opset
     attempts = []
     for exporter in opts.exporters:
@@ -106,11 +138,12 @@ def export_onnx(
         tmp = path.with_name(f".{path.stem}.{exporter}.{os.getpid()}.onnx")
         t0 = time.perf_counter()
         try:
-            _export_once(model, example, tmp, exporter, opset)
-            info = _simplify_and_check(tmp, opts.simplify)
+            _export_once(model, example, tmp, exporter, opset, output_name, dynamic_batch)
+            info = _simplify_and_check(tmp, opts.simplify, metadata, dynamic_batch)
             info.update(exporter=exporter, export_s=round(time.perf_counter() - t0, 2))
             if validate is not None:
-                figures, bad = validate(lambda xs: run_onnx(tmp, xs))
+                multi = not isinstance(output_name, str)
+                figures, bad = validate(lambda xs: run_onnx(tmp, xs, all_outputs=multi))
                 info["validation"] = figures
                 if bad:
                     attempts.append({"exporter": exporter, "error": "validation: " + "; ".join(bad)})
@@ -129,7 +162,8 @@ def export_onnx(
 
 
 def _export(job) -> dict:
-    return export_onnx(job.model, job.example, job.path, job.recipe.onnx, job.validate, opset=job.opset)
+    return export_onnx(job.model, job.example, job.path, job.recipe.onnx, job.validate, opset=job.opset,
+                       **job.options)
 
 
 register_format(Format(

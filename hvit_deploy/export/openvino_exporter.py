@@ -22,11 +22,13 @@ from .formats import Format, register_format
 from .quiet import captured
 
 
-def run_openvino(xml: str | Path, inputs: list[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-    """Run an IR on OpenVINO's CPU plugin, compiled as ``hvit-bench`` compiles it (f32 inference)."""
+def run_openvino(xml: str | Path, inputs: list[np.ndarray], threads: int | None = None,
+                 all_outputs: bool = False) -> list:
+    """Run an IR on OpenVINO's CPU plugin, compiled as ``hvit-bench`` compiles it (f32 inference): the first
+    output per input, or (``all_outputs``) the tuple of every output per input."""
     from ..runtimes import run_artifact
 
-    return run_artifact("openvino", xml, inputs, threads=threads)
+    return run_artifact("openvino", xml, inputs, threads=threads, all_outputs=all_outputs)
 
 
 def export_openvino(
@@ -35,17 +37,31 @@ def export_openvino(
     xml_path: Path,
     opts: OpenVinoOptions,
     validate: Callable | None,
+    *,
+    metadata: dict[str, str] | None = None,
+    output_name: str | list[str] = OUTPUT_NAME,
+    dynamic_batch: bool = False,
 ) -> dict:
+    """Convert, save (``metadata`` in ``rt_info``, see :mod:`.metadata`), validate the saved IR, then move it
+    into place. ``dynamic_batch``: the input is ``[?, C, H, W]`` (the CPU plugin takes any batch)."""
     import openvino as ov
+
+    from .metadata import apply_openvino
 
     tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.xml")
     tmp_bin = tmp_xml.with_suffix(".bin")
     t0 = time.perf_counter()
     try:
         with captured(), torch.no_grad():
-            ov_model = ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
+            shape = (-1,) + tuple(example.shape[1:]) if dynamic_batch else tuple(example.shape)
+            ov_model = ov.convert_model(model, example_input=example, input=[shape])
+        if dynamic_batch and not ov_model.inputs[0].get_partial_shape()[0].is_dynamic:
+            raise ExportError("OpenVINO conversion fixed the batch size")
         ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
-        ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+        names = [output_name] if isinstance(output_name, str) else list(output_name)
+        for out, name in zip(ov_model.outputs, names):
+            out.get_tensor().set_names({name})
+        apply_openvino(ov_model, metadata)
         ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=(opts.precision == "fp16"))
     except Exception as e:
         for p in (tmp_xml, tmp_bin):
@@ -55,7 +71,8 @@ def export_openvino(
             "precision": opts.precision, "op_types": _op_histogram(ov_model)}
     try:
         if validate is not None:
-            figures, bad = validate(lambda xs: run_openvino(tmp_xml, xs))
+            multi = not isinstance(output_name, str)
+            figures, bad = validate(lambda xs: run_openvino(tmp_xml, xs, all_outputs=multi))
             info["validation"] = figures
             if bad:
                 raise ExportError("OpenVINO IR does not match PyTorch: " + "; ".join(bad))
@@ -79,7 +96,8 @@ def _op_histogram(ov_model) -> dict[str, int]:
 
 def _export(job) -> dict:
     return export_openvino(job.model, job.example, job.path,
-                           job.recipe.openvino.model_copy(update={"precision": job.precision}), job.validate)
+                           job.recipe.openvino.model_copy(update={"precision": job.precision}), job.validate,
+                           **job.options)
 
 
 register_format(Format(

@@ -16,18 +16,24 @@ import numpy as np
 import torch
 
 from ..errors import ExportError, HvitError, RewriteError, ValidationError
-from ..factory import create_model, resolve_input_size
+from ..factory import check_num_classes, create_model, resolve_input_size
+from ..labels import check_labels, labels_sha256, read_labels
 from ..recipes import Recipe, load_recipe, load_recipe_file
 from ..preprocess import preprocessing_for
 from ..registry import get_spec
+from ..rewrites import get_rewrite
 from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
+from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
 from .formats import ExportJob, format_names, get_format
+from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
-from .metrics import compare, failures
+from .metadata import artifact_metadata, preprocessing_entry
+from .metrics import Figures, compare, failures
 
 FORMATS = format_names()
+DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
 SUFFIX = {f: get_format(f).suffix for f in FORMATS}
 
 
@@ -45,16 +51,21 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size) -> str:
-    stem = name
+def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size,
+                  dynamic_batch: bool = False, input_kind: str = "normalized", features: bool = False) -> str:
+    stem = name + ("-features" if features else "")
     if not rewritten:
         stem += "-original"
     if tuple(input_shape[1:]) != tuple(default_size):
-        stem += f"-{input_shape[2]}"
-    if input_shape[0] != 1:
+        h, w = input_shape[2], input_shape[3]
+        stem += f"-{h}" if h == w else f"-{h}x{w}"
+    if dynamic_batch:
+        stem += "-dyn"
+    elif input_shape[0] != 1:
         stem += f"-b{input_shape[0]}"
     if precision != "fp32":
         stem += f"-{precision}"
+    stem += {"normalized": "", "pixels": "-norm", "image": "-image"}[input_kind]
     return stem
 
 
@@ -75,13 +86,31 @@ def _size_of(path: Path) -> int:
 
 
 class ExportSession:
-    """One model, built once, exported to any number of formats."""
+    """One model, built once, exported to any number of formats.
+
+    ``num_classes``: see :func:`~hvit_deploy.factory.create_model` (default: the checkpoint's head, else 1000;
+    0: no head, the output is ``features``). ``labels``: a labels file (see :mod:`hvit_deploy.labels`) or a list
+    of names, one per class; stored in every artifact (and makes the Core ML package a classifier).
+    ``dynamic_batch``: artifacts take any batch (ONNX/OpenVINO: a symbolic axis 0; Core ML: 1..64); they are
+    validated at batch 1 and, against eager PyTorch run at that batch, at batch 4 (the validation inputs stacked).
+    ``fold_normalize``: artifacts take RGB pixel values 0-255 and normalise inside (validated on the validation
+    inputs turned back into pixels). ``image_input``: the Core ML package takes an RGB image (see
+    :mod:`.input_layers`); other formats are unaffected. ``features``: a backbone export, the four stage maps as
+    outputs ``stage1..stage4`` (see :mod:`.features`), each validated; detection checkpoints load."""
 
     def __init__(self, name: str, *, checkpoint: str | os.PathLike | None = None, input_size=None,
                  batch_size: int | None = None, recipe: Recipe | str | os.PathLike | None = None,
-                 trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True):
+                 trust_checkpoint: bool = False, use_ema: bool = False, validate: bool = True,
+                 num_classes: int | None = None, labels: str | os.PathLike | list[str] | None = None,
+                 dynamic_batch: bool = False, fold_normalize: bool = False, image_input: bool = False,
+                 features: bool = False):
         self.spec = get_spec(name)
         self.name = self.spec.name
+        self.features = bool(features)
+        if self.features and self.spec.family not in FEATURE_FAMILIES:
+            check_features(self.spec, self.spec.input_size)  # raises: no pyramid
+        if self.features and (labels is not None or image_input):
+            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
         if recipe is None:
             self.recipe = load_recipe(self.spec.family)
         elif isinstance(recipe, Recipe):
@@ -89,46 +118,136 @@ class ExportSession:
         else:
             self.recipe = load_recipe_file(recipe)
         size = input_size or self.recipe.input_size_for(self.name)
-        self.input_size = resolve_input_size(self.spec, size)
-        self.batch = int(batch_size or self.recipe.batch_size)
+        if self.features:
+            if isinstance(size, (tuple, list)) and len(size) >= 2:
+                check_features(self.spec, (3,) + tuple(size)[-2:])
+            elif isinstance(size, int):
+                check_features(self.spec, (3, size, size))
+        self.input_size = resolve_input_size(self.spec, size, rectangular=self.features)
+        if self.features:
+            check_features(self.spec, self.input_size)
+        self.dynamic_batch = bool(dynamic_batch)
+        if self.dynamic_batch and batch_size not in (None, 1):
+            raise HvitError("a dynamic batch takes any batch size; leave out --batch (or set it to 1)")
+        self.batch = 1 if self.dynamic_batch else int(batch_size or self.recipe.batch_size)
+        self.fold_normalize = bool(fold_normalize)
+        self.image_input = bool(image_input)
+        if self.image_input and (self.dynamic_batch or self.batch != 1):
+            raise HvitError("a Core ML image input takes one image: leave out --batch and --dynamic-batch")
         self.input_shape = (self.batch,) + tuple(self.input_size)
         self.checkpoint = str(checkpoint) if checkpoint else None
+        check_num_classes(num_classes)
+        labels_source = None
+        if labels is not None and not isinstance(labels, (list, tuple)):
+            labels_source = Path(labels).name
+            labels = read_labels(labels)  # a bad file is refused before the model is built
         t0 = time.perf_counter()
-        self.model = create_model(self.name, checkpoint, input_size=self.input_size,
-                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+        self.model = create_model(self.name, checkpoint, input_size=self.input_size, num_classes=num_classes,
+                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema, backbone=self.features)
         self.build_s = time.perf_counter() - t0
+        self.num_classes = int(self.model.hvit_num_classes)
+        self.output_name = "logits" if self.num_classes else "features"
+        if self.features:
+            self.output_name = list(STAGE_NAMES)
+        self.labels = None
+        self.labels_source = labels_source
+        if labels is not None:
+            self.labels = check_labels([str(v) for v in labels], self.num_classes,
+                                       source=f"labels file {labels_source}" if labels_source else "labels")
         self.validate = validate
         v = self.recipe.validation
         self.inputs = validation_inputs(self.input_shape, self.spec, random_inputs=v.random_inputs, seed=v.seed,
                                         real_image=v.real_image)
+        self.reference_model = StageFeatures(self.model, self.input_size) if self.features else self.model
         with torch.no_grad():
-            self.references = [self.model(torch.from_numpy(x)).numpy() for _, x in self.inputs]
-        self.output_shape = tuple(self.references[0].shape) if self.references else None
+            self.references = [self._eager(x) for _, x in self.inputs]
+        self.output_shape = None
+        if self.references:
+            self.output_shape = ([tuple(r.shape) for r in self.references[0]] if self.features
+                                 else tuple(self.references[0].shape))
+        self.batched = None  # (label, array, eager reference) at DYNAMIC_CHECK_BATCH for a dynamic batch
+        if self.dynamic_batch:
+            arrays = [x for _, x in self.inputs]
+            rng = np.random.default_rng(v.seed + 1)
+            while len(arrays) < DYNAMIC_CHECK_BATCH:
+                arrays.append(rng.standard_normal(self.input_shape, dtype=np.float32))
+            stacked = np.ascontiguousarray(np.concatenate(arrays[:DYNAMIC_CHECK_BATCH], axis=0))
+            with torch.no_grad():
+                ref = self._eager(stacked)
+            self.batched = (f"batch-{DYNAMIC_CHECK_BATCH}", stacked, ref)
 
     # ------------------------------------------------------------------------------------------------ helpers
-    def _validator(self, fmt: str, precision: str):
+    def _eager(self, x: np.ndarray):
+        out = self.reference_model(torch.from_numpy(x))
+        return tuple(t.numpy() for t in out) if self.features else out.numpy()
+
+    def input_kind(self, fmt: str) -> str:
+        """What the artifact's input is: "normalized" (the model's tensor), "pixels" (0-255, normalised inside:
+        ``--fold-normalize``) or "image" (a Core ML image: ``--image-input``)."""
+        if fmt == "coreml" and self.image_input:
+            return "image"
+        return "pixels" if self.fold_normalize else "normalized"
+
+    def _validator(self, fmt: str, precision: str, *, probabilities: bool = False, pixels: bool = False):
+        """``validate(run_fn)`` → (figures, failures). ``probabilities``: the artifact outputs softmax(logits)
+        (a Core ML classifier), so the references are softmaxed too. ``pixels``: the artifact normalises its
+        input itself, so it is fed the validation inputs as 0-255 pixel values."""
         tol = self.recipe.tolerance_for(fmt, precision, self.name)
-        max_ref = max(float(np.abs(r).max()) for r in self.references) if self.references else 0.0
+        refs = list(self.references)
+        xs = [x for _, x in self.inputs]
+        labels = [label for label, _ in self.inputs]
+        if self.batched is not None:  # the same artifact, run at batch 4 against eager PyTorch at batch 4
+            labels.append(self.batched[0])
+            xs.append(self.batched[1])
+            refs.append(self.batched[2])
+        if pixels:
+            xs = [to_pixels(x, self.spec) for x in xs]
+        if probabilities:
+            refs = [torch.softmax(torch.from_numpy(r), dim=-1).numpy() for r in refs]
+        def biggest(r):
+            return max(float(np.abs(t).max()) for t in r) if self.features else float(np.abs(r).max())
+
+        max_ref = max(biggest(r) for r in refs) if refs else 0.0
+
+        def figures(pairs):
+            if not self.features:
+                return compare(pairs, tie_atol=tol.atol), None
+            per = {name: compare([(r[k], o[k]) for r, o in pairs], tie_atol=tol.atol)
+                   for k, name in enumerate(STAGE_NAMES)}
+            worst = Figures(max_abs=max(f.max_abs for f in per.values()),
+                            max_rel=max(f.max_rel for f in per.values()),
+                            min_cosine=min(f.min_cosine for f in per.values()),
+                            top1=min(f.top1 for f in per.values()), top5=min(f.top5 for f in per.values()),
+                            inputs=len(pairs))
+            return worst, {name: f.as_dict() for name, f in per.items()}
 
         def validate(run_fn):
-            outs = run_fn([x for _, x in self.inputs])
-            fig = compare(list(zip(self.references, outs)), tie_atol=tol.atol)
+            outs = run_fn(xs)
+            fig, per_stage = figures(list(zip(refs, outs)))
             d = fig.as_dict()
             d["tolerance"] = tol.model_dump()
-            d["inputs_used"] = [label for label, _ in self.inputs]
+            d["inputs_used"] = labels
+            if per_stage is not None:
+                d["outputs"] = per_stage
+            if self.batched is not None:
+                d["batches"] = sorted({int(x.shape[0]) for x in xs})
+                d[labels[-1]] = figures([(refs[-1], outs[-1])])[0].as_dict()
             return d, failures(fig, tol, max_ref=max_ref)
 
         return validate if self.validate else None
 
     def prepared(self, fmt: str, rewrite: bool) -> tuple[torch.nn.Module, list[str], dict]:
         if not rewrite:
-            return self.model, [], {}
+            return self.reference_model, [], {}
         try:
             m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
-                              names=self.recipe.rewrites_for(fmt, self.name))
+                              names=self.recipe.rewrites_for(fmt, self.name), dynamic_batch=self.dynamic_batch)
         except RewriteError:
             raise
-        return m, list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
+        names, counts = list(m.hvit_rewrites), dict(m.hvit_rewrite_counts)
+        if self.features:
+            m = StageFeatures(m, self.input_size)
+        return m, names, counts
 
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
@@ -146,18 +265,41 @@ class ExportSession:
             others = [f for f in FORMATS if precision in get_format(f).precisions]
             raise HvitError(f"{fmt} export takes {', '.join(form.precisions)}, not {precision}"
                             + (f"; use --precision {precision} with {' or '.join(others)}" if others else ""))
+        if self.dynamic_batch and rewrite:  # refused up front, with the rewrite's name, before any work
+            for name in self.recipe.rewrites_for(fmt, self.name):
+                if get_rewrite(name).batch == "static":
+                    raise RewriteError(f"{self.name} -> {fmt}: rewrite {name!r} bakes the batch size into the graph, "
+                                       f"so the rewritten model cannot take a dynamic batch; export a static --batch "
+                                       f"B instead (or --no-rewrite)")
+        kind = self.input_kind(fmt)
         stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
-                             default_size=self.spec.input_size)
+                             default_size=self.spec.input_size, dynamic_batch=self.dynamic_batch, input_kind=kind,
+                             features=self.features)
         path = out / f"{stem}{form.suffix}"
         result = ExportResult(model=self.name, format=fmt, ok=False, input_shape=self.input_shape)
         t0 = time.perf_counter()
+        front_check = None
         try:
             model, names, counts = self.prepared(fmt, rewrite)
             result.rewrites = names
             example = torch.from_numpy(self.inputs[0][1]) if self.inputs else torch.randn(self.input_shape)
+            if self.dynamic_batch:  # exporters specialise a batch of 1; trace at 2
+                example = torch.from_numpy(np.ascontiguousarray(self.batched[1][:2]))
+            classifier = fmt == "coreml" and self.labels is not None
+            validate = self._validator(fmt, precision, probabilities=classifier, pixels=kind == "pixels")
+            meta = dict(metadata=self.metadata(fmt), output_name=self.output_name, dynamic_batch=self.dynamic_batch)
+            if kind == "pixels":
+                model = fold_normalize(model, self.spec)
+                example = torch.from_numpy(to_pixels(example.numpy(), self.spec))
+            elif kind == "image":
+                model = coreml_image_front(model, self.spec)
+                front_check = self._check_image_front(model, fmt, precision)
+                meta["image_input"] = coreml_image_params(self.spec)
+            if fmt == "coreml":
+                meta["class_labels"] = self.labels
             info = form.export(ExportJob(model=model, example=example, path=path, recipe=self.recipe,
-                                         validate=self._validator(fmt, precision), precision=precision,
-                                         opset=opset, output_shape=self.output_shape))
+                                         validate=validate, precision=precision, opset=opset,
+                                         output_shape=self.output_shape, options=meta))
             result.ok = True
             result.path = path
             result.validation = info.get("validation", {})
@@ -167,7 +309,35 @@ class ExportSession:
         result.seconds = round(time.perf_counter() - t0, 2)
         result.entry = self._entry(result, out, info, counts, precision, opset)
         result.entry["rewritten"] = bool(rewrite)
+        result.entry["input_kind"] = kind
+        if front_check is not None:
+            result.entry["image_input_check"] = front_check
         return result
+
+    def _check_image_front(self, front: torch.nn.Module, fmt: str, precision: str) -> dict:
+        """Core ML's ImageType arithmetic emulated in torch on the shipped photos, against the original model on
+        the normalised photos; out of tolerance fails the export (there is no Core ML runtime on Linux)."""
+        tol = self.recipe.tolerance_for(fmt, precision, self.name)
+        pairs = [(ref, emu) for _, ref, emu in check_image_front(self.model, front, self.spec, self.input_size[1:])]
+        fig = compare(pairs, tie_atol=tol.atol)
+        bad = failures(fig, tol, max_ref=max(float(np.abs(r).max()) for r, _ in pairs))
+        if bad:
+            raise ValidationError("the image input's normalisation does not match PyTorch: " + "; ".join(bad))
+        return {**fig.as_dict(), "photos": ["chelsea.png", "coffee.png"], "emulated": "pixel/255 - mean, x 1/std"}
+
+    def metadata(self, fmt: str | None = None) -> dict[str, str]:
+        """The table written into the ``fmt`` artifact (see :mod:`.metadata`)."""
+        shape = (-1,) + tuple(self.input_shape[1:]) if self.dynamic_batch else self.input_shape
+        return artifact_metadata(self.spec, input_shape=shape, output_name=self.output_name,
+                                 num_classes=self.num_classes, labels=self.labels,
+                                 input_kind=self.input_kind(fmt) if fmt else "normalized")
+
+    def _output_shape_entry(self):
+        if not self.output_shape:
+            return None
+        shapes = self.output_shape if self.features else [self.output_shape]
+        listed = [[-1, *s[1:]] if self.dynamic_batch else list(s) for s in shapes]
+        return listed if self.features else listed[0]
 
     def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -177,14 +347,20 @@ class ExportSession:
             "status": "ok" if r.ok else "failed",
             "path": None,
             "input_name": "input",
-            "output_name": "logits",
-            "input_shape": list(self.input_shape),
-            "output_shape": list(self.output_shape) if self.output_shape else None,
+            "output_name": self.output_name,
+            "num_classes": self.num_classes,
+            "input_shape": [-1, *self.input_shape[1:]] if self.dynamic_batch else list(self.input_shape),
+            "output_shape": self._output_shape_entry(),
+            "dynamic_batch": self.dynamic_batch,
             "precision": precision,
             "rewrites": r.rewrites,
             "rewrite_counts": counts,
             "checkpoint": self.checkpoint,
-            "preprocessing": preprocessing_for(self.spec, self.input_size).as_dict(),
+            "labels": ({"count": len(self.labels), "sha256": labels_sha256(self.labels), "file": self.labels_source}
+                       if self.labels is not None else None),
+            # the evaluation transform (resize, crop) and what the artifact expects (metadata), one record
+            "preprocessing": {**preprocessing_for(self.spec, self.input_size).as_dict(),
+                              **preprocessing_entry(self.metadata(r.format))},
             "tools": tool_versions(),
             "seconds": r.seconds,
         }
@@ -202,6 +378,8 @@ class ExportSession:
                     "minimum_deployment_target", "program", "op_types", "export_s"):
             if key in info:
                 entry[key] = info[key]
+        if r.format == "coreml" and self.labels is not None and r.ok:
+            entry["outputs"] = ["classLabel", "classLabel_probs"]
         if r.format == "onnx" and "opset" not in entry:
             entry["opset"] = opset or self.recipe.onnx.opset
         entry["validation"] = r.validation
@@ -213,9 +391,13 @@ class ExportSession:
 def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=None, rewrite: bool = True,
                  input_size=None, batch_size: int | None = None, opset: int | None = None,
                  precision: str | None = None, validate: bool = True, recipe=None,
-                 trust_checkpoint: bool = False) -> ExportResult:
+                 trust_checkpoint: bool = False, num_classes: int | None = None, labels=None,
+                 dynamic_batch: bool = False, fold_normalize: bool = False,
+                 image_input: bool = False, features: bool = False) -> ExportResult:
     """Export one model to one format. Input errors raise :class:`HvitError`; an export or validation failure
     comes back as ``ok=False`` with ``error`` set."""
     session = ExportSession(name, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
-                            recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate)
+                            recipe=recipe, trust_checkpoint=trust_checkpoint, validate=validate,
+                            num_classes=num_classes, labels=labels, dynamic_batch=dynamic_batch,
+                            fold_normalize=fold_normalize, image_input=image_input, features=features)
     return session.export(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision)

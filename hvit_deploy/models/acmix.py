@@ -614,7 +614,7 @@ class ResNetACmix(nn.Module):
 
 _SWIN_SPEC = dict(family="acmix", input_multiple=224, ignore_keys=IGNORE_KEYS, crop_pct=0.875,
                   interpolation="bicubic")
-_RESNET_SPEC = dict(family="acmix", input_multiple=32, crop_pct=0.875,
+_RESNET_SPEC = dict(family="acmix", input_multiple=32, crop_pct=0.875, head_keys=("fc",),
                     interpolation="bilinear",
                     notes="no official weights were released (README: 'In process')")
 

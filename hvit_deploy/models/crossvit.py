@@ -56,4 +56,5 @@ for _name, _timm, _official, _paper, _params in _VARIANTS:
         name=_name, family="crossvit", builder=timm_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), input_size=(3, _side, _side), weights=f"{_official}.pth",
         remap_state_dict=remap_official_keys, crop_pct=0.875 if _side == 240 else 1.0,
+        head_keys=("head.0", "head.1"),
     ))

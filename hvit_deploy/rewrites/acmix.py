@@ -268,7 +268,7 @@ def _modules(model: nn.Module, *classes: type) -> list[tuple[str, nn.Module]]:
 
 # --------------------------------------------------------------------------------------------- passes
 
-@register_rewrite("acmix.static_shapes", families=FAMILY, exact=True,
+@register_rewrite("acmix.static_shapes", families=FAMILY, exact=True, batch="static",
                   description="no size reads: batch and spatial sizes as ints from ctx.probe")
 def static_shapes(model: nn.Module, ctx) -> int:
     """Swin's patch embedding, blocks, window attention and patch merging take their batch from the probe (H, W

@@ -41,6 +41,9 @@ class Rewrite:
     formats: tuple[str, ...]      # the export formats it is allowed for
     description: str
     exact: bool                   # True when outputs are bit-identical, False when equal up to float rounding
+    # how the pass treats the batch size: "any" (never reads it), "dynamic" (reads it from the probe but writes
+    # ctx.batch_dim(), so -1 under a dynamic-batch export), "static" (bakes it in: refused for dynamic batch)
+    batch: str = "any"
 
     @property
     def backends(self) -> tuple[str, ...]:  # the old name of ``formats``
@@ -58,15 +61,19 @@ def register_rewrite(
     description: str | None = None,
     exact: bool = False,
     backends: tuple[str, ...] | None = None,
+    batch: str = "any",
 ):
-    """``backends`` is the old name of ``formats``, still accepted."""
+    """``backends`` is the old name of ``formats``, still accepted. ``batch``: how the pass treats the batch
+    size (see :class:`Rewrite`)."""
     allowed = tuple(backends if backends is not None else formats)
+    if batch not in ("any", "dynamic", "static"):
+        raise ValueError(f"rewrite {name!r}: batch must be any, dynamic or static, not {batch!r}")
 
     def decorator(fn: RewriteFn) -> RewriteFn:
         if name in _REWRITES:
             raise ValueError(f"rewrite {name!r} registered twice")
         doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        _REWRITES[name] = Rewrite(name, fn, tuple(families), allowed, doc, exact)
+        _REWRITES[name] = Rewrite(name, fn, tuple(families), allowed, doc, exact, batch)
         return fn
 
     return decorator
@@ -108,6 +115,8 @@ class RewriteContext:
     input_shape: tuple[int, int, int, int]          # (B, C, H, W) the export will use
     model_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # the export takes any batch: passes still probe at input_shape[0] but write batch_dim() (-1) into reshapes
+    dynamic_batch: bool = False
     _probe_cache: dict[int, dict[str, ProbeRecord]] = field(default_factory=dict, repr=False)
 
     @property
@@ -117,6 +126,12 @@ class RewriteContext:
     @property
     def batch(self) -> int:
         return self.input_shape[0]
+
+    def batch_dim(self, probed: int | None = None) -> int:
+        """The batch size a pass writes into a reshape: -1 for a dynamic-batch export, else the static batch.
+        A pass using it must only put it where -1 can stand (one inferred dimension per reshape, not in products
+        or ``expand`` sizes), and register with ``batch="dynamic"``."""
+        return -1 if self.dynamic_batch else int(self.batch if probed is None else probed)
 
     def probe(self, model: nn.Module) -> dict[str, ProbeRecord]:
         """Run one forward pass at the export shape and record each module's inputs (static shapes)."""
@@ -172,6 +187,10 @@ def apply_rewrites(model: nn.Module, names: list[str], ctx: RewriteContext) -> l
         rw = get_rewrite(name)
         if ctx.format not in rw.formats:
             raise RewriteError(f"rewrite {name!r} is not meant for {ctx.format} (only {', '.join(rw.formats)})")
+        if ctx.dynamic_batch and rw.batch == "static":
+            raise RewriteError(f"rewrite {name!r} bakes the batch size into the graph, so "
+                               f"{ctx.model_name or 'this model'} cannot be exported with a dynamic batch; "
+                               f"export a static --batch B instead (or --no-rewrite)")
         try:
             count = int(rw.fn(model, ctx) or 0)
         except RewriteError:
@@ -198,9 +217,12 @@ def swap_class(module: nn.Module, new_cls: type) -> None:
     module.__class__ = new_cls
 
 
-def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=None, batch_size: int = 1) -> nn.Module:
+def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=None, batch_size: int = 1,
+                 dynamic_batch: bool = False) -> nn.Module:
     """A deep copy of ``model`` with the named rewrites applied for export format ``fmt``; static shapes for
-    ``input_size`` (default: the model's own) and ``batch_size``. The original is left untouched."""
+    ``input_size`` (default: the model's own) and ``batch_size``. The original is left untouched. With
+    ``dynamic_batch`` the passes probe at ``batch_size`` but leave the batch as -1 in their reshapes, and a pass
+    that cannot (registered ``batch="static"``) is refused with a :class:`RewriteError`."""
     if fmt not in FORMATS:
         raise RewriteError(f"unknown backend {fmt!r}: rewrites are for an export format, one of "
                           f"{', '.join(FORMATS)}")
@@ -212,7 +234,7 @@ def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=Non
     new = copy.deepcopy(model)
     new.eval()
     ctx = RewriteContext(format=fmt, input_shape=(int(batch_size),) + tuple(int(s) for s in size),
-                         model_name=getattr(model, "hvit_name", None))
+                         model_name=getattr(model, "hvit_name", None), dynamic_batch=bool(dynamic_batch))
     applied = apply_rewrites(new, list(names), ctx)
     new.hvit_rewrites = [a.name for a in applied]
     new.hvit_rewrite_counts = {a.name: a.modules_changed for a in applied}
@@ -220,4 +242,5 @@ def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=Non
     new.hvit_backend = fmt  # the old attribute name
     new.hvit_input_size = tuple(size)
     new.hvit_batch_size = int(batch_size)
+    new.hvit_dynamic_batch = bool(dynamic_batch)
     return new

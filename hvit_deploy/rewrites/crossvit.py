@@ -110,7 +110,7 @@ def _crossvit_root(model) -> cv.CrossVit:
     return model
 
 
-@register_rewrite("crossvit.static_shapes", families=("crossvit",), exact=True,
+@register_rewrite("crossvit.static_shapes", families=("crossvit",), exact=True, batch="static",
                   description="batch, token counts and input size as Python ints; no shape asserts")
 def static_shapes(model, ctx: RewriteContext) -> int:
     root = _crossvit_root(model)

@@ -300,7 +300,7 @@ def fold_layerscale(model: nn.Module, ctx) -> int:
     return count
 
 
-@register_rewrite("efficientmod.static_shapes", families=FAMILY, exact=True,
+@register_rewrite("efficientmod.static_shapes", families=FAMILY, exact=True, batch="dynamic",
                   description="B, H, W, N as Python ints from one probe pass (no x.size() reads, no aten::Int)")
 def static_shapes(model: nn.Module, ctx) -> int:
     """The attention blocks read ``B, H, W, C = x.size()``; traced, that shape arithmetic leaves ``aten::Int``
@@ -314,7 +314,7 @@ def static_shapes(model: nn.Module, ctx) -> int:
         rec = records.get(name)
         if rec is None:
             continue
-        shape = rec.args[0]
+        shape = (ctx.batch_dim(rec.args[0][0]),) + tuple(rec.args[0][1:])  # b only leads reshapes / expands
         if isinstance(m, Mlp) and m.expand_dim:
             mlp = _as_modulation_mlp(m)
             mlp.static_shape = (shape[0], shape[2], shape[3]) if nchw else tuple(shape[:3])
@@ -330,7 +330,7 @@ def static_shapes(model: nn.Module, ctx) -> int:
     return count
 
 
-@register_rewrite("efficientmod.nchw", families=FAMILY, exact=False,
+@register_rewrite("efficientmod.nchw", families=FAMILY, exact=False, batch="dynamic",
                   description="NCHW throughout, Linear as 1x1 conv, channel LayerNorm by hand (paper App. J, Core ML)")
 def nchw(model: nn.Module, ctx) -> int:
     """The paper's Core ML form: no permute at all. Every Linear inside the stages becomes a 1x1 convolution
@@ -357,13 +357,13 @@ def nchw(model: nn.Module, ctx) -> int:
             mlp = _as_modulation_mlp(m)
             mlp.layout = "nchw"
             b, h, w, _ = records[name].args[0]
-            mlp.static_shape = (b, h, w)
+            mlp.static_shape = (ctx.batch_dim(b), h, w)
         elif isinstance(m, BasicBlock):
             swap_class(m, NchwBasicBlock)
         elif isinstance(m, AttentionBlock):
             b, h, w, c = records[name].args[0]
             swap_class(m, NchwAttentionBlock)
             swap_class(m.attn, NchwAttention)
-            m.attn.static_shape = (b, c, h, w)
+            m.attn.static_shape = (ctx.batch_dim(b), c, h, w)
     swap_class(model, NchwEfficientMod)
     return count

@@ -199,7 +199,7 @@ def _fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 
 # ------------------------------------------------------------------------------------------------------ rewrites
 
-@register_rewrite("smt.static_shapes", families=("smt",), exact=True,
+@register_rewrite("smt.static_shapes", families=("smt",), exact=True, batch="dynamic",
                   description="B, N, C, H, W as Python ints for the export shape (no size reads from tensors)")
 def static_shapes(model: nn.Module, ctx: RewriteContext) -> int:
     probe = ctx.probe(model)
@@ -208,16 +208,18 @@ def static_shapes(model: nn.Module, ctx: RewriteContext) -> int:
         if isinstance(m, S.Attention):
             if type(m) is S.Attention:
                 swap_class(m, ExportAttention)
-            m.static_bnchw = _bnchw(ctx, model, name)
+            B, *rest = _bnchw(ctx, model, name)
+            m.static_bnchw = (ctx.batch_dim(B), *rest)  # B only ever leads a reshape: -1 can stand for it
         elif type(m) is S.DWConv:
-            m.static_bnchw = _bnchw(ctx, model, name)
+            B, *rest = _bnchw(ctx, model, name)
+            m.static_bnchw = (ctx.batch_dim(B), *rest)
             swap_class(m, StaticDWConv)
         elif type(m) in (S.Head, S.OverlapPatchEmbed):
             _, H, W = probe[name].output_shape
             m.static_hw = (int(H), int(W))
             swap_class(m, StaticHead if type(m) is S.Head else StaticOverlapPatchEmbed)
         elif type(m) is S.SMT:
-            m.static_batch = ctx.batch
+            m.static_batch = ctx.batch_dim()
             swap_class(m, StaticSMT)
         else:
             continue

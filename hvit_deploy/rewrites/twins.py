@@ -43,16 +43,17 @@ class StaticPosConv(tw.PosConv):
 
 class StaticGSA(tw.GlobalSubSampleAttn):
     static_bnc_hw: tuple[int, int, int, int, int]
+    static_nkv: int  # key/value tokens after the sub-sampling (so that B may be -1 in every reshape)
 
     def forward(self, x, size):
         B, N, C, H, W = self.static_bnc_hw
-        h, d = self.num_heads, C // self.num_heads
+        h, d, nkv = self.num_heads, C // self.num_heads, self.static_nkv
         q = self.q(x).reshape(B, N, h, d).permute(0, 2, 1, 3)
         if self.sr is not None:
             x = x.permute(0, 2, 1).reshape(B, C, H, W)
-            x = self.sr(x).reshape(B, C, -1).permute(0, 2, 1)
+            x = self.sr(x).reshape(B, C, nkv).permute(0, 2, 1)
             x = self.norm(x)
-        kv = self.kv(x).reshape(B, -1, 2, h, d).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).reshape(B, nkv, 2, h, d).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v)
@@ -74,18 +75,20 @@ class Rank5LSA(tw.LocallyGroupedAttn):
         pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
         Hp, Wp = H + pad_b, W + pad_r
         h, w = Hp // ws, Wp // ws
+        # B is -1 for a dynamic-batch export: then the products with it are inferred (-1) too
+        bh, bhw = (B * h, B * h * w) if B > 0 else (-1, -1)
         x = x.reshape(B, H, W, C)
         if pad_r or pad_b:  # zero padding without a mask, as timm does; constants at the export size
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        x = x.reshape(B * h, ws, w, ws * C).transpose(1, 2).reshape(B * h * w, ws * ws, C)
-        qkv = self.qkv(x).reshape(B * h * w, ws * ws, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
+        x = x.reshape(bh, ws, w, ws * C).transpose(1, 2).reshape(bhw, ws * ws, C)
+        qkv = self.qkv(x).reshape(bhw, ws * ws, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             x = attn.softmax(dim=-1) @ v
-        x = x.transpose(1, 2).reshape(B * h, w, ws, ws * C).transpose(1, 2).reshape(B, Hp, Wp, C)
+        x = x.transpose(1, 2).reshape(bh, w, ws, ws * C).transpose(1, 2).reshape(B, Hp, Wp, C)
         if pad_r or pad_b:
             x = x[:, :H, :W, :]
         return self.proj(x.reshape(B, H * W, C))
@@ -106,11 +109,11 @@ class StaticTwins(tw.Twins):
                 if j == 0:
                     x = pos_blk(x, size)
             if i < last:
-                x = x.reshape(B, size[0], size[1], -1).permute(0, 3, 1, 2)
+                x = x.reshape(B, size[0], size[1], self.embed_dims[i]).permute(0, 3, 1, 2)
         return self.norm(x)
 
 
-@register_rewrite("twins.static_shapes", families=("twins",), exact=True,
+@register_rewrite("twins.static_shapes", families=("twins",), exact=True, batch="dynamic",
                   description="sizes, batch and token counts as Python ints for the export shape")
 def static_shapes(model, ctx: RewriteContext) -> int:
     probe = ctx.probe(model)
@@ -125,17 +128,18 @@ def static_shapes(model, ctx: RewriteContext) -> int:
         elif type(m) is tw.PosConv:
             B, N, C = probe[name].args[0]
             H, W = _hw(ctx, model, name)
-            m.static_bchw = (B, C, H, W)
+            m.static_bchw = (ctx.batch_dim(B), C, H, W)
             swap_class(m, StaticPosConv)
         elif type(m) is tw.GlobalSubSampleAttn:
             B, N, C = probe[name].args[0]
             H, W = _hw(ctx, model, name)
-            m.static_bnc_hw = (B, N, C, H, W)
+            m.static_bnc_hw = (ctx.batch_dim(B), N, C, H, W)
+            m.static_nkv = int(probe[f"{name}.kv"].args[0][1])
             swap_class(m, StaticGSA)
         elif type(m) is tw.LocallyGroupedAttn:
             continue  # rank-5 form below carries its own static shapes
         elif type(m) is tw.Twins:
-            m.static_batch = ctx.batch
+            m.static_batch = ctx.batch_dim()
             swap_class(m, StaticTwins)
         else:
             continue
@@ -143,7 +147,7 @@ def static_shapes(model, ctx: RewriteContext) -> int:
     return count
 
 
-@register_rewrite("twins.lsa_rank5", families=("twins",), exact=False,
+@register_rewrite("twins.lsa_rank5", families=("twins",), exact=False, batch="dynamic",
                   description="SVT local window attention at rank <= 5 with static shapes (Core ML takes rank <= 5)")
 def lsa_rank5(model, ctx: RewriteContext) -> int:
     probe = ctx.probe(model)
@@ -152,7 +156,7 @@ def lsa_rank5(model, ctx: RewriteContext) -> int:
         if type(m) is tw.LocallyGroupedAttn:
             B, N, C = probe[name].args[0]
             H, W = _hw(ctx, model, name)
-            m.static_bhwc = (B, H, W, C)
+            m.static_bhwc = (ctx.batch_dim(B), H, W, C)
             swap_class(m, Rank5LSA)
             count += 1
     return count

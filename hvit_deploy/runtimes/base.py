@@ -176,8 +176,9 @@ class Runtime:
         """Put one input (shape :attr:`input_shape`) in place and set :attr:`call`."""
         raise NotImplementedError
 
-    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """The first output for each input, as numpy (validation and evaluation)."""
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
+        """The first output for each input, as numpy, or (``all_outputs``) the tuple of every output
+        (validation and evaluation)."""
         raise NotImplementedError(f"{self.name} does not run plain inference")
 
     def op_profile(self, runs: int, top: int) -> list[dict]:
@@ -264,13 +265,13 @@ def open_runtime(name: str, spec: dict) -> Runtime:
 
 
 def run_artifact(name: str, artifact, inputs: list[np.ndarray], threads: int | None = None,
-                 **spec) -> list[np.ndarray]:
+                 all_outputs: bool = False, **spec) -> list:
     """Run ``artifact`` on runtime ``name`` for each input and return the first output of each: the session
     set up exactly as ``hvit-bench`` sets it up (export validation and evaluation use this). ``spec`` adds
     runtime-specific keys (Core ML's ``compute_units``)."""
     rt = open_runtime(name, {"artifact": str(artifact), "threads": threads or 0, **spec})
     try:
-        return rt.predict(inputs)
+        return rt.predict(inputs, all_outputs=all_outputs)
     finally:
         rt.close()
 

@@ -58,5 +58,5 @@ class CoremlRuntime(Runtime):
         feed, predict = {self.input_name: self.x}, self.mlmodel.predict
         self.call = lambda: predict(feed)
 
-    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         return [np.asarray(self.mlmodel.predict({self.input_name: x})[self.output_name]) for x in inputs]

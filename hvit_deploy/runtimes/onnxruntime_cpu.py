@@ -138,8 +138,10 @@ class OrtRuntime(Runtime):
     def _make_call(self, run, io):
         return lambda: run(io)
 
-    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         name = self.sess.get_inputs()[0].name
+        if all_outputs:
+            return [tuple(self.sess.run(None, {name: x})) for x in inputs]
         return [self.sess.run(None, {name: x})[0] for x in inputs]
 
     def op_profile(self, runs: int, top: int) -> list[dict]:

@@ -104,8 +104,10 @@ class OvRuntime(Runtime):
     def _set_input(self) -> None:
         self.req.set_input_tensor(self.ov.Tensor(self.x))
 
-    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         req = self.compiled.create_infer_request()
+        if all_outputs:
+            return [tuple(np.array(r[o]) for o in self.compiled.outputs) for r in (req.infer({0: x}) for x in inputs)]
         out = self.compiled.output(0)
         return [np.array(req.infer({0: x})[out]) for x in inputs]
 

@@ -82,7 +82,7 @@ class TorchRuntime(Runtime):
         model, x = self.model, self.x
         self.call = lambda: model(x)
 
-    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
         return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
