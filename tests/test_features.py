@@ -108,7 +108,8 @@ def test_backbone_export_at_detection_resolutions(cli, tmp_path, detection_check
     x = np.random.default_rng(0).standard_normal((1, 3, 512, 512), dtype=np.float32)
     with torch.no_grad():
         ref = [t.numpy() for t in StageFeatures(model, (3, 512, 512))(torch.from_numpy(x))]
-    for run, name in ((run_onnx, "efficientmod_xxs-features-512.onnx"), (run_openvino, "efficientmod_xxs-features-512.xml")):
+    for run, name in ((run_onnx, "efficientmod_xxs-features-512.onnx"),
+                      (run_openvino, "efficientmod_xxs-features-512.xml")):
         got = run(out / name, [x], all_outputs=True)[0]
         for a, b in zip(got, ref):
             np.testing.assert_allclose(a, b, atol=1e-4)

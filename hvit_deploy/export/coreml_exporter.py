@@ -129,8 +129,8 @@ def check_program(facts: dict, example_shape: tuple[int, ...], output_shape: tup
         if got != want:
             bad.append(f"classifier outputs {got} != {want}")
         if (facts.get("predicted_feature"), facts.get("predicted_probabilities")) != (CLASS_LABEL, CLASS_PROBS):
-            bad.append(f"predicted features {facts.get('predicted_feature')!r}/{facts.get('predicted_probabilities')!r} "
-                       f"!= {CLASS_LABEL!r}/{CLASS_PROBS!r}")
+            got = f"{facts.get('predicted_feature')!r}/{facts.get('predicted_probabilities')!r}"
+            bad.append(f"predicted features {got} != {CLASS_LABEL!r}/{CLASS_PROBS!r}")
         if facts["op_types"].get("classify", 0) != 1:
             bad.append("no classify op in a classifier program")
     else:
