@@ -44,7 +44,7 @@ def test_image_front_matches_on_the_shipped_photos(model):
         assert ref.shape == (1, 1000) and np.abs(ref - emulated).max() < 1e-5
     pixels = photo_pixels("chelsea.png", (224, 224), spec)
     assert pixels.min() >= 0 and pixels.max() <= 255 and np.array_equal(pixels, np.round(pixels))
-    normalised = load_image(asset("chelsea.png"), (224, 224), crop_pct=spec.crop_pct, mean=spec.mean, std=spec.std)
+    normalised = load_image(asset("chelsea.png"), (224, 224), spec=spec)  # the evaluation transform
     np.testing.assert_allclose(to_pixels(normalised, spec), pixels, atol=1e-3)
     wrong = InputAffine(model, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
     assert max(np.abs(r - e).max() for _, r, e in check_image_front(model, wrong, spec, (224, 224))) > 1e-2

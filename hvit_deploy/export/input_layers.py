@@ -28,7 +28,6 @@ import torch.nn as nn
 
 from ..registry import ModelSpec
 from ..resources import asset
-from .inputs import load_image
 
 PHOTOS = ("chelsea.png", "coffee.png")
 
@@ -70,8 +69,12 @@ def coreml_image_front(net: nn.Module, spec: ModelSpec) -> InputAffine:
 
 def photo_pixels(name: str, size: tuple[int, int], spec: ModelSpec) -> np.ndarray:
     """A shipped photo resized and centre-cropped like the evaluation transform, as 0-255 RGB (1, 3, H, W)."""
-    x = load_image(asset(name), size, crop_pct=spec.crop_pct, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                   interpolation=spec.interpolation)
+    import dataclasses
+
+    from ..preprocess import preprocessing_for
+
+    pre = dataclasses.replace(preprocessing_for(spec, tuple(size)), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    x = pre.load(asset(name))
     return np.ascontiguousarray(np.round(x * 255.0).astype(np.float32))
 
 
