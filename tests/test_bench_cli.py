@@ -255,6 +255,41 @@ def test_side_by_side_against_another_checkout(tmp_path, full_run):
     assert cmp.rows[0].verdict == "unchanged" and any("too few rounds" in n for n in cmp.rows[0].notes)
 
 
+def test_paired_in_one_process_against_another_checkout(tmp_path):
+    """--pair-block: base and head artifacts are timed in ONE worker process, in alternating blocks, each block a
+    pair for compare; a runtime whose code differs between the checkouts falls back to one process per side."""
+    import shutil
+
+    copy = tmp_path / "base"
+    for name in ("hvit_deploy", "export_recipes", "profiles"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(copy / "hvit_deploy" / "runtimes" / "openvino_cpu.py", "a") as f:
+        f.write("# the base checkout's OpenVINO runtime differs\n")
+    out = tmp_path / "head.json"
+    code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "openvino", "--variants", "original",
+                 "--iters", "40", "--rounds", "4", "--processes", "2", "--pair-block", "5", "--against", str(copy),
+                 "--out", str(out), *FAST])
+    assert code == 0
+    head = json.loads(out.read_text())
+    base = json.loads((tmp_path / "head-base.json").read_text())
+    h = {e["backend"]: e for e in head["results"]}
+    b = {e["backend"]: e for e in base["results"]}
+    for doc in (h, b):
+        e = doc["onnxruntime"]
+        assert e["status"] == "ok" and e["pairing_mode"]["design"] == "in-process ABBA"
+        assert e["iterations"] == 40 and len(e["round_medians_ms"]) == 8  # 4 rounds x 2 blocks of 5 per side
+        assert sorted(set(e["round_process"])) == [0, 1]
+    # one worker process timed both sides
+    assert [r["pid"] for r in h["onnxruntime"]["process_runs"]] == [r["pid"] for r in b["onnxruntime"]["process_runs"]]
+    # the OpenVINO runtime's code differs: separate processes, said in the entry
+    assert "pairing_mode" not in h["openvino"] and any("separate processes" in n for n in h["openvino"]["notes"])
+    from hvit_deploy.bench.compare import compare_docs
+
+    cmp = compare_docs(base, head, threshold=0.02)
+    row = next(r for r in cmp.rows if r.backend == "onnxruntime")
+    assert cmp.paired and row.verdict in ("unchanged", "regression", "improvement") and row.detectable > 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--against", "/nonexistent"], "not the root of an hvit-deploy checkout"),
     (["--against", str(ROOT), "--rounds", "2"], "is this checkout"),

@@ -175,3 +175,44 @@ def test_committed_ci_baseline_matches_the_ci_profile():
     have = {(e["model"], e["backend"]) for e in doc["results"] if e.get("samples_ms")}
     assert have == {(m, b) for m in prof.models for b in prof.backends}
     assert all(e["threads"] == prof.threads for e in doc["results"])
+
+
+# ------------------------------------------------------------------------------------ the paired A/B design
+
+def _adjacent_blocks(samples, block=10):
+    """Recorded samples cut into consecutive blocks; blocks 2i and 2i+1 stand for A and B of one ABBA pair
+    (neighbours in time, as the worker's alternating blocks are)."""
+    import numpy as np
+
+    s = np.asarray(samples)[: len(samples) // (2 * block) * 2 * block].reshape(-1, block)
+    med = np.median(s, axis=1)
+    return med[0::2], med[1::2]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_paired_blocks_flag_a_planted_5_percent_and_not_a_a(backend):
+    from hvit_deploy.bench.stats import compare_paired
+
+    doc = json.loads(FIXTURE.read_text())
+    e = next(x for x in doc["results"] if x["backend"] == backend)
+    a, b = _adjacent_blocks(e["samples_ms"])
+    same = compare_paired(a, b, baseline_median=float(np.median(a)), candidate_median=float(np.median(b)),
+                          threshold=0.02)
+    assert same.verdict == "unchanged"
+    slow = compare_paired(a, b * 1.05, baseline_median=float(np.median(a)),
+                          candidate_median=float(np.median(b * 1.05)), threshold=0.02)
+    assert slow.verdict == "regression" and slow.ratio_ci[0] > 1.0
+    assert 0.02 <= slow.detectable < 0.25  # it reports what it could have seen (finite, above the threshold)
+
+
+def test_inconclusive_has_its_own_exit_code(tmp_path):
+    """An unchanged entry whose run could not have detected the slowdown asked for is inconclusive: exit 5 with
+    --require-power (what the pull-request gate passes), 0 without it or when every entry could see it."""
+    report = tmp_path / "r.md"
+    # the recorded run compared with itself: torch's block spread (±3%) cannot see a 3% slowdown
+    assert main(["compare", str(FIXTURE), str(FIXTURE), "--threshold", "2%"]) == 0
+    assert main(["compare", str(FIXTURE), str(FIXTURE), "--threshold", "2%", "--require-power", "3%",
+                 "--report", str(report)]) == 5
+    text = report.read_text()
+    assert "Inconclusive" in text and "(inconclusive)" in text and "could detect" in text
+    assert main(["compare", str(FIXTURE), str(FIXTURE), "--threshold", "2%", "--require-power", "40%"]) == 0

@@ -51,6 +51,8 @@ class Row:
     p_value: float | None = None
     notes: list[str] = field(default_factory=list)
     test: dict | None = None
+    detectable: float | None = None     # smallest slowdown this comparison would flag (80% power), a fraction
+    inconclusive: bool = False          # unchanged, but it could not have detected the slowdown asked for
 
     @property
     def label(self) -> str:
@@ -60,7 +62,8 @@ class Row:
         return {"model": self.model, "backend": self.backend, "variant": self.variant, "verdict": self.verdict,
                 "baseline_median_ms": self.baseline_ms, "candidate_median_ms": self.candidate_ms,
                 "ratio": self.ratio, "ratio_ci": list(self.ratio_ci) if self.ratio_ci else None,
-                "p_value": self.p_value, "notes": self.notes}
+                "p_value": self.p_value, "detectable_slowdown": self.detectable, "inconclusive": self.inconclusive,
+                "notes": self.notes}
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Comparison:
     baseline_meta: dict = field(default_factory=dict)
     candidate_meta: dict = field(default_factory=dict)
     paired: bool = False  # both files come from one `hvit-bench --against` run: rounds are compared pairwise
+    power_target: float | None = None  # --require-power: the slowdown every unchanged entry must be able to see
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -97,11 +101,25 @@ class Comparison:
                 parts.append(f"{n} {v}")
         return ", ".join(parts)
 
-    def exit_code(self, strict: bool = False) -> int:
+    def inconclusive(self) -> list[Row]:
+        return [r for r in self.rows if r.inconclusive]
+
+    def require_power(self, slowdown: float) -> None:
+        """Mark as inconclusive every unchanged entry that could not have detected ``slowdown`` (a fraction) with
+        80% power: its 'unchanged' is no evidence, and the gate measures more instead of passing it."""
+        self.power_target = slowdown
+        for r in self.rows:
+            r.inconclusive = r.verdict == "unchanged" and not (r.detectable is not None and r.detectable <= slowdown)
+
+    def exit_code(self, strict: bool = False, require_power: bool = False) -> int:
+        """0 no regression, 1 regression, 4 (``strict``) missing or not comparable, 5 (``require_power``,
+        after :meth:`require_power`) some entry unchanged but unable to detect the slowdown asked for."""
         if self.count("regression"):
             return 1
         if strict and (self.count("missing") or self.count("not comparable")):
             return 4
+        if require_power and self.inconclusive():
+            return 5
         return 0
 
     def to_dict(self) -> dict:
@@ -210,7 +228,8 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
                 if paired and len(rb) == len(rc) >= 2:
                     t = compare_paired(rb, rc, baseline_median=float(np.median(b["samples_ms"])),
                                        candidate_median=float(np.median(c["samples_ms"])), threshold=threshold,
-                                       alpha=alpha, round_process=c.get("round_process"), seed=seed)
+                                       alpha=alpha, round_process=c.get("round_process"), seed=seed,
+                                       unit="block" if c.get("pairing_mode") else "round")
                 else:
                     t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
                                      baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"),
@@ -223,6 +242,7 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
                 row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
                 row.notes += t.notes
                 row.test = t.to_dict()
+                row.detectable = t.detectable
                 if b.get("iterations") != c.get("iterations"):
                     row.notes.append(f"iterations differ ({b.get('iterations')} vs {c.get('iterations')})")
         rows.append(row)

@@ -84,6 +84,9 @@ class Profile(_Strict):
     precision: Literal["fp32"] = "fp32"
     warmup: Warmup = Warmup()
     op_profile: OpProfile = OpProfile()
+    pair_block: int = Field(0, ge=0, description="with --against: a runtime that runs an artifact times base and "
+                            "head in ONE worker process, alternating blocks of this many runs (ABBA); 0: each side "
+                            "in its own process, rounds interleaved")
     ci_level: float = Field(0.95, gt=0.5, lt=1)
     timeout_s: float = Field(1800.0, gt=0, description="a worker silent for this long is stopped (export included)")
     source: str = Field("", exclude=True)

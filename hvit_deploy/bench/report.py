@@ -26,12 +26,22 @@ def _p(r: Row) -> str:
     return f"{r.p_value:.1e}" if r.p_value < 1e-3 else f"{r.p_value:.3f}"
 
 
+def _power(r: Row) -> str:
+    """What the comparison could have seen: '≥3.1%' (the smallest slowdown it flags 80% of the time)."""
+    if r.detectable is None:
+        return ""
+    if r.detectable == float("inf"):
+        return "nothing (too few blocks)"
+    return f"≥{r.detectable:.1%}" + (" (inconclusive)" if r.inconclusive else "")
+
+
 def table_rows(cmp: Comparison) -> list[list[str]]:
     return [[f"{MARK[r.verdict]} {r.verdict}".strip(), r.model, r.backend, r.variant, _ms(r.baseline_ms),
-             _ms(r.candidate_ms), _ratio(r), _ci(r), _p(r), "; ".join(r.notes)] for r in cmp.rows]
+             _ms(r.candidate_ms), _ratio(r), _ci(r), _p(r), _power(r), "; ".join(r.notes)] for r in cmp.rows]
 
 
-HEADERS = ["verdict", "model", "backend", "variant", "baseline ms", "candidate ms", "ratio", "CI", "p", "notes"]
+HEADERS = ["verdict", "model", "backend", "variant", "baseline ms", "candidate ms", "ratio", "CI", "p",
+           "could detect", "notes"]
 
 
 def _headers(cmp: Comparison) -> list[str]:
@@ -65,7 +75,7 @@ def markdown(cmp: Comparison) -> str:
     if cmp.rows:
         hdr = _headers(cmp)
         lines.append("| " + " | ".join(hdr) + " |")
-        lines.append("|" + "|".join("---" if i < 4 or i == 9 else "---:" for i in range(len(hdr))) + "|")
+        lines.append("|" + "|".join("---" if i < 4 or i == len(hdr) - 1 else "---:" for i in range(len(hdr))) + "|")
         for row in table_rows(cmp):
             lines.append("| " + " | ".join(_escape(c) for c in row) + " |")
     else:
@@ -81,6 +91,11 @@ def markdown(cmp: Comparison) -> str:
             lines.append(f"| {d.field} | {_escape(str(d.baseline))} | {_escape(str(d.candidate))} | {scope} |")
     else:
         lines.append("None: same machine, OS and runtime versions.")
+    if cmp.inconclusive():
+        n = len(cmp.inconclusive())
+        lines += ["", f"**Inconclusive**: {n} entr{'y' if n == 1 else 'ies'} could not have detected a "
+                  f"{cmp.power_target:.0%} slowdown (see 'could detect'); measure more (more rounds) before "
+                  "trusting 'unchanged'."]
     if cmp.warnings:
         lines += ["", "### Warnings", ""] + [f"- {w}" for w in cmp.warnings]
     return "\n".join(lines) + "\n"

@@ -76,6 +76,10 @@ class Job:
     art: dict | None = None
     proc_idx: int = 0
     done: bool = False
+    # the paired design (--against, profile pair_block > 0): the head job's worker also loads the base job's
+    # artifact and times both in alternating blocks; the base job then has no worker of its own
+    partner: "Job | None" = None
+    paired_into: "Job | None" = None
 
     @property
     def label(self) -> str:
@@ -255,6 +259,8 @@ class Runner:
             "artifact": art["path"] if art else None,
             "warmup": self.p.warmup.model_dump(),
         }
+        if job.partner is not None:
+            spec["artifact_b"] = job.partner.art["path"]
         job.worker = self._spawn(job.label, job.side)
         self.log(f"{job.label}: loading ..." if first else
                  f"{job.label}: process {job.proc_idx + 1}/{self.p.processes}: loading ...")
@@ -274,6 +280,11 @@ class Runner:
         e.setdefault("process_runs", []).append({
             "pid": msg.get("pid"), "load_ms": msg["load_ms"], "first_inference_ms": msg["first_inference_ms"],
             "warmup": wu["runs"] + 1, "warmup_settled": wu["settled"]})
+        if job.partner is not None:  # the base entry was loaded and warmed in the same process
+            pm = msg["partner"]
+            job.partner.entry.setdefault("process_runs", []).append({
+                "pid": msg.get("pid"), "load_ms": pm["load_ms"], "first_inference_ms": pm["first_inference_ms"],
+                "warmup": wu["runs"] + 1, "warmup_settled": wu["settled"]})
         if not first:
             if not wu["settled"]:
                 e.setdefault("notes", []).append(
@@ -285,6 +296,23 @@ class Runner:
             "first_inference_ms": msg["first_inference_ms"], "warmup": wu["runs"] + 1,
             "warmup_settled": wu["settled"], "warmup_detail": wu, "processes": self.p.processes,
         })
+        self._describe(e, job, art, msg, msg, wu)
+        if job.partner is not None:
+            pe = job.partner.entry
+            pe.update({"device": msg["device"], "input_shape": pm["input_shape"], "timing": msg["timing"],
+                       "threads_readback": pm["readback"], "load_ms": pm["load_ms"],
+                       "first_inference_ms": pm["first_inference_ms"], "warmup": wu["runs"] + 1,
+                       "warmup_settled": wu["settled"], "warmup_detail": wu, "processes": self.p.processes})
+            self._describe(pe, job.partner, job.partner.art, msg, pm, wu)
+            design = {"design": "in-process ABBA", "block": self.p.pair_block,
+                      "note": "base and head artifacts loaded in one worker process per round group, timed in "
+                              "alternating blocks; per-block ratios are what compare pairs"}
+            e["pairing_mode"] = pe["pairing_mode"] = design
+        self.log(f"  ready: warm-up {wu['runs'] + 1} runs in {wu['seconds']:.1f} s"
+                 f" ({'settled' if wu['settled'] else 'NOT settled'})")
+
+    def _describe(self, e: dict, job: Job, art: dict | None, msg: dict, own: dict, wu: dict) -> None:
+        """The artifact, rewrites and notes of an entry just set up (``own``: its part of the ready message)."""
         if art is not None:
             e["artifact"] = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"),
                              "export_s": art.get("export_s"), "exporter": art.get("exporter"),
@@ -292,16 +320,57 @@ class Runner:
             e["rewrites"] = art.get("rewrites", [])
         else:
             e["rewrites"] = msg.get("rewrites") or []
-        notes = list(msg.get("notes") or [])
-        notes += thread_checks(job.backend, self.p.threads, msg["readback"])
+        notes = list(own.get("notes") or [])
+        notes += thread_checks(job.backend, self.p.threads, own["readback"])
         if not wu["settled"]:
             notes.append(f"warm-up did not settle: {wu.get('not_settled_because', '')}")
         if notes:
             e.setdefault("notes", []).extend(notes)
             for n in notes:
                 self.log(f"  note: {n}")
-        self.log(f"  ready: warm-up {wu['runs'] + 1} runs in {wu['seconds']:.1f} s"
-                 f" ({'settled' if wu['settled'] else 'NOT settled'})")
+
+    def pair_jobs(self, group: list[Job]) -> None:
+        """With --against and ``pair_block``, pair each head entry of a runtime that runs an artifact with the
+        base entry of the same model, variant and runtime: one worker times both (:meth:`run_pair_round`).
+        Torch entries (whose code is the checkout itself) and runtimes whose code differs between the two
+        checkouts keep one process per side."""
+        if len(self.sides) < 2 or not self.p.pair_block:
+            return
+        by: dict[tuple, dict[str, Job]] = {}
+        for j in group:
+            by.setdefault((j.model, j.variant, j.backend), {})[j.side.name] = j
+        for (model, variant, backend), d in by.items():
+            head, base = d.get("head"), d.get("base")
+            if head is None or base is None or artifacts.runtime_format(backend) is None:
+                continue
+            if head.art is None or base.art is None:
+                continue
+            same, why = same_runtime_code(backend, self.sides[0].root, self.sides[1].root)
+            if not same:
+                for j in (head, base):
+                    j.entry.setdefault("notes", []).append(f"timed in separate processes: {why}")
+                continue
+            head.partner, base.paired_into = base, head
+
+    def run_pair_round(self, job: Job, n: int, warm: int, rnd: int, rounds: int) -> None:
+        """``n`` runs of each side in blocks of ``pair_block``, ABBA, in the head job's worker."""
+        import math
+
+        k = self.p.pair_block
+        blocks = max(1, math.ceil(n / k))
+        if self.bar is not None:
+            self.bar.set_description_str(f"{job.label} (paired) r{rnd + 1}/{rounds}")
+        msg = job.worker.request({"cmd": "run_pair", "blocks": blocks, "block": k, "warm": warm,
+                                  "start_with_b": rnd % 2 == 1}, self.p.timeout_s)
+        if msg.get("event") != "samples_pair":
+            raise WorkerError(msg.get("error", f"unexpected answer {msg.get('event')!r}"))
+        if self.bar is not None:
+            self.bar.update(2 * n)
+        for j, ns in ((job, msg["a"]), (job.partner, msg["b"])):
+            j.ns.extend(ns)
+            for i in range(blocks):
+                j.round_medians.append(round(statistics.median(ns[i * k:(i + 1) * k]) / 1e6, 6))
+                j.round_process.append(job.proc_idx)
 
     def run_round(self, job: Job, n: int, warm: int, rnd: int, rounds: int) -> None:
         if self.bar is not None:
@@ -401,9 +470,16 @@ class Runner:
         live: list[Job] = []
         for job in group:
             try:
-                art = self.artifact(job, art_cache)
-                job.art = art
-                self.setup_job(job, art)
+                job.art = self.artifact(job, art_cache)
+            except (WorkerError, HvitError) as err:
+                job.art = err
+        self.pair_jobs([j for j in group if not isinstance(j.art, Exception)])
+        for job in group:
+            try:
+                if isinstance(job.art, Exception):
+                    raise job.art
+                if job.paired_into is None:  # a paired base entry is set up by its head's worker
+                    self.setup_job(job, job.art)
                 live.append(job)
             except _Skip as s:
                 self._release(job.worker)
@@ -426,19 +502,26 @@ class Runner:
                         self._release(job.worker)
                         job.worker, job.proc_idx, warm = None, want, 0
                         self.setup_job(job, job.art, first=False)
-                    self.run_round(job, n, warm, rnd, rounds)
-                    job.round_process.append(job.proc_idx)
+                    if job.partner is not None:
+                        self.run_pair_round(job, n, warm, rnd, rounds)
+                    else:
+                        self.run_round(job, n, warm, rnd, rounds)
+                        job.round_process.append(job.proc_idx)
                 except (WorkerError, _Skip) as err:
                     self._fail(job, err)
+                    if job.partner is not None:
+                        self._fail(job.partner, err)
                     continue
                 if rounds > 1:
-                    job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=False,
-                                                    round_process=job.round_process)
+                    for j in (job, job.partner) if job.partner is not None else (job,):
+                        j.side.results.update_samples(j.entry, j.ns, j.round_medians, complete=False,
+                                                      round_process=j.round_process)
             if rounds > 1:
                 for side in self.sides:
                     side.results.write()
         for job in live:
-            if job.worker is None:
+            paired_base = job.paired_into is not None and job.entry.get("status") != "error"
+            if job.worker is None and not paired_base:
                 continue
             job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
                                             round_process=job.round_process)
@@ -447,7 +530,7 @@ class Runner:
                 job.entry.setdefault("notes", []).append(
                     f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
                     "the run (the lowest round is the least disturbed); compare entries by their ratios")
-            if p.op_profile.enabled:
+            if p.op_profile.enabled and job.worker is not None:
                 self._op_profile(job)
             self._release(job.worker)
             job.worker = None
@@ -487,6 +570,26 @@ class _Skip(Exception):
 
 def _raise_interrupt(signum, frame):  # SIGTERM (e.g. a cancelled CI job) behaves like Ctrl-C
     raise KeyboardInterrupt
+
+
+def same_runtime_code(backend: str, root_a: Path, root_b: Path) -> tuple[bool, str]:
+    """Whether two checkouts run ``backend`` with the same code (its module and the modules it builds on in
+    ``hvit_deploy/runtimes``): only then may one worker time both checkouts' artifacts."""
+    import hashlib
+    import inspect
+
+    from ..runtimes import get_runtime
+
+    mods = {c.__module__ for c in inspect.getmro(get_runtime(backend)) if c.__module__.startswith("hvit_deploy.runtimes")}
+    for mod in sorted(mods):
+        rel = Path(*mod.split(".")).with_suffix(".py")
+        try:
+            a, b = ((r / rel).read_bytes() for r in (root_a, root_b))
+        except OSError:
+            return False, f"{rel} is not in both checkouts"
+        if hashlib.sha256(a).digest() != hashlib.sha256(b).digest():
+            return False, f"{rel} differs between the checkouts (the runtime's own code changed)"
+    return True, ""
 
 
 def thread_checks(backend: str, threads: int, readback: dict) -> list[str]:

@@ -164,6 +164,9 @@ class RatioTest:
     notes: list[str] = field(default_factory=list)
     decidable: bool = True             # False when the blocks cannot reach significance at alpha
     too_noisy: bool = False            # the run's own spread is too wide to resolve the threshold
+    # the smallest slowdown (candidate/baseline - 1) this comparison would flag 80% of the time, from the width
+    # of its own confidence interval (see detectable_slowdown)
+    detectable: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -262,10 +265,29 @@ def compare_runs(
         if s > threshold / 2:
             notes.append(f"{who} spread ±{s:.1%} between blocks is too wide to resolve ±{threshold:.0%}")
     return RatioTest(too_noisy=max(sa, sb) > threshold / 2,
+        detectable=detectable_slowdown(ci, threshold=threshold, alpha=alpha) if decidable else math.inf,
         baseline_median_ms=ma, candidate_median_ms=mb, ratio=ratio, ratio_ci=ci, p_value=p,
         baseline_blocks=int(ab.size), candidate_blocks=int(bb.size), baseline_spread=sa, candidate_spread=sb,
         verdict=verdict, notes=notes, decidable=decidable,
     )
+
+
+def detectable_slowdown(ci: tuple[float, float], *, threshold: float, alpha: float, power: float = 0.8) -> float:
+    """The smallest slowdown the comparison would call a regression with probability ``power``.
+
+    The CI's half-width in log space, w, is z(1 - alpha/2) standard errors of the log ratio. A true log ratio
+    delta is flagged when the interval clears 1 (delta > w) and the ratio clears the threshold
+    (delta > log(1 + threshold)); to do so in ``power`` of runs delta needs z(power) standard errors more than
+    the larger of the two. Returned as a fraction (0.031 = "could detect a 3.1% slowdown")."""
+    from scipy.stats import norm
+
+    lo, hi = ci
+    if not (lo > 0 and math.isfinite(hi)):
+        return math.inf
+    w = (math.log(hi) - math.log(lo)) / 2
+    se = w / norm.ppf(1 - alpha / 2)
+    delta = max(math.log1p(threshold), w) + norm.ppf(power) * se
+    return math.expm1(delta)
 
 
 def _verdict(ratio: float, p: float, ci: tuple[float, float], *, decidable: bool, threshold: float, alpha: float,
@@ -294,6 +316,7 @@ def compare_paired(
     round_process: Sequence[int] | None = None,
     n_boot: int = 4000,
     seed: int = 0,
+    unit: str = "round",
 ) -> RatioTest:
     """Two entries timed side by side in one run (``hvit-bench --against``): round r of the candidate ran right
     next to round r of the baseline, so each round gives one log ratio d_r in which the machine's drift cancels.
@@ -307,11 +330,11 @@ def compare_paired(
         raise ValueError("paired comparison needs the same number of rounds on both sides")
     d = np.log(b / a)
     ratio = candidate_median / baseline_median if baseline_median > 0 else math.inf
-    notes = [f"paired by round: {a.size} rounds timed side by side in one run"]
+    notes = [f"paired by {unit}: {a.size} {unit}s timed side by side in one run"]
     decidable = 2.0 / 2 ** a.size < alpha
     if not decidable:
         p = 1.0
-        notes.append(f"too few rounds to test ({a.size}); use --rounds 8 or more")
+        notes.append(f"too few {unit}s to test ({a.size}); use --rounds 8 or more")
     elif np.all(d == 0):
         p = 1.0
     else:
@@ -326,6 +349,7 @@ def compare_paired(
     if spread > threshold / 2:
         notes.append(f"round-to-round spread of the paired ratio ±{spread:.1%} is too wide to resolve ±{threshold:.0%}")
     return RatioTest(too_noisy=spread > threshold / 2,
+        detectable=detectable_slowdown(ci, threshold=threshold, alpha=alpha) if decidable else math.inf,
         baseline_median_ms=float(baseline_median), candidate_median_ms=float(candidate_median), ratio=ratio,
         ratio_ci=ci, p_value=p, baseline_blocks=int(a.size), candidate_blocks=int(b.size),
         baseline_spread=spread, candidate_spread=spread, verdict=verdict, notes=notes, decidable=decidable,

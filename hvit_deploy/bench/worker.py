@@ -6,8 +6,10 @@ replies go as JSON lines to file descriptor N (stdout and stderr are left to the
 coordinator keeps in a log and quotes when something fails).
 
 Commands: ``probe`` (which backends can run here), ``export`` (build or reuse a cached artifact), ``setup`` (load,
-first inference, warm-up until settled), ``run`` (timed runs), ``op_profile``, ``quit``. A worker also exits
-when stdin closes, so it never outlives its coordinator.
+first inference, warm-up until settled), ``run`` (timed runs), ``setup`` with ``spec["artifact_b"]`` and
+``run_pair`` (two artifacts in this one process, timed in alternating ABBA blocks: the paired A/B design of
+``hvit-bench --against``), ``op_profile``, ``quit``. A worker also exits when stdin closes, so it never
+outlives its coordinator.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import traceback
 
 PROGRESS_INTERVAL_NS = 250_000_000
 PROTOCOL = 1  # bumped when commands or replies change; `hvit-bench --against` needs both checkouts to agree
+# (run_pair is answered by this checkout's worker only: the base checkout's worker is never asked for it)
 
 
 class Channel:
@@ -145,6 +148,12 @@ def main(argv=None) -> int:
                         timed_runs(session.call, warm)
                     ns = timed_runs(session.call, int(cmd["n"]), lambda i: ch.send("progress", done=i))
                     ch.send("samples", ns=ns)
+                elif kind == "run_pair":
+                    if session is None or getattr(session, "partner", None) is None:
+                        raise RuntimeError("run_pair before a paired setup")
+                    a, b = paired_blocks(session.call, session.partner.call, int(cmd["blocks"]), int(cmd["block"]),
+                                         int(cmd.get("warm", 0)), start_with_b=bool(cmd.get("start_with_b")))
+                    ch.send("samples_pair", a=a, b=b)
                 elif kind == "op_profile":
                     if session is None:
                         raise RuntimeError("op_profile before setup")
@@ -164,10 +173,29 @@ def main(argv=None) -> int:
     finally:
         if session is not None:
             session.close()
+            if getattr(session, "partner", None) is not None:
+                session.partner.close()
     return 0
 
 
-def setup(ch: Channel, spec: dict):
+def paired_blocks(call_a, call_b, blocks: int, block: int, warm: int = 0,
+                  start_with_b: bool = False) -> tuple[list[int], list[int]]:
+    """``blocks`` pairs of blocks of ``block`` timed runs, A and B alternating in ABBA order (AB, BA, AB, ...;
+    BA first with ``start_with_b``), so that a drift within a pair hits both alike; ``warm`` untimed runs of
+    each before the first block. Returns the two lists of nanoseconds, block i of each at ``[i*block:(i+1)*block]``."""
+    for _ in range(warm):
+        call_a()
+        call_b()
+    a: list[int] = []
+    b: list[int] = []
+    for i in range(blocks):
+        first_b = (i % 2 == 1) != start_with_b
+        for which in ("b", "a") if first_b else ("a", "b"):
+            (b if which == "b" else a).extend(timed_runs(call_b if which == "b" else call_a, block))
+    return a, b
+
+
+def _load(ch: Channel, spec: dict, tag: str = ""):
     from ..runtimes import open_runtime
 
     t0 = time.perf_counter()
@@ -177,12 +205,35 @@ def setup(ch: Channel, spec: dict):
     t1 = time.perf_counter_ns()
     session.call()
     first_ms = (time.perf_counter_ns() - t1) / 1e6
-    ch.send("loaded", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3))
-    wu = warm_up(session.call, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
+    if not tag:
+        ch.send("loaded", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3))
+    return session, load_s, first_ms
+
+
+def setup(ch: Channel, spec: dict):
+    session, load_s, first_ms = _load(ch, spec)
+    session.partner = None
+    extra = {}
+    if spec.get("artifact_b"):  # the paired design: the other checkout's artifact, same runtime, same process
+        partner, load_b, first_b = _load(ch, {**spec, "artifact": spec["artifact_b"]}, tag="b")
+        session.partner = partner
+        calls = (session.call, partner.call)
+        state = [0]
+
+        def both():  # warm-up alternates the two, so neither is cold when the blocks start
+            calls[state[0] % 2]()
+            state[0] += 1
+
+        wu = warm_up(both, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
+        extra = {"partner": {"load_ms": round(load_b * 1e3, 3), "first_inference_ms": round(first_b, 3),
+                             "readback": partner.readback, "input_shape": partner.input_shape,
+                             "notes": partner.notes}}
+    else:
+        wu = warm_up(session.call, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
     ch.send("ready", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3), warmup=wu,
             readback=session.readback, device=session.device, timing=session.timing,
             input_shape=session.input_shape, notes=session.notes,
-            rewrites=getattr(session, "rewrites", None), pid=os.getpid())
+            rewrites=getattr(session, "rewrites", None), pid=os.getpid(), **extra)
     return session
 
 

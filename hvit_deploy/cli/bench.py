@@ -10,7 +10,8 @@ Examples::
 
 Exit codes of ``hvit-bench``: 0 all entries measured (or skipped for lack of hardware), 1 some entry failed,
 2 bad input, 3 internal error, 130 interrupted. Of ``hvit-bench compare``: 0 no regression, 1 regression,
-2 unusable input, 3 internal error, 4 (with ``--strict``) entries missing or not comparable.
+2 unusable input, 3 internal error, 4 (with ``--strict``) entries missing or not comparable, 5 (with
+``--require-power``) inconclusive: some entry unchanged but unable to detect the slowdown asked for.
 Internal errors are bugs: one line, and the traceback with HVIT_DEBUG=1.
 """
 from __future__ import annotations
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="also time another hvit-deploy checkout (e.g. the base branch), interleaved round by round "
                          "with this one, for a side-by-side `hvit-bench compare` (needs --rounds 2 or more)")
+    ap.add_argument("--pair-block", type=int, metavar="K",
+                    help="with --against: time base and head artifacts in one worker process, alternating blocks "
+                         "of K runs (ABBA); 0 times each side in its own process (default: the profile's)")
     ap.add_argument("--against-out", metavar="FILE.json",
                     help="results of the --against checkout (default: the --out name with -base)")
     ap.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
@@ -86,7 +90,8 @@ def build_compare_parser() -> argparse.ArgumentParser:
         prog="hvit-bench compare",
         description="Compare two hvit-bench results files entry by entry (model, backend, variant) and give each "
                     "a verdict: regression, improvement, unchanged, new, missing or not comparable.",
-        epilog="Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 internal error, 4 (--strict) "
+        epilog="Exit codes: 0 no regression, 1 regression, 2 unusable input, 3 internal error, 5 (--require-power) "
+               "inconclusive: an entry could not have detected the slowdown asked for, 4 (--strict) "
                "missing or not comparable entries.")
     ap.add_argument("baseline", metavar="BASELINE.json")
     ap.add_argument("candidate", metavar="CANDIDATE.json")
@@ -95,6 +100,10 @@ def build_compare_parser() -> argparse.ArgumentParser:
     ap.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
     ap.add_argument("--plot", metavar="FILE.png", help="baseline vs candidate distributions")
     ap.add_argument("--format", choices=("table", "md", "json"), default="table", help="what to print")
+    ap.add_argument("--require-power", nargs="?", const="5%", metavar="SLOWDOWN",
+                    help="exit 5 when an entry is unchanged but its run could not have detected a slowdown of "
+                         "SLOWDOWN (default 5%%) with 80%% power (inconclusive: measure more); the pull-request "
+                         "gate uses it")
     ap.add_argument("--strict", action="store_true",
                     help="exit 4 when entries are missing or not comparable (and nothing regressed)")
     ap.add_argument("--allow-env-diff", action="store_true",
@@ -203,7 +212,7 @@ def bench_main(argv: list[str]) -> int:
         processes = args.rounds  # fewer rounds than the profile's processes: one process per round
     prof = profiles.override(
         prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, processes=processes, input_size=args.input_size,
-        backends=backends, variants=variants, timeout_s=args.timeout,
+        backends=backends, variants=variants, timeout_s=args.timeout, pair_block=args.pair_block,
         **{"warmup.min_runs": args.warmup, "op_profile.enabled": True if args.op_profile else None})
     if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:
         prof = profiles.override(prof, **{"warmup.max_runs": prof.warmup.min_runs})
@@ -312,6 +321,11 @@ def compare_main(argv: list[str]) -> int:
     base = load_results(args.baseline)
     cand = load_results(args.candidate)
     cmp = compare_docs(base, cand, threshold=threshold, alpha=args.alpha, allow_env_diff=args.allow_env_diff)
+    if args.require_power is not None:
+        try:
+            cmp.require_power(parse_threshold(args.require_power))
+        except ValueError as e:
+            raise HvitError(f"--require-power: {e}") from None
     cmp.baseline_name, cmp.candidate_name = args.baseline, args.candidate
     for meta, doc in ((cmp.baseline_meta, base), (cmp.candidate_meta, cand)):
         meta.update(commit=((doc.get("environment") or {}).get("git") or {}).get("commit"),
@@ -333,7 +347,7 @@ def compare_main(argv: list[str]) -> int:
             print(f"plot: {args.plot}", file=sys.stderr)
         except OutputError as e:
             print(f"hvit-bench compare: plot not written: {e}", file=sys.stderr)
-    return cmp.exit_code(strict=args.strict)
+    return cmp.exit_code(strict=args.strict, require_power=args.require_power is not None)
 
 
 if __name__ == "__main__":
