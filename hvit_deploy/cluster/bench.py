@@ -6,9 +6,10 @@ other Ray work shares its cores while it times; the nodes of one label run one a
 at once. The task runs the ordinary ``hvit-bench`` (this profile, models, backends and flags; the worker
 processes and protocol of :mod:`hvit_deploy.bench.runner`) on that node with ``--out`` in a temporary folder and
 returns the results file, which holds that node's own environment. The caller writes one file per node:
-``--out results.json`` gives ``results-LABEL.json`` (``results-LABEL-2.json``, ... when several nodes carry the
-label), with ``cluster`` (target, node, address) added and ``command`` set to the caller's command, and prints
-one table per target. ``hvit-bench compare`` refuses files from different CPUs, so keep a baseline per target.
+``--out results.json`` gives ``results-LABEL.json`` (``results-LABEL-1.json``, ``-2``, ... when several nodes
+carry the label), with ``cluster`` (target, node, address) added and ``command`` set to the caller's command,
+and prints one table per target. ``hvit-bench compare`` refuses files from different CPUs, so keep a baseline
+per target.
 
 Exit code: the worst of the targets' (0, 1 some entry failed, 130 interrupted); a target whose node died or whose
 run could not start counts as 1; a label no node carries is an input error (2) before anything runs.
