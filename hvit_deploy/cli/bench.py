@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="results of the --against checkout (default: the --out name with -base)")
     ap.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
                     help="import this first (registers models of your own; also imported in every worker)")
+    ap.add_argument("--cluster", metavar="auto|ADDRESS",
+                    help="run on the nodes of this Ray cluster that carry the --targets labels, one results file "
+                         "per node (needs hvit-deploy[cluster]; see docs/cluster.md)")
+    ap.add_argument("--targets", nargs="+", metavar="LABEL",
+                    help="with --cluster: the custom resources naming the nodes to time on (results-LABEL.json)")
     ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
     ap.add_argument("--out", metavar="FILE.json",
                     help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
@@ -195,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.cluster:
+        from ..cluster._ray import require_ray
+
+        require_ray()  # one line saying how to install it, before any work
+    elif args.targets:
+        raise HvitError("--targets goes with --cluster ADDRESS")
     from ..bench import profiles
 
     if args.list_profiles:
@@ -228,6 +239,12 @@ def bench_main(argv: list[str]) -> int:
     checkpoints = parse_checkpoints(args.checkpoint, models)
     out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_out_path(out)
+    if args.cluster:  # the same run on each target node of a Ray cluster (hvit_deploy/cluster/bench.py)
+        from ..cluster import bench as cluster_bench
+
+        if args.plot:
+            check_plot_path(Path(args.plot))
+        return cluster_bench.run(args, argv, build_parser(), out, plugin_list)
     against = against_out = None
     if args.against:
         against = Path(args.against).resolve()

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(other formats: see --fold-normalize)")
     p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
+    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
+                   help="import this first (registers models of your own, as hvit-bench --plugin)")
+    p.add_argument("--cluster", metavar="auto|ADDRESS",
+                   help="run every export as a task on this Ray cluster (auto: the running one, else a local "
+                        "instance); artifacts and manifest come back to --out. Needs hvit-deploy[cluster]; "
+                        "see docs/cluster.md")
     p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
     p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
     p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
@@ -181,6 +187,11 @@ def _quantization_args(args, formats: list[str]) -> dict:
             "fallback": not args.no_fallback}
 
 
+def _print_failure(entry: dict) -> None:
+    if entry.get("status") != "ok":
+        print(f"{PROG}: {entry['model']} {entry.get('format', '')}: FAILED: {entry.get('error')}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_main(PROG, lambda: _run(args))
@@ -191,6 +202,14 @@ def _run(args) -> int:
         return _print_zoo(args.family)
     if args.list_rewrites:
         return _print_rewrites()
+    if args.cluster:
+        from ..cluster._ray import require_ray
+
+        require_ray()  # one line saying how to install it, before any work
+    if args.plugin:
+        from ..bench import plugins
+
+        plugins.load(plugins.normalise(args.plugin))
     names = [canonical_name(n) for n in args.models]
     for fam in args.family:
         fam_models = list_models(fam)
@@ -248,10 +267,18 @@ def _run(args) -> int:
 
     def record(entry: dict) -> None:
         entries.append(entry)
-        if entry.get("status") != "ok":
-            print(f"{PROG}: {entry['model']} {entry.get('format', '')}: FAILED: {entry.get('error')}", file=sys.stderr)
+        _print_failure(entry)
         update_manifest(out, [entry])  # after every artifact: an interrupted run keeps what it made
 
+    if args.cluster:  # the same exports, each a Ray task; files and entries come back here
+        from ..cluster import export as cluster_export
+
+        def merge(entry: dict) -> None:  # as record(), in the order tasks finish
+            _print_failure(entry)
+            update_manifest(out, [entry])
+
+        entries[:] = cluster_export.run(args, names, formats, variants, quant, out, _find_checkpoint, merge)
+        names = []
     for name in names:
         checkpoint = args.checkpoint
         if args.checkpoint_dir:
