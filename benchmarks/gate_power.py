@@ -6,7 +6,8 @@ that gate, for real, on candidates it builds:
 
 * an **A/A** candidate: a byte-identical copy of the checkout (the same work on both sides);
 * **slowed** candidates: a copy whose ``create_model`` adds a real, calibrated amount of extra work inside
-  the graph — a chain of 3x3 convolutions on the input whose result enters the logits multiplied by 1e-30, so
+  the graph — a chain of 3x3 convolutions on the input (a submodule and a forward hook, so the model keeps its
+  class and its family's rewrites) whose result enters the logits multiplied by 1e-30, so
   the outputs are unchanged (validation still passes) but every runtime must compute it. The number of
   convolutions is sized, by timing the exported ONNX files on ONNX Runtime in this process, to cost the asked
   percentage of the model's time, and the achieved figure is printed.
@@ -40,20 +41,8 @@ sys.path.insert(0, str(ROOT))
 SLOW_PATCH = '''
 
 # --- benchmarks/gate_power.py: a calibrated slowdown (outputs unchanged: the extra term is scaled by 1e-30) ---
-import torch as _torch
-
-
-class _ExtraWork(nn.Module):
-    def __init__(self, inner, n):
-        super().__init__()
-        self.inner = inner
-        self.extra = nn.Sequential(*[nn.Conv2d(3, 3, 3, padding=1) for _ in range(n)])
-        for name in ("hvit_name", "hvit_family", "hvit_input_size"):
-            if hasattr(inner, name):
-                setattr(self, name, getattr(inner, name))
-
-    def forward(self, x):
-        return self.inner(x) + 1e-30 * self.extra(x).mean()
+def _gate_extra_work(module, args, output):
+    return output + 1e-30 * module.gate_extra(args[0]).mean()
 
 
 _create_model_plain = create_model
@@ -61,9 +50,10 @@ _create_model_plain = create_model
 
 def create_model(*args, **kwargs):
     m = _create_model_plain(*args, **kwargs)
-    w = _ExtraWork(m, {n}).eval()
-    w.hvit_family = m.hvit_family
-    return w
+    # a submodule plus a forward hook, so the model keeps its own class (its family's rewrites still apply)
+    m.gate_extra = nn.Sequential(*[nn.Conv2d(3, 3, 3, padding=1) for _ in range({n})]).eval()
+    m.register_forward_hook(_gate_extra_work)
+    return m
 '''
 
 
@@ -147,6 +137,41 @@ def calibrate(model_name: str, threads: int, slowdowns: list[float]) -> dict[flo
     return out
 
 
+def tune(args) -> int:
+    """Which block length resolves the most per minute: A/A pairs (two sessions of the same artifact in one
+    process, as the gate's worker holds them) timed in ABBA blocks of each length, the same number of runs per
+    side each time, block lengths taking turns; prints the smallest slowdown each could detect."""
+    from hvit_deploy import create_model
+    from hvit_deploy.bench.stats import compare_paired
+    from hvit_deploy.bench.worker import paired_blocks
+    from tabulate import tabulate
+
+    blocks_to_try = [int(b) for b in args.tune_blocks]
+    results: dict[int, list[float]] = {b: [] for b in blocks_to_try}
+    walls: dict[int, list[float]] = {b: [] for b in blocks_to_try}
+    with tempfile.TemporaryDirectory() as tmp:
+        m = create_model(args.model)
+        rt_a = ort_session(m, args.threads, Path(tmp))
+        rt_b = ort_session(m, args.threads, Path(tmp))
+        for rep in range(args.tune_repeats):
+            for k in blocks_to_try if rep % 2 == 0 else reversed(blocks_to_try):
+                t0 = time.monotonic()
+                a, b = paired_blocks(rt_a.call, rt_b.call, max(2, args.tune_runs // k), k, warm=5)
+                walls[k].append(time.monotonic() - t0)
+                am = [statistics.median(a[i * k:(i + 1) * k]) for i in range(len(a) // k)]
+                bm = [statistics.median(b[i * k:(i + 1) * k]) for i in range(len(b) // k)]
+                t = compare_paired(am, bm, baseline_median=statistics.median(a), candidate_median=statistics.median(b),
+                                   threshold=0.02)
+                results[k].append(t.detectable * 100)
+    rows = [[k, max(2, args.tune_runs // k), f"{statistics.median(results[k]):.1f}%",
+             f"{min(results[k]):.1f}-{max(results[k]):.1f}%", f"{statistics.median(walls[k]):.1f}"]
+            for k in blocks_to_try]
+    print(tabulate(rows, headers=["block (runs)", "block pairs", "could detect (median)", "range", "s per side pair"]))
+    print(f"{args.model} on onnxruntime, {args.threads} threads, {args.tune_runs} runs per side per measurement, "
+          f"{args.tune_repeats} measurements per block length (block lengths taking turns), one process, A/A")
+    return 0
+
+
 def burn(seconds: float) -> None:
     end = time.monotonic() + seconds
     x = 0
@@ -173,8 +198,8 @@ def run_gate(head: Path, base: Path, work: Path, args) -> int:
     if args.verbose:
         rows = json.loads(r.stdout)["rows"] if r.stdout.strip().startswith("{") else []
         for row in rows:
-            print(f"    {row['backend']:12s} {row['verdict']:10s} ratio {row['ratio']:.3f} "
-                  f"detectable {row['detectable_slowdown']}", file=sys.stderr)
+            print(f"    {row['backend']:12s} {row['verdict']:10s} ratio {row['ratio']} "
+                  f"detectable {row['detectable_slowdown']} {'; '.join(row['notes'])[:200]}", file=sys.stderr)
     return r.returncode
 
 
@@ -190,7 +215,13 @@ def main(argv=None) -> int:
     ap.add_argument("--require-power", default="5%")
     ap.add_argument("--load", action="store_true", help="also under a competing CPU load (one busy process per core)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tune", action="store_true", help="only compare block lengths (A/A, in one process)")
+    ap.add_argument("--tune-blocks", nargs="+", default=["2", "5", "10", "25", "50"])
+    ap.add_argument("--tune-runs", type=int, default=600)
+    ap.add_argument("--tune-repeats", type=int, default=6)
     args = ap.parse_args(argv)
+    if args.tune:
+        return tune(args)
 
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hvit-gate-power-") as tmp:
