@@ -19,6 +19,7 @@ deployments calibrate (and gate) on a few hundred images of their own domain. Wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -103,6 +104,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-data", help="held-out images for the gate (default: split off the calibration folder)")
     ap.add_argument("--synthetic-images", type=int, default=80, help="images made when --calibration is not given")
     ap.add_argument("--out-dir", help="results files and made images (default: int8_vs_fp32-<date>-<time>)")
+    ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
+                    help="weights, passed to hvit-bench (without them models are randomly initialised, afresh in "
+                         "every export, and the gate's figures describe random-weight models)")
     ap.add_argument("--profile", help="hvit-bench profile to start from (flags above override it)")
     ap.add_argument("--plugin", action="append", help="passed to hvit-bench (models of your own)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON after the table")
@@ -144,8 +148,11 @@ def main(argv=None) -> int:
             cmd += ["--profile", args.profile]
         for p in args.plugin or []:
             cmd += ["--plugin", p]
+        for c in args.checkpoint or []:
+            cmd += ["--checkpoint", c]
         print(f"int8_vs_fp32: {t} thread(s): hvit-bench {' '.join(map(str, cmd))}", file=sys.stderr, flush=True)
-        codes.append(bench([str(c) for c in cmd]))
+        with contextlib.redirect_stdout(sys.stderr):  # hvit-bench's own table: the one below replaces it
+            codes.append(bench([str(c) for c in cmd]))
         if out.exists():
             rows += rows_of(json.loads(out.read_text()))
     print(f"INT8 vs FP32, batch 1; each thread count is one hvit-bench run (FP32 and INT8 in the same "

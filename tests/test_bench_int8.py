@@ -40,12 +40,30 @@ def calib(tmp_path_factory):
     return root
 
 
+def fitted_tiny(root: Path) -> Path:
+    """bench_tiny with fixed weights and a head fitted to tell the two photos apart by a clear margin, so the
+    gate's agreement figures mean something (random weights give near-tied logits, and a new draw per process)."""
+    import torch
+
+    import bench_models  # noqa: F401  (registers bench_tiny)
+    from int8_helpers import fitted_model
+
+    model = fitted_model("bench_tiny", 64, make_images(root / "fit", 6, seed=1), seed=0)
+    torch.save(model.state_dict(), root / "tiny.pth")
+    return root / "tiny.pth"
+
+
 @pytest.fixture(scope="module")
-def int8_run(tmp_path_factory, cache_dir, calib):
+def tiny_ckpt(tmp_path_factory):
+    return fitted_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory, cache_dir, calib, tiny_ckpt):
     out = tmp_path_factory.mktemp("run") / "results.json"
     code = main(["--models", "bench_tiny", "--backends", "torch", "onnxruntime", "openvino", "--variants",
-                 "original", "int8", "--calibration", str(calib), "--calibration-size", "8", "--iters", "24",
-                 "--rounds", "4", "--processes", "2", "--out", str(out), *FAST])
+                 "original", "int8", "--calibration", str(calib), "--calibration-size", "8", "--iters", "12",
+                 "--rounds", "2", "--processes", "2", "--checkpoint", str(tiny_ckpt), "--out", str(out), *FAST])
     return code, json.loads(out.read_text())
 
 
@@ -65,8 +83,8 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         e, fp = by[(b, "int8")], by[(b, "original")]
         assert e["status"] == fp["status"] == "ok"
         assert e["precision"] == "int8" and fp["precision"] == "fp32"
-        assert e["iterations"] == fp["iterations"] == 24 and len(e["round_medians_ms"]) == 4
-        assert e["round_process"] == fp["round_process"] == [0, 0, 1, 1]   # same interleaved rounds
+        assert e["iterations"] == fp["iterations"] == 12 and len(e["round_medians_ms"]) == 2
+        assert e["round_process"] == fp["round_process"] == [0, 1]   # same interleaved rounds, two processes
         assert e["fp32_variant"] == "original"   # bench_tiny has no recipe: quantized as written
         art = e["artifact"]
         assert art["path"].endswith("-int8" + (".onnx" if b == "onnxruntime" else ".xml"))
@@ -85,7 +103,7 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         assert "speedup_vs_fp32" not in fp and "speedup_vs_original" not in e
 
 
-def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir):
+def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir, tiny_ckpt):
     from hvit_deploy.bench import artifacts
 
     _, doc = int8_run
@@ -95,7 +113,7 @@ def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_
         q = artifacts.quantization_fields("bench_tiny", "onnx", calibration=str(folder), calibration_size=size,
                                           eval_data=None)
         return artifacts.artifact_key("bench_tiny", "onnx", rewrite=False, rewrites=[], input_size=None,
-                                      precision="int8", quantization=q)[0]
+                                      precision="int8", checkpoint=str(tiny_ckpt), quantization=q)[0]
 
     assert key(calib) == key_run
     assert key(calib, size=9) != key_run
@@ -108,7 +126,8 @@ def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_
     out = tmp_path / "r.json"
     for folder, cached in ((other, False), (calib, True)):
         code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "--variants", "int8", "--calibration",
-                     str(folder), "--calibration-size", "8", "--iters", "5", "--out", str(out), *FAST])
+                     str(folder), "--calibration-size", "8", "--iters", "5", "--checkpoint", str(tiny_ckpt),
+                     "--out", str(out), *FAST])
         assert code == 0
         art = json.loads(out.read_text())["results"][0]["artifact"]
         assert art["cached"] is cached and (art["key"] == key_run) is cached
