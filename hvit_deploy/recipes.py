@@ -79,6 +79,8 @@ class QuantFallback(_Strict):
     max_layers: int = Field(8, ge=1, description="at most this many layers kept in floating point")
     max_tries: int = Field(4, ge=1, description="at most this many re-quantizations (1, 2, 4, ... layers)")
     sensitivity_images: int = Field(4, ge=1, le=64, description="held-out images used to rank the layers")
+    candidates: int = Field(12, ge=1, description="layers measured end to end after a one-pass pre-ranking by "
+                            "their local quantization error (each costs a forward pass per sensitivity image)")
 
 
 class QuantizationOptions(_Strict):

@@ -184,3 +184,89 @@ def test_all_calibration_images_unreadable(cli, tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith("hvit-export: error: none of the") and "could be read" in last
     assert list((tmp_path / "out").iterdir()) == []
+
+
+class TinyHybrid(torch.nn.Module):
+    """Conv stem, one softmax attention block, MLP, head (as tests/bench_models.py's, without registering it)."""
+
+    def __init__(self, dim: int = 32, heads: int = 2):
+        super().__init__()
+        nn = torch.nn
+        self.heads = heads
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4), nn.BatchNorm2d(dim), nn.GELU())
+        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        b, n, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
+        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
+        x = x + self.mlp(self.norm2(x))
+        return self.head(x.mean(1))
+
+
+def _tiny_onnx(tmp_path):
+    torch.manual_seed(0)
+    model = TinyHybrid().eval()
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 64, 64), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=18, dynamo=False)
+    return model, path
+
+
+def test_onnx_keeps_the_attention_output_matmul_in_float(tmp_path):
+    """Only Conv/MatMul/Gemm get QDQ, and the MatMul reading the softmax (NNCF's multihead_attention_output)
+    keeps float inputs while q @ k^T and the Linear layers are quantized."""
+    import numpy as np
+    import onnx
+
+    from hvit_deploy.quantize.onnx_int8 import attention_output_matmuls, quantize_onnx
+    from hvit_deploy.recipes import QuantizationOptions
+
+    _, path = _tiny_onnx(tmp_path)
+    pattern = attention_output_matmuls(path)
+    assert len(pattern) == 1
+    calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    out = tmp_path / "q.onnx"
+    s = quantize_onnx(path, out, calib, 1, QuantizationOptions(onnx_pre_process=False))
+    assert s["attention_output_in_fp"] == pattern and pattern[0] in s["nodes_excluded"]
+    assert s["op_types_quantized"] == ["Conv", "MatMul", "Gemm"]
+    g = onnx.load(str(out)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    quantized_inputs = {n.name: [producer.get(i) == "DequantizeLinear" for i in n.input] for n in g.node}
+    assert not any(quantized_inputs[pattern[0]])                                      # a @ v: float
+    others = [n.name for n in g.node if n.op_type == "MatMul" and n.name != pattern[0]]
+    assert others and all(any(quantized_inputs[n]) for n in others)                    # q @ k^T, Linear: INT8
+    softmax_out = {o for n in g.node if n.op_type == "Softmax" for o in n.output}
+    assert softmax_out and not any(any(quantized_inputs[n.name]) for n in g.node if n.op_type == "Softmax")
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in softmax_out for n in g.node)  # probabilities
+    none = quantize_onnx(path, out, calib, 1, QuantizationOptions(onnx_pre_process=False, model_type="default"))
+    assert none["attention_output_in_fp"] == []
+
+
+def test_fallback_ranks_attention_matmuls_and_prerank_caps_the_passes(tmp_path):
+    import numpy as np
+
+    from hvit_deploy.quantize import fallback as fb
+    from hvit_deploy.quantize.onnx_int8 import quantizable_nodes
+
+    model, path = _tiny_onnx(tmp_path)
+    x = np.random.default_rng(1).standard_normal((6, 3, 64, 64)).astype(np.float32)
+    full = fb.rank_layers(model, x[:4], x[4:])
+    by = {r["layer"]: r for r in full}
+    assert set(by) == {"stem.0", "qkv", "proj", "mlp.0", "mlp.2", "head", "/matmul"}
+    mm = by["/matmul"]
+    assert mm["kind"] == "matmul" and mm["module"] == "" and mm["products"] == 2 and 0 <= mm["harm"] < 0.01
+    assert all(r["harm"] is not None for r in full) and [r["harm"] for r in full] == sorted(
+        (r["harm"] for r in full), reverse=True)
+    capped = fb.rank_layers(model, x[:4], x[4:], candidates=3)
+    assert [r["harm"] is not None for r in capped] == [True] * 3 + [False] * 4
+    assert all(r["local_error"] >= 0 for r in capped)
+    nodes = quantizable_nodes(path)
+    mm_nodes = fb.onnx_nodes_for("/matmul", nodes)
+    assert len(mm_nodes) == 2 and all(n.count("/") == 1 for n in mm_nodes)             # the root's own products
+    assert fb.onnx_nodes_for("qkv", nodes) and not set(fb.onnx_nodes_for("qkv", nodes)) & set(mm_nodes)

@@ -6,6 +6,12 @@ hash of everything that changes the exported file: model, format, rewrite names,
 checkpoint (path, size, mtime), the versions of torch/onnx/onnxsim/openvino/coremltools, and a digest of the
 project's own source (models, rewrites, exporters, recipes), so editing a rewrite re-exports.
 
+INT8 artifacts (variant ``int8``) are exported the way ``hvit-export --precision int8`` does it (FP32 export,
+quantization, accuracy gate, fallback) into ``<format>-<form>-int8-<key>/``; their key adds the calibration
+folder's content digest, the calibration size, the held-out folder's digest and the recipe's ``quantization``
+section, so another calibration set re-exports. The gate's figures, the layers kept in floating point and the
+size ratio to FP32 go into ``bench-artifact.json`` and from there into the results entry.
+
 Exporting happens in a child process (:mod:`.worker` ``export``), never in the timing worker: the timing
 process imports only its runtime.
 """
@@ -95,7 +101,8 @@ def checkpoint_id(checkpoint: str | None) -> dict | None:
 
 
 def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], input_size: int | None,
-                 batch_size: int = 1, precision: str = "fp32", checkpoint: str | None = None) -> tuple[str, dict]:
+                 batch_size: int = 1, precision: str = "fp32", checkpoint: str | None = None,
+                 quantization: dict | None = None) -> tuple[str, dict]:
     fields = {
         "model": model, "format": fmt, "rewrite": bool(rewrite), "rewrites": list(rewrites),
         "input_size": input_size, "batch_size": batch_size, "precision": precision,
@@ -104,17 +111,92 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
         "hvit_deploy": package_version("hvit-deploy"),
         "source": source_digest(),
     }
+    if quantization is not None:  # only INT8 keys carry it, so every FP32 key stays what it was
+        fields["quantization"] = quantization
     blob = json.dumps(fields, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12], fields
 
 
-def entry_dir(model: str, fmt: str, rewrite: bool, key: str) -> Path:
-    return cache_root() / "artifacts" / model / f"{fmt}-{'rewritten' if rewrite else 'original'}-{key}"
+# ------------------------------------------------------------------------------------------------- INT8
+
+INT8_VARIANT = "int8"
+NEEDS_CALIBRATION = ("onnx", "openvino")   # Core ML's int8 is weight-only
 
 
-def lookup(model: str, fmt: str, rewrite: bool, key: str) -> dict | None:
+def has_recipe(model: str) -> bool:
+    from ..errors import ConfigError
+    from ..recipes import load_recipe
+    from ..registry import get_spec
+
+    try:
+        load_recipe(get_spec(model).family)
+    except ConfigError:
+        return False
+    return True
+
+
+def variant_form(model: str, variant: str) -> tuple[bool, str]:
+    """(rewrite, precision) of a results variant. ``int8`` quantizes the rewritten form, or the model as written
+    for a family without an export recipe (a --plugin model), which cannot be rewritten."""
+    if variant == INT8_VARIANT:
+        return has_recipe(model), "int8"
+    return variant == "rewritten", "fp32"
+
+
+def fp32_variant(model: str) -> str:
+    """The FP32 variant an ``int8`` entry is compared with (``speedup_vs_fp32``): the form it was quantized from."""
+    return "rewritten" if variant_form(model, INT8_VARIANT)[0] else "original"
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_digest(folder: str, stamp: tuple) -> dict:
+    from ..quantize.calibration import _by_content, find_images
+
+    files, hashes = _by_content(find_images(folder, "calibration" if stamp[0] == "c" else "--eval-data"))
+    return {"sha256": hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest(), "images": len(files)}
+
+
+def _stamp(folder: str, role: str) -> tuple:
+    """What invalidates the in-process digest cache: the folder's files, sizes and mtimes."""
+    p = Path(folder)
+    try:
+        return (role, tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in p.rglob("*")
+                                   if f.is_file())))
+    except OSError:
+        return (role, ())
+
+
+def quantization_fields(model: str, fmt: str, *, calibration: str | None, calibration_size: int | None,
+                        eval_data: str | None) -> dict:
+    """What an INT8 artifact's cache key adds: the calibration folder's content digest (all its images: the
+    held-out split is drawn from it too), the calibration size, the held-out folder's digest and the recipe's
+    ``quantization`` section (gate, fallback, quantizer settings). Raises ``CalibrationError`` for a missing or
+    empty folder."""
+    from ..recipes import QuantizationOptions, load_recipe
+    from ..registry import get_spec
+
+    q = load_recipe(get_spec(model).family).quantization if has_recipe(model) else QuantizationOptions()
+    fields: dict = {"recipe": q.model_dump(mode="json")}
+    if fmt in NEEDS_CALIBRATION:
+        if not calibration:
+            from ..quantize.export import QuantizationError
+
+            raise QuantizationError(f"the int8 variant on {fmt} needs calibration images: --calibration DIR")
+        fields["calibration"] = _folder_digest(str(Path(calibration).resolve()), _stamp(calibration, "c"))
+        fields["calibration_size"] = calibration_size or q.calibration_size
+        fields["eval_data"] = (_folder_digest(str(Path(eval_data).resolve()), _stamp(eval_data, "e"))
+                               if eval_data else None)
+    return fields
+
+
+def entry_dir(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32") -> Path:
+    tag = "" if precision == "fp32" else f"-{precision}"
+    return cache_root() / "artifacts" / model / f"{fmt}-{'rewritten' if rewrite else 'original'}{tag}-{key}"
+
+
+def lookup(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32") -> dict | None:
     """The manifest of a cached artifact, or None when it is absent or incomplete."""
-    d = entry_dir(model, fmt, rewrite, key)
+    d = entry_dir(model, fmt, rewrite, key, precision)
     try:
         info = json.loads((d / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -143,12 +225,14 @@ def locked(directory: Path):
         yield
 
 
-def export_many(model: str, requests: list[tuple[str, bool]], *, input_size: int | None,
+def export_many(model: str, requests: list[tuple], *, input_size: int | None,
                 checkpoint: str | None, batch_size: int = 1, precision: str = "fp32") -> list[dict]:
     """Export (or reuse) ``model`` in every (format, rewrite) of ``requests``, building the model once.
 
-    Returns one ``{"ok": True, "info": manifest}`` or ``{"ok": False, "error": text}`` per request, in order.
-    Runs inside the export child process."""
+    A request may carry a third item, ``{"precision": "int8", "calibration": DIR, "calibration_size": N,
+    "eval_data": DIR}``: that one is quantized as ``hvit-export --precision int8`` does it (gate and fallback
+    included). Returns one ``{"ok": True, "info": manifest}`` or ``{"ok": False, "error": text}`` per request,
+    in order. Runs inside the export child process."""
     sessions: dict[bool, object] = {}
 
     def session(rewrite: bool):
@@ -159,11 +243,14 @@ def export_many(model: str, requests: list[tuple[str, bool]], *, input_size: int
         return sessions[rewrite]
 
     out = []
-    for fmt, rewrite in requests:
+    for req in requests:
+        fmt, rewrite = req[0], bool(req[1])
+        opts = dict(req[2]) if len(req) > 2 and req[2] else {}
         try:
             out.append({"ok": True, "info": _export_one(model, fmt, rewrite, session, input_size=input_size,
                                                         checkpoint=checkpoint, batch_size=batch_size,
-                                                        precision=precision)})
+                                                        precision=opts.pop("precision", precision),
+                                                        quant=opts)})
         except Exception as e:  # noqa: BLE001 - each request fails on its own, as one line
             from ..errors import HvitError
 
@@ -173,22 +260,30 @@ def export_many(model: str, requests: list[tuple[str, bool]], *, input_size: int
 
 
 def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, checkpoint, batch_size,
-                precision) -> dict:
+                precision, quant: dict | None = None) -> dict:
     from ..errors import ExportError
     from ..utils.io import atomic_write_json
 
+    quant = quant or {}
     rewrites = rewrite_names(model, fmt, rewrite)
+    qfields = quantization_fields(model, fmt, **{k: quant.get(k) for k in (
+        "calibration", "calibration_size", "eval_data")}) if precision == INT8_VARIANT else None
     key, fields = artifact_key(model, fmt, rewrite=rewrite, rewrites=rewrites, input_size=input_size,
-                               batch_size=batch_size, precision=precision, checkpoint=checkpoint)
-    d = entry_dir(model, fmt, rewrite, key)
+                               batch_size=batch_size, precision=precision, checkpoint=checkpoint,
+                               quantization=qfields)
+    d = entry_dir(model, fmt, rewrite, key, precision)
     with locked(d):
-        hit = lookup(model, fmt, rewrite, key)
+        hit = lookup(model, fmt, rewrite, key, precision)
         if hit:
             hit["cached"] = True
             return hit
         d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        res = session(rewrite).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision)
+        kwargs = {}
+        if precision == INT8_VARIANT and fmt in NEEDS_CALIBRATION:
+            kwargs = {k: quant.get(k) for k in ("calibration", "calibration_size", "eval_data")}
+        res = session(rewrite).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision,
+                                      **kwargs)
         seconds = time.perf_counter() - t0
         if not res.ok:
             raise ExportError(f"{model} → {fmt}: {res.error}")
@@ -200,11 +295,35 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
             "validation": {k: v[k] for k in ("passed", "max_abs", "cosine", "top1", "top5") if k in v} or v,
             "exporter": (res.entry or {}).get("exporter", "hvit_deploy.export"),
             "export_s": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "precision": precision, "size_bytes": (res.entry or {}).get("size_bytes"),
         }
+        if precision != "fp32":
+            info["quantization"] = quantization_summary(res.entry or {})
         atomic_write_json(d / MANIFEST, info)
-    info = lookup(model, fmt, rewrite, key) or info
+    info = lookup(model, fmt, rewrite, key, precision) or info
     info["cached"] = False
     return info
+
+
+def quantization_summary(entry: dict) -> dict:
+    """The part of an INT8 manifest entry a results entry keeps: gate figures (before fallback and final), the
+    layers kept in floating point, the calibration and held-out sets, the quantizer settings, the size ratio."""
+    q = entry.get("quantization") or {}
+    gate = q.get("gate") or {}
+    out = {
+        "size_ratio_vs_fp32": entry.get("size_ratio_vs_fp32"),
+        "gate": {"passed": gate.get("passed"), "final": gate.get("final"),
+                 "before_fallback": gate.get("before_fallback"), "tries": len(gate.get("tries") or [])} if gate
+        else None,
+        "thresholds": q.get("gate_thresholds"),
+        "layers_in_fp": q.get("layers_in_fp", []),
+        "calibration": q.get("calibration"), "held_out": q.get("held_out"),
+        "settings": q.get("settings"),
+    }
+    if "check" in q:  # Core ML weight-only: the program check instead of a gate
+        out["check"] = q["check"]
+        out["settings"] = q.get("settings")
+    return out
 
 
 def _session(model: str, *, rewrite: bool, input_size, checkpoint, batch_size):

@@ -18,7 +18,9 @@ from ..utils.io import load_yaml, parse_strict
 
 DEFAULT_PROFILE = "cpu-paper"
 
-VARIANT_NAMES = ("rewritten", "original")
+# rewritten: the recipe's export form (FP32); original: the model as written; int8: the rewritten form quantized
+# to INT8 the way `hvit-export --precision int8` does it (calibration images needed for onnxruntime / openvino)
+VARIANT_NAMES = ("rewritten", "original", "int8")
 
 
 def __getattr__(name: str):
@@ -36,7 +38,7 @@ def _known_runtime(name: str) -> str:
 
 # the profile's word is "backends" (as the CLI's --backends); each one names a registered runtime
 Backend = Annotated[str, AfterValidator(_known_runtime)]
-Variant = Literal["rewritten", "original"]
+Variant = Literal["rewritten", "original", "int8"]
 
 
 class _Strict(BaseModel):
@@ -82,6 +84,12 @@ class Profile(_Strict):
     batch_size: Literal[1] = 1
     input_size: Optional[int] = Field(None, ge=16, description="square input side; default: the model's own")
     precision: Literal["fp32"] = "fp32"
+    calibration: Optional[str] = Field(None, description="folder of calibration images for the int8 variant "
+                                       "(searched recursively; the gate's held-out images are split off it)")
+    calibration_size: Optional[int] = Field(None, ge=1, description="calibration images used (default: the "
+                                            "recipe's quantization.calibration_size)")
+    eval_data: Optional[str] = Field(None, description="held-out images for the int8 accuracy gate (default: "
+                                     "split off the calibration folder)")
     warmup: Warmup = Warmup()
     op_profile: OpProfile = OpProfile()
     pair_block: int = Field(0, ge=0, description="with --against: a runtime that runs an artifact times base and "

@@ -69,7 +69,7 @@ class ResultsFile:
         p = self.profile
         e = {
             "model": model, "backend": backend, "variant": variant, "status": "pending",
-            "threads": p.threads, "batch_size": p.batch_size, "precision": p.precision,
+            "threads": p.threads, "batch_size": p.batch_size, "precision": "int8" if variant == "int8" else p.precision,
             "iterations": 0, "rounds": p.rounds, "processes": p.processes,
         }
         self.pending.append(e)
@@ -183,26 +183,35 @@ def _reference_backend(backend: str) -> str | None:
 
 def add_speedups(entries: list[dict]) -> None:
     """``speedup_vs_torch`` (torch eager median / this median, same model and variant; torch-cuda for GPU
-    backends) and ``speedup_vs_original`` (original median / rewritten median, same model and backend),
-    each with a block-bootstrap CI. Measured in the same run, so they are the numbers to quote."""
+    backends; for ``int8`` the FP32 form it was quantized from), ``speedup_vs_original`` (original median /
+    rewritten median, same model and backend) and, for ``int8`` entries, ``speedup_vs_fp32`` (the FP32 median of
+    the form it was quantized from — ``fp32_variant``, rewritten unless the family has no recipe — / the INT8
+    median, same model and backend), each with a block-bootstrap CI. Measured in the same run, so they are the
+    numbers to quote."""
     ok = {entry_key(e): e for e in entries if e.get("status") == "ok" and e.get("samples_ms")}
+
+    def ratio(ref: dict, e: dict, label: str) -> dict:
+        s = speedup(ref["samples_ms"], e["samples_ms"], reference_rounds=ref.get("rounds"),
+                    other_rounds=e.get("rounds"), reference_round_process=ref.get("round_process"),
+                    other_round_process=e.get("round_process"))
+        return {"reference": label, **_rounded(s)}
+
     for (model, backend, variant), e in ok.items():
-        e.pop("speedup_vs_torch", None)
-        e.pop("speedup_vs_original", None)
+        for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
+            e.pop(k, None)
+        fp32 = e.get("fp32_variant", "rewritten") if variant == "int8" else variant
         ref_b = _reference_backend(backend)
-        ref = ok.get((model, ref_b, variant)) if ref_b else None
+        ref = ok.get((model, ref_b, fp32)) if ref_b else None
         if ref is not None:
-            s = speedup(ref["samples_ms"], e["samples_ms"], reference_rounds=ref.get("rounds"),
-                        other_rounds=e.get("rounds"), reference_round_process=ref.get("round_process"),
-                        other_round_process=e.get("round_process"))
-            e["speedup_vs_torch"] = {"reference": f"{ref_b}/{variant}", **_rounded(s)}
+            e["speedup_vs_torch"] = ratio(ref, e, f"{ref_b}/{fp32}")
         if variant == "rewritten":
             orig = ok.get((model, backend, "original"))
             if orig is not None:
-                s = speedup(orig["samples_ms"], e["samples_ms"], reference_rounds=orig.get("rounds"),
-                            other_rounds=e.get("rounds"), reference_round_process=orig.get("round_process"),
-                            other_round_process=e.get("round_process"))
-                e["speedup_vs_original"] = {"reference": f"{backend}/original", **_rounded(s)}
+                e["speedup_vs_original"] = ratio(orig, e, f"{backend}/original")
+        if variant == "int8":
+            base = ok.get((model, backend, fp32))
+            if base is not None:
+                e["speedup_vs_fp32"] = ratio(base, e, f"{backend}/{fp32}")
 
 
 def _rounded(s: dict) -> dict:
@@ -212,7 +221,7 @@ def _rounded(s: dict) -> dict:
 # --------------------------------------------------------------------------------------------------- tables
 
 COLUMNS = ["model", "backend", "variant", "threads", "median ms", "95% CI", "mean", "std", "p90", "p99",
-           "first ms", "load s", "× torch", "× original", "status"]
+           "first ms", "load s", "× torch", "× original", "× fp32", "status"]
 
 
 def _f(v, digits=3) -> str:
@@ -244,6 +253,7 @@ def summary_rows(doc: dict) -> list[dict]:
             "load s": _f(e["load_ms"] / 1e3 if e.get("load_ms") is not None else None, 2),
             "× torch": _x(e.get("speedup_vs_torch")),
             "× original": _x(e.get("speedup_vs_original")),
+            "× fp32": _x(e.get("speedup_vs_fp32")),
             "status": status,
         })
     return rows
@@ -259,14 +269,14 @@ def format_table(doc: dict, fmt: str = "table") -> str:
         buf = io.StringIO()
         keys = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
                 "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
-                "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "reason"]
+                "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason"]
         w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for e in doc["results"]:
             row = dict(e)
             ci = e.get("median_ci_ms") or [None, None]
             row["median_ci_lo_ms"], row["median_ci_hi_ms"] = ci
-            for k in ("speedup_vs_torch", "speedup_vs_original"):
+            for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
                 row[k] = (e.get(k) or {}).get("speedup")
             row["reason"] = e.get("reason") or e.get("error") or ""
             w.writerow(row)
@@ -280,8 +290,9 @@ def format_table(doc: dict, fmt: str = "table") -> str:
     text = tabulate(table, headers=used, tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
     notes = [f"- {e['model']}/{e['backend']}/{e.get('variant', '')}: {n}" for e in doc["results"]
              for n in e.get("notes", [])]
-    foot = ["", "× torch / × original: how many times faster than torch eager / the original form, median ratio "
-                "from this run (95% block-bootstrap CI)."] if any(r["× torch"] or r["× original"] for r in rows) else []
+    foot = ["", "× torch / × original / × fp32: how many times faster than torch eager / the original form / the "
+                "FP32 form an int8 entry was quantized from, median ratio from this run (95% block-bootstrap CI)."
+            ] if any(r["× torch"] or r["× original"] or r["× fp32"] for r in rows) else []
     if notes:
         foot += ["", "Notes:"] + notes
     for e in doc["results"]:

@@ -170,34 +170,38 @@ class Runner:
         """Fill ``cache[(side, model, fmt, rewrite)]`` with the artifact manifest, or the error, for every job of
         ``model``; what the cache lacks is exported in one child process (the model is built once). Another
         checkout's artifacts are always asked of its own export process (its sources make its cache keys)."""
-        missing: list[tuple[str, bool]] = []
+        missing: list[tuple] = []
+        variants: list[tuple[str, str]] = []      # (fmt, variant) of each request in ``missing``
         for job in jobs:
             fmt = artifacts.runtime_format(job.backend)
-            rewrite = job.variant == "rewritten"
-            k = (side.name, model, fmt, rewrite)
-            if fmt is None or k in cache or (fmt, rewrite) in missing:
-                continue
-            if not side.own:
-                missing.append((fmt, rewrite))
+            k = (side.name, model, fmt, job.variant)
+            if fmt is None or k in cache or (fmt, job.variant) in variants:
                 continue
             try:
+                rewrite, precision = artifacts.variant_form(model, job.variant)
+                request, quant = self._artifact_request(model, fmt, rewrite, precision)
+                if not side.own:
+                    missing.append(request)
+                    variants.append((fmt, job.variant))
+                    continue
                 names = artifacts.rewrite_names(model, fmt, rewrite)
                 key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names,
                                                 input_size=self.p.input_size, batch_size=self.p.batch_size,
-                                                precision=self.p.precision,
-                                                checkpoint=self.plan.checkpoints.get(model))
+                                                precision=precision, checkpoint=self.plan.checkpoints.get(model),
+                                                quantization=quant)
             except HvitError as e:
                 cache[k] = WorkerError(str(e))
                 continue
-            info = artifacts.lookup(model, fmt, rewrite, key)
+            info = artifacts.lookup(model, fmt, rewrite, key, precision)
             if info:
                 info["cached"] = True
                 cache[k] = info
             else:
-                missing.append((fmt, rewrite))
+                missing.append(request)
+                variants.append((fmt, job.variant))
         if not missing:
             return
-        what = ", ".join(f"{fmt} ({'rewritten' if rw else 'original'})" for fmt, rw in missing)
+        what = ", ".join(f"{fmt} ({v})" for fmt, v in variants)
         self.log(f"{model}: exporting {what}{'' if side.own else f' with {side.root}'} ...")
         try:
             msg = self._one_shot(f"export-{model}-{side.name}", {
@@ -206,8 +210,8 @@ class Runner:
                 "precision": self.p.precision}, timeout=self.p.timeout_s, side=side)
         except WorkerError as e:
             msg = {"event": "error", "error": str(e)}
-        for i, (fmt, rewrite) in enumerate(missing):
-            k = (side.name, model, fmt, rewrite)
+        for i, (fmt, variant) in enumerate(variants):
+            k = (side.name, model, fmt, variant)
             if msg.get("event") != "exported":
                 cache[k] = WorkerError(f"export to {fmt} failed: {msg.get('error') or msg.get('reason')}")
                 continue
@@ -217,6 +221,19 @@ class Runner:
                 self.log(f"  {fmt}: exported and validated in {r['info'].get('export_s', 0):.1f} s → {r['info']['path']}")
             else:
                 cache[k] = WorkerError(f"export to {fmt} failed: {r['error']}")
+
+    def _artifact_request(self, model: str, fmt: str, rewrite: bool, precision: str) -> tuple[tuple, dict | None]:
+        """The export request for one artifact, and for INT8 the fields its cache key adds (calibration digest,
+        size, held-out set, recipe quantization section)."""
+        if precision == "fp32":
+            return (fmt, rewrite), None
+        p = self.p
+        quant = artifacts.quantization_fields(model, fmt, calibration=p.calibration,
+                                              calibration_size=p.calibration_size, eval_data=p.eval_data)
+        opts = {"precision": precision}
+        if fmt in artifacts.NEEDS_CALIBRATION:
+            opts.update(calibration=p.calibration, calibration_size=p.calibration_size, eval_data=p.eval_data)
+        return (fmt, rewrite, opts), quant
 
     def check_side(self, side: Side) -> None:
         """Another checkout must have a worker that speaks this protocol."""
@@ -238,8 +255,11 @@ class Runner:
     def artifact(self, job: "Job", cache: dict) -> dict | None:
         fmt = artifacts.runtime_format(job.backend)
         if fmt is None:
+            if job.variant == artifacts.INT8_VARIANT:
+                raise _Skip(f"{job.backend} runs the PyTorch module, which has no INT8 form here; the int8 variant "
+                            "is timed on onnxruntime and openvino (and weight-only on coreml)")
             return None
-        got = cache[(job.side.name, job.model, fmt, job.variant == "rewritten")]
+        got = cache[(job.side.name, job.model, fmt, job.variant)]
         if isinstance(got, Exception):
             raise got
         return got
@@ -316,7 +336,10 @@ class Runner:
         if art is not None:
             e["artifact"] = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"),
                              "export_s": art.get("export_s"), "exporter": art.get("exporter"),
-                             "validation": art.get("validation")}
+                             "validation": art.get("validation"), "size_bytes": art.get("size_bytes")}
+            if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
+                e["artifact"]["quantization"] = art["quantization"]
+                e["fp32_variant"] = artifacts.fp32_variant(job.model)
             e["rewrites"] = art.get("rewrites", [])
         else:
             e["rewrites"] = msg.get("rewrites") or []

@@ -51,8 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "smallest variant of every family)")
     ap.add_argument("--backends", nargs="+", metavar="RUNTIME",
                     help="runtimes to time (the registered ones: " + ", ".join(runtime_names()) + ")")
-    ap.add_argument("--variants", nargs="+", metavar="VARIANT", choices=("rewritten", "original"),
-                    help="forms to time side by side: rewritten (default) and/or original")
+    from ..bench.profiles import VARIANT_NAMES
+
+    ap.add_argument("--variants", nargs="+", metavar="VARIANT", choices=VARIANT_NAMES,
+                    help="forms to time side by side: rewritten (default), original, int8 (the rewritten form "
+                         "quantized as hvit-export --precision int8 does it; needs --calibration)")
+    ap.add_argument("--calibration", metavar="DIR", help="calibration images for the int8 variant (searched "
+                    "recursively; the accuracy gate's held-out images are split off it unless --eval-data)")
+    ap.add_argument("--calibration-size", type=int, metavar="N", help="calibration images used by the int8 variant")
+    ap.add_argument("--eval-data", metavar="DIR", help="held-out images for the int8 variant's accuracy gate")
     ap.add_argument("--no-rewrite", action="store_true", help="time the model as written (same as --variants original)")
     ap.add_argument("--threads", type=int, metavar="N", help="intra-op threads of every CPU runtime")
     ap.add_argument("--iters", type=int, metavar="N", help="timed runs per entry")
@@ -168,6 +175,31 @@ def parse_checkpoints(items: list[str] | None, models: list[str]) -> dict[str, s
     return out
 
 
+def check_int8(prof, flags: list[str]):
+    """The int8 variant's data, checked before anything runs: a calibration folder when an int8 entry runs on
+    onnxruntime/openvino-format runtimes; folders made absolute (the export process may run elsewhere);
+    calibration flags without the int8 variant are refused."""
+    from ..bench import profiles
+    from ..bench.artifacts import NEEDS_CALIBRATION, runtime_format
+    from ..quantize.calibration import find_images
+
+    if "int8" not in prof.variants:
+        if flags:
+            raise HvitError(f"{flags[0]} goes with --variants ... int8")
+        return prof
+    needs = [b for b in prof.backends if runtime_format(b) in NEEDS_CALIBRATION]
+    if needs and not prof.calibration:
+        raise HvitError(f"--variants int8 on {', '.join(needs)} needs calibration images: --calibration DIR "
+                        "(or the profile's calibration field)")
+    fields = {}
+    for name, role in (("calibration", "calibration"), ("eval_data", "--eval-data")):
+        folder = getattr(prof, name)
+        if folder:
+            find_images(folder, role)  # a missing or empty folder: one line now, not after the FP32 runs
+            fields[name] = str(Path(folder).expanduser().resolve())
+    return profiles.override(prof, **fields)
+
+
 def check_out_path(path: Path) -> None:
     from ..utils.io import ensure_writable_dir
 
@@ -224,7 +256,10 @@ def bench_main(argv: list[str]) -> int:
     prof = profiles.override(
         prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, processes=processes, input_size=args.input_size,
         backends=backends, variants=variants, timeout_s=args.timeout, pair_block=args.pair_block,
+        calibration=args.calibration, calibration_size=args.calibration_size, eval_data=args.eval_data,
         **{"warmup.min_runs": args.warmup, "op_profile.enabled": True if args.op_profile else None})
+    prof = check_int8(prof, [f for f, v in (("--calibration", args.calibration), ("--calibration-size",
+                                             args.calibration_size), ("--eval-data", args.eval_data)) if v is not None])
     if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:
         prof = profiles.override(prof, **{"warmup.max_runs": prof.warmup.min_runs})
     if args.list_backends:

@@ -146,7 +146,12 @@ def _int8_with_gate(session, fmt, fp32_path: Path, target: Path, calib, held, q,
 
     batch = session.batch
     arrays = calib.arrays
-    ref = eager_logits(session.model, held.arrays, batch)
+    # eager FP32 on the held-out set, once per session and set: every format's gate compares with the same
+    # logits, and on a slow eager model (ACmix) this pass alone is minutes
+    refs = session.__dict__.setdefault("_int8_refs", {})
+    if (held.sha256, batch) not in refs:
+        refs[(held.sha256, batch)] = eager_logits(session.model, held.arrays, batch)
+    ref = refs[(held.sha256, batch)]
     work = target.parent
     if fmt == "onnx":
         from .onnx_int8 import pre_process, quantizable_nodes, quantize_onnx, with_feeding_chain
@@ -181,9 +186,17 @@ def _int8_with_gate(session, fmt, fp32_path: Path, target: Path, calib, held, q,
     info: dict = {"calibration": calib.describe(), "held_out": held.describe(), "settings": settings,
                   "gate_thresholds": q.gate.model_dump(), "fallback": {"enabled": bool(fallback and q.fallback.enabled)}}
     if bad and fallback and q.fallback.enabled:
-        model, _, _ = session.prepared(fmt, rewrite)
+        model, names, _ = session.prepared(fmt, rewrite)
         n_sens = min(q.fallback.sensitivity_images, len(held.arrays))
-        ranking = fb.rank_layers(model, arrays, held.arrays[:max(n_sens, batch)], batch=batch)
+        # the ranking depends on the module and the data only: formats with the same rewrites share it
+        rkey = (tuple(names), calib.sha256, held.sha256, n_sens, q.fallback.candidates)
+        rankings = session.__dict__.setdefault("_int8_rankings", {})
+        t_rank = time.perf_counter()
+        if rkey not in rankings:
+            rankings[rkey] = fb.rank_layers(model, arrays, held.arrays[:max(n_sens, batch)], batch=batch,
+                                            calib_images=8, candidates=q.fallback.candidates)
+        ranking = rankings[rkey]
+        info["fallback"]["ranking_s"] = round(time.perf_counter() - t_rank, 2)
         mapped = [(r, map_nodes(r["layer"], nodes)) for r in ranking]
         mapped = [(r, n) for r, n in mapped if n]
         info["fallback"]["ranking"] = [dict(r, nodes=n) for r, n in mapped[:2 * q.fallback.max_layers]]

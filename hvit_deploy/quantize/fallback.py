@@ -5,7 +5,13 @@ exporters carry into node names): one layer at a time, its input is fake-quantiz
 range seen on the calibration images, and its weights per output channel, symmetric, as the real quantizers do;
 the harm is 1 - the mean cosine similarity of the model's logits with the FP32 logits on a few held-out images.
 The worst layers are then kept in floating point by the backend's own mechanism (ONNX Runtime
-``nodes_to_exclude``, NNCF ``ignored_scope``). Attention matrix products that are not modules are not ranked.
+``nodes_to_exclude``, NNCF ``ignored_scope``).
+
+Matrix products that are not modules (attention's ``q @ k^T`` and ``attn @ v``) are ranked too, one group per
+module that calls them (``layers.2.blocks.6.attn/matmul``): both inputs of every such product in that module
+are fake-quantized per tensor with their calibration ranges, as ONNX Runtime's QDQ MatMul and NNCF's
+FakeQuantize do, and the group maps to that module's MatMul nodes in the artifact (``/layers.2/blocks.6/attn/
+MatMul*``, ``__module.layers.2.blocks.6.attn/aten::matmul/MatMul``).
 """
 from __future__ import annotations
 
@@ -14,6 +20,44 @@ import torch
 import torch.nn as nn
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+MATMUL_SUFFIX = "/matmul"
+_MATMULS = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.__matmul__,
+            torch.Tensor.__rmatmul__}
+
+
+class _MatmulHook(torch.overrides.TorchFunctionMode):
+    """Calls ``fn(module, index, (a, b)) -> (a, b)`` on every matrix product of two tensors, with the qualified
+    name of the innermost module running (kept by forward hooks) and the product's index within that call."""
+
+    def __init__(self, model: nn.Module, fn):
+        super().__init__()
+        self.fn, self.stack, self.count = fn, [], {}
+        self.handles = []
+        for name, m in model.named_modules():
+            self.handles.append(m.register_forward_pre_hook(lambda _m, _i, n=name: self._enter(n)))
+            self.handles.append(m.register_forward_hook(lambda _m, _i, _o, n=name: self._leave(n)))
+
+    def _enter(self, name):
+        self.stack.append(name)
+        self.count[name] = 0
+
+    def _leave(self, name):
+        if self.stack and self.stack[-1] == name:
+            self.stack.pop()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _MATMULS and len(args) >= 2 and all(isinstance(a, torch.Tensor) for a in args[:2]) \
+                and not any(isinstance(a, nn.Parameter) for a in args[:2]) and self.stack:
+            mod = self.stack[-1]
+            i = self.count[mod] = self.count.get(mod, 0) + 1
+            a, b = self.fn(mod, i - 1, (args[0], args[1]))
+            args = (a, b, *args[2:])
+        return func(*args, **kwargs)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
 
 
 def _fake_quant_activation(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -33,8 +77,14 @@ def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: int = 1,
-                calib_images: int = 16) -> list[dict]:
-    """``[{"layer", "harm", "cosine"}]``, most harmful first."""
+                calib_images: int = 16, candidates: int | None = None) -> list[dict]:
+    """``[{"layer", "kind", "harm", "cosine", "local_error"}]``, most harmful first.
+
+    Every layer (and matmul group) costs one forward pass over ``held`` to measure end to end, which is minutes
+    on a slow eager model (ACmix: ~80 convolutions). With ``candidates`` the layers are first pre-ranked in ONE
+    pass by their local error (``||f(q(x), q(w)) - f(x, w)||^2 / ||f(x, w)||^2`` at the layer itself, the
+    layer's SQNR), and only the ``candidates`` worst are measured end to end; the others follow, by local error,
+    without a ``harm``."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
     ranges: dict[str, list[float]] = {}
 
@@ -54,32 +104,127 @@ def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: in
             outs.append(model(torch.from_numpy(np.ascontiguousarray(chunk))).float().numpy())
         return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
 
+    mm_ranges: dict[str, dict[tuple[int, int], list[float]]] = {}
+
+    def observe_mm(mod, i, ab):
+        for j, t in enumerate(ab):
+            r = mm_ranges.setdefault(mod, {}).setdefault((i, j), [float("inf"), float("-inf")])
+            r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
+        return ab
+
     handles = [m.register_forward_pre_hook(observe(n)) for n, m in layers]
+    hook = _MatmulHook(model, observe_mm)
     try:
-        run(calib[:max(calib_images, batch)])
+        with hook:
+            run(calib[:max(calib_images, batch)])
     finally:
+        hook.remove()
         for h in handles:
             h.remove()
+    kinds = {n: ("conv" if isinstance(m, (nn.Conv1d, nn.Conv2d)) else "linear") for n, m in layers}
+    entries = [n for n, _ in layers if n in ranges] + [mod + MATMUL_SUFFIX for mod in mm_ranges]
+    local: dict[str, float] = {}
+    if candidates is not None and len(entries) > candidates:
+        local = _local_errors(model, layers, ranges, mm_ranges, run, held)
+        entries.sort(key=lambda n: -local.get(n, 0.0))
+    measured, rest = (entries[:candidates], entries[candidates:]) if local else (entries, [])
     ref = run(held)
-    ranking = []
-    for name, m in layers:
-        if name not in ranges:
-            continue
-        lo, hi = ranges[name]
-        h = m.register_forward_pre_hook(lambda _m, inp, lo=lo, hi=hi: (_fake_quant_activation(inp[0], lo, hi),)
-                                        + tuple(inp[1:]))
-        saved = m.weight.data.clone()
-        m.weight.data.copy_(_fake_quant_weight(saved))
-        try:
-            out = run(held)
-        finally:
-            m.weight.data.copy_(saved)
-            h.remove()
+
+    def harm(out) -> tuple[float, float]:
         denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
         cos = float(np.mean(np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 0.0)))
-        ranking.append({"layer": name, "harm": 1.0 - cos, "cosine": cos})
+        return 1.0 - cos, cos
+
+    mods = dict(layers)
+    ranking = []
+    for name in measured:
+        if name.endswith(MATMUL_SUFFIX):
+            mod = name[:-len(MATMUL_SUFFIX)]
+            hook = _MatmulHook(model, _fq_products(mod, mm_ranges[mod]))
+            try:
+                with hook:
+                    out = run(held)
+            finally:
+                hook.remove()
+            entry = {"layer": name, "module": mod, "kind": "matmul", "products": len({i for i, _ in mm_ranges[mod]})}
+        else:
+            m = mods[name]
+            lo, hi = ranges[name]
+            h = m.register_forward_pre_hook(lambda _m, inp, lo=lo, hi=hi: (_fake_quant_activation(inp[0], lo, hi),)
+                                            + tuple(inp[1:]))
+            saved = m.weight.data.clone()
+            m.weight.data.copy_(_fake_quant_weight(saved))
+            try:
+                out = run(held)
+            finally:
+                m.weight.data.copy_(saved)
+                h.remove()
+            entry = {"layer": name, "kind": kinds[name]}
+        h_, cos = harm(out)
+        entry.update(harm=h_, cosine=cos)
+        if local:
+            entry["local_error"] = local.get(name, 0.0)
+        ranking.append(entry)
     ranking.sort(key=lambda r: -r["harm"])
+    for name in rest:  # not measured end to end: after the measured ones, by local error
+        mm = name.endswith(MATMUL_SUFFIX)
+        e = {"layer": name, "kind": "matmul" if mm else kinds[name], "harm": None, "local_error": local.get(name, 0.0)}
+        if mm:
+            e["module"] = name[:-len(MATMUL_SUFFIX)]
+        ranking.append(e)
     return ranking
+
+
+def _fq_products(mod: str, ranges_m: dict):
+    def fq(m_, i, ab):
+        if m_ != mod:
+            return ab
+        return tuple(_fake_quant_activation(t, *ranges_m[(i, j)]) if (i, j) in ranges_m else t
+                     for j, t in enumerate(ab))
+    return fq
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).float() ** 2).sum() / ((b.float() ** 2).sum().clamp_min(1e-30)))
+
+
+def _local_errors(model, layers, ranges, mm_ranges, run, held) -> dict[str, float]:
+    """Mean local relative error of each layer's (and matmul group's) quantized output, in one pass."""
+    errs: dict[str, list[float]] = {}
+    handles = []
+
+    def layer_hook(name, m):
+        lo, hi = ranges[name]
+
+        def hook(_m, inp, out):
+            x = _fake_quant_activation(inp[0], lo, hi)
+            w = _fake_quant_weight(m.weight)
+            if isinstance(m, nn.Linear):
+                q = torch.nn.functional.linear(x, w, m.bias)
+            else:
+                q = m._conv_forward(x, w, m.bias)
+            errs.setdefault(name, []).append(_rel(q, out))
+        return hook
+
+    def mm_hook(mod, i, ab):
+        r = mm_ranges.get(mod, {})
+        if (i, 0) in r and (i, 1) in r:
+            qa, qb = _fake_quant_activation(ab[0], *r[(i, 0)]), _fake_quant_activation(ab[1], *r[(i, 1)])
+            errs.setdefault(mod + MATMUL_SUFFIX, []).append(_rel(torch.matmul(qa, qb), torch.matmul(ab[0], ab[1])))
+        return ab
+
+    for name, m in layers:
+        if name in ranges:
+            handles.append(m.register_forward_hook(layer_hook(name, m)))
+    hook = _MatmulHook(model, mm_hook)
+    try:
+        with hook:
+            run(held)
+    finally:
+        hook.remove()
+        for h in handles:
+            h.remove()
+    return {k: float(np.mean(v)) for k, v in errs.items()}
 
 
 def _onnx_module_path(node_name: str) -> str:
@@ -91,10 +236,19 @@ def _onnx_module_path(node_name: str) -> str:
     return qn
 
 
+def _module_of(layer: str) -> tuple[str, bool]:
+    if layer.endswith(MATMUL_SUFFIX):
+        return layer[:-len(MATMUL_SUFFIX)], True
+    return layer, False
+
+
 def onnx_nodes_for(layer: str, nodes: list[tuple[str, str]]) -> list[str]:
-    return [n for n, _ in nodes if _onnx_module_path(n) == layer]
+    """The artifact's nodes of a ranked layer; for a matmul group, the MatMul nodes of its module only."""
+    mod, mm = _module_of(layer)
+    return [n for n, op in nodes if _onnx_module_path(n) == mod and (not mm or op == "MatMul")]
 
 
 def openvino_nodes_for(layer: str, nodes: list[tuple[str, str]]) -> list[str]:
-    prefix = f"__module.{layer}/"
-    return [n for n, _ in nodes if n.startswith(prefix + "aten::")]
+    mod, mm = _module_of(layer)
+    prefix = f"__module.{mod}/aten::" if mod else "aten::"   # the root module's own ops carry no module prefix
+    return [n for n, op in nodes if n.startswith(prefix) and (not mm or op == "MatMul")]

@@ -1,0 +1,165 @@
+"""``hvit-bench --variants original int8`` end to end on the tiny plugin model: INT8 timed beside FP32 in the same
+interleaved rounds, the entries' gate figures and ratios, the cache key following the calibration set, compare
+keeping int8 and FP32 apart, one-line errors for a missing calibration folder."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from int8_helpers import make_images  # noqa: E402
+
+from hvit_deploy.cli.bench import main  # noqa: E402
+
+PLUGIN = str(Path(__file__).parent / "bench_models.py")
+FAST = ["--plugin", PLUGIN, "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    import os
+
+    d = tmp_path_factory.mktemp("hvit-cache-int8")
+    old = os.environ.get("HVIT_CACHE_DIR")
+    os.environ["HVIT_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("HVIT_CACHE_DIR", None)
+    else:
+        os.environ["HVIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calib")
+    make_images(root, 12, seed=11, labelled=False)   # 24 images: 12 held out for the gate, 8 calibrate
+    return root
+
+
+def fitted_tiny(root: Path) -> Path:
+    """bench_tiny with fixed weights and a head fitted to tell the two photos apart by a clear margin, so the
+    gate's agreement figures mean something (random weights give near-tied logits, and a new draw per process)."""
+    import torch
+
+    import bench_models  # noqa: F401  (registers bench_tiny)
+    from int8_helpers import fitted_model
+
+    model = fitted_model("bench_tiny", 64, make_images(root / "fit", 6, seed=1), seed=0)
+    torch.save(model.state_dict(), root / "tiny.pth")
+    return root / "tiny.pth"
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return fitted_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory, cache_dir, calib, tiny_ckpt):
+    out = tmp_path_factory.mktemp("run") / "results.json"
+    code = main(["--models", "bench_tiny", "--backends", "torch", "onnxruntime", "openvino", "--variants",
+                 "original", "int8", "--calibration", str(calib), "--calibration-size", "8", "--iters", "12",
+                 "--rounds", "2", "--processes", "2", "--checkpoint", str(tiny_ckpt), "--out", str(out), *FAST])
+    return code, json.loads(out.read_text())
+
+
+def _by(doc):
+    return {(e["backend"], e["variant"]): e for e in doc["results"]}
+
+
+def test_int8_entries_beside_fp32(int8_run, calib):
+    code, doc = int8_run
+    assert code == 0
+    by = _by(doc)
+    assert set(by) == {(b, v) for b in ("torch", "onnxruntime", "openvino") for v in ("original", "int8")}
+    torch8 = by[("torch", "int8")]
+    assert torch8["status"] == "skipped" and "no INT8 form" in torch8["reason"]
+    assert doc["settings"]["calibration"] == str(calib.resolve()) and doc["settings"]["calibration_size"] == 8
+    for b in ("onnxruntime", "openvino"):
+        e, fp = by[(b, "int8")], by[(b, "original")]
+        assert e["status"] == fp["status"] == "ok"
+        assert e["precision"] == "int8" and fp["precision"] == "fp32"
+        assert e["iterations"] == fp["iterations"] == 12 and len(e["round_medians_ms"]) == 2
+        assert e["round_process"] == fp["round_process"] == [0, 1]   # same interleaved rounds, two processes
+        assert e["fp32_variant"] == "original"   # bench_tiny has no recipe: quantized as written
+        art = e["artifact"]
+        assert art["path"].endswith("-int8" + (".onnx" if b == "onnxruntime" else ".xml"))
+        assert "-int8-" in Path(art["path"]).parent.name and art["key"] != fp["artifact"]["key"]
+        q = art["quantization"]
+        fig = q["gate"]["final"]
+        assert q["gate"]["passed"] is True and fig["finite"] is True and fig["images"] == 12
+        assert fig["top1_agreement"] >= q["thresholds"]["min_top1_agreement"]
+        assert fig["mean_cosine"] >= q["thresholds"]["min_mean_cosine"]
+        assert q["calibration"]["size"] == 8 and q["held_out"]["size"] == 12
+        assert isinstance(q["layers_in_fp"], list)
+        assert 0 < q["size_ratio_vs_fp32"] < 1 and art["size_bytes"] < fp["artifact"]["size_bytes"]
+        s = e["speedup_vs_fp32"]
+        assert s["reference"] == f"{b}/original" and s["ci"][0] <= s["speedup"] <= s["ci"][1] and s["speedup"] > 0
+        assert e["speedup_vs_torch"]["reference"] == "torch/original"
+        assert "speedup_vs_fp32" not in fp and "speedup_vs_original" not in e
+
+
+def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir, tiny_ckpt):
+    from hvit_deploy.bench import artifacts
+
+    _, doc = int8_run
+    key_run = _by(doc)[("onnxruntime", "int8")]["artifact"]["key"]
+
+    def key(folder, size=8):
+        q = artifacts.quantization_fields("bench_tiny", "onnx", calibration=str(folder), calibration_size=size,
+                                          eval_data=None)
+        return artifacts.artifact_key("bench_tiny", "onnx", rewrite=False, rewrites=[], input_size=None,
+                                      precision="int8", checkpoint=str(tiny_ckpt), quantization=q)[0]
+
+    assert key(calib) == key_run
+    assert key(calib, size=9) != key_run
+    other = tmp_path / "calib2"
+    shutil.copytree(calib, other)
+    assert key(other) == key_run   # same images elsewhere: same set
+    make_images(other / "more", 1, seed=99, labelled=False)
+    assert key(other) != key_run
+    # the original set's artifact is in the cache under its key; a run with the changed set re-exports
+    hit = artifacts.lookup("bench_tiny", "onnx", False, key_run, "int8")
+    assert hit and hit["quantization"]["calibration"]["size"] == 8
+    out = tmp_path / "r.json"
+    code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "--variants", "int8", "--calibration",
+                 str(other), "--calibration-size", "8", "--iters", "5", "--checkpoint", str(tiny_ckpt),
+                 "--out", str(out), *FAST])
+    assert code == 0
+    art = json.loads(out.read_text())["results"][0]["artifact"]
+    assert art["cached"] is False and art["key"] == key(other) != key_run
+    assert artifacts.lookup("bench_tiny", "onnx", False, key(other), "int8")["key"] == art["key"]
+
+
+def test_compare_keeps_int8_and_fp32_apart(int8_run):
+    from hvit_deploy.bench.compare import compare_docs
+
+    _, doc = int8_run
+    cand = json.loads(json.dumps(doc))
+    cand["results"] = [e for e in cand["results"] if e["variant"] != "int8"]
+    rows = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, cand).rows}
+    assert rows[("onnxruntime", "int8")] == rows[("openvino", "int8")] == "missing"
+    assert rows[("onnxruntime", "original")] == rows[("openvino", "original")] == "unchanged"
+    same = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, doc).rows}
+    assert same[("onnxruntime", "int8")] == "unchanged" and ("onnxruntime", "original") in same
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variants", "int8"], "--variants int8 on onnxruntime needs calibration images: --calibration DIR"),
+    (["--variants", "int8", "--calibration", "/nonexistent/calib"], "calibration folder not found"),
+    (["--variants", "original", "--calibration", "."], "--calibration goes with --variants ... int8"),
+    (["--variants", "int4"], "invalid choice: 'int4'"),
+])
+def test_bad_int8_input(capsys, tmp_path, extra, message):
+    try:
+        code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "--out", str(tmp_path / "r.json"),
+                     *extra, *FAST])
+    except SystemExit as e:  # argparse's own refusal (exit 2, one line)
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r.json").exists()
