@@ -144,3 +144,20 @@ def test_coreml_runs_and_matches_on_macos(crossvit_session, out):  # pragma: no 
     r = crossvit_session.export("coreml", out)
     assert r.ok, r.error
     assert r.validation["max_abs"] < 1e-3 and r.validation["top1"] == 1.0
+
+
+def test_random_weights_are_the_same_network_in_every_export(tmp_path):
+    """Without a checkpoint the exported network is drawn from seed 0: two sessions (as two processes would) give
+    the same weights, and the caller's random state is left as it was."""
+    import torch
+
+    from hvit_deploy.export import ExportSession
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = ExportSession("efficientmod_xxs", validate=False).model.state_dict()
+    after = torch.rand(1)
+    b = ExportSession("efficientmod_xxs", validate=False).model.state_dict()
+    assert torch.equal(before, after)
+    assert all(torch.equal(a[k], b[k]) for k in a)

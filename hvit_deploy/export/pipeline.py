@@ -142,8 +142,13 @@ class ExportSession:
             labels_source = Path(labels).name
             labels = read_labels(labels)  # a bad file is refused before the model is built
         t0 = time.perf_counter()
-        self.model = create_model(self.name, checkpoint, input_size=self.input_size, num_classes=num_classes,
-                                  trust_checkpoint=trust_checkpoint, use_ema=use_ema, backbone=self.features)
+        # without a checkpoint the weights are random: drawn from seed 0 (as hvit-bench's torch runtime draws
+        # them), so every export of a model is of the same network, in any process, and the caller's RNG is untouched
+        with torch.random.fork_rng(devices=[]):
+            if checkpoint is None:
+                torch.manual_seed(0)
+            self.model = create_model(self.name, checkpoint, input_size=self.input_size, num_classes=num_classes,
+                                      trust_checkpoint=trust_checkpoint, use_ema=use_ema, backbone=self.features)
         self.build_s = time.perf_counter() - t0
         self.num_classes = int(self.model.hvit_num_classes)
         self.output_name = "logits" if self.num_classes else "features"
