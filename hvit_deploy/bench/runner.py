@@ -494,7 +494,7 @@ class Runner:
         for job in group:
             try:
                 job.art = self.artifact(job, art_cache)
-            except (WorkerError, HvitError) as err:
+            except (WorkerError, HvitError, _Skip) as err:  # raised again below, where each is handled
                 job.art = err
         self.pair_jobs([j for j in group if not isinstance(j.art, Exception)])
         for job in group:
