@@ -40,11 +40,13 @@ def one_line(e: BaseException) -> str:
     return text if len(text) < 600 else text[:600] + " ..."
 
 
-def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL_NS) -> list[int]:
-    """``n`` timed calls; returns nanoseconds per call. Only ``call()`` sits between the two clock reads."""
+def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL_NS, collect: bool = True) -> list[int]:
+    """``n`` timed calls; returns nanoseconds per call. Only ``call()`` sits between the two clock reads.
+    ``collect=False``: the caller already collected garbage and keeps the collector off (the paired blocks)."""
     pc = time.perf_counter_ns
     out = [0] * n
-    gc.collect()
+    if collect:
+        gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -188,10 +190,18 @@ def paired_blocks(call_a, call_b, blocks: int, block: int, warm: int = 0,
         call_b()
     a: list[int] = []
     b: list[int] = []
-    for i in range(blocks):
-        first_b = (i % 2 == 1) != start_with_b
-        for which in ("b", "a") if first_b else ("a", "b"):
-            (b if which == "b" else a).extend(timed_runs(call_b if which == "b" else call_a, block))
+    gc.collect()  # once for all the blocks, not between every two of them
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(blocks):
+            first_b = (i % 2 == 1) != start_with_b
+            for which in ("b", "a") if first_b else ("a", "b"):
+                (b if which == "b" else a).extend(
+                    timed_runs(call_b if which == "b" else call_a, block, collect=False))
+    finally:
+        if was_enabled:
+            gc.enable()
     return a, b
 
 
