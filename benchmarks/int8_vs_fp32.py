@@ -81,7 +81,9 @@ def rows_of(doc: dict) -> list[dict]:
             "fp32/int8 (95% CI)": _ratio(e.get("speedup_vs_fp32")) if ok else
             f"{e.get('status')}: {e.get('error') or e.get('reason') or (fp or {}).get('error') or ''}"[:80],
             "size ratio": f"{q['size_ratio_vs_fp32']:.2f}" if q.get("size_ratio_vs_fp32") else "",
-            "top-1 agr": f"{fig['top1_agreement']:.3f}" if "top1_agreement" in fig else "",
+            # the gate's figure (near ties agree), the strict arg-max figure in brackets
+            "top-1 agr (strict)": f"{fig.get('top1_agreement_within_tie', fig['top1_agreement']):.3f} "
+            f"({fig['top1_agreement']:.3f})" if "top1_agreement" in fig else "",
             "cosine": f"{fig['mean_cosine']:.4f}" if "mean_cosine" in fig else "",
             "layers in FP": (f"{len(layers)}: " + ", ".join(layers[:3]) + (" ..." if len(layers) > 3 else ""))
             if layers else "0",

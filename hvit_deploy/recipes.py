@@ -69,6 +69,9 @@ class QuantGate(_Strict):
     min_mean_cosine: float = Field(0.99, ge=-1, le=1, description="mean cosine similarity of the logits")
     max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="eager top-1 minus artifact top-1, labelled data")
     min_images: int = Field(1, ge=1, description="refuse to judge on fewer held-out images than this")
+    tie_logit_margin: float = Field(0.05, ge=0, description="agreement counts a pick that eager FP32 scores within "
+                                    "this many logits of its own (a near tie, see hvit_deploy/quantize/gate.py); 0: "
+                                    "strict arg-max agreement")
 
 
 class QuantFallback(_Strict):

@@ -270,3 +270,34 @@ def test_fallback_ranks_attention_matmuls_and_prerank_caps_the_passes(tmp_path):
     mm_nodes = fb.onnx_nodes_for("/matmul", nodes)
     assert len(mm_nodes) == 2 and all(n.count("/") == 1 for n in mm_nodes)             # the root's own products
     assert fb.onnx_nodes_for("qkv", nodes) and not set(fb.onnx_nodes_for("qkv", nodes)) & set(mm_nodes)
+
+
+def test_gate_counts_near_ties_as_agreement_but_not_clear_flips():
+    """Recorded logits: image 0's top two classes are 0.01 apart (a near tie) and INT8 swapped them; image 1's
+    top class leads by 2.0 and INT8 swapped it too. Strict agreement counts both; within the 0.05 tie margin only
+    the clear flip fails, and the accuracy drop on labels is not relaxed."""
+    import numpy as np
+
+    from hvit_deploy.quantize.gate import gate_failures, gate_figures
+    from hvit_deploy.recipes import QuantGate
+
+    ref = np.zeros((4, 10))
+    ref[:, :6] = [[3.0, 2.99, 1, 0.5, 0.4, 0.3], [5.0, 3.0, 1, 0.5, 0.4, 0.3],
+                  [4.0, 1.0, 0.9, 0.8, 0.7, 0.1], [4.0, 1.0, 0.9, 0.8, 0.7, 0.1]]
+    out = ref.copy()
+    out[0, :2] = [2.99, 3.0]        # near tie swapped
+    out[1, :2] = [3.0, 5.0]         # clear flip
+    out[2, 4:6] = [0.1, 0.7]        # 5th/6th swapped by 0.6: a real top-5 change
+    fig = gate_figures(ref, out, labels=[0, 0, 0, 0], tie_margin=0.05)
+    assert fig["top1_agreement"] == 0.5 and fig["top1_agreement_within_tie"] == 0.75
+    assert fig["near_tie_images"] == 1
+    assert fig["top5_agreement"] == pytest.approx(0.95) and fig["top5_agreement_within_tie"] == pytest.approx(0.95)
+    assert fig["accuracy_drop"] == 0.5          # labels see both flips: no tie allowance there
+    bad = gate_failures(fig, QuantGate(min_top1_agreement=0.75, min_top5_agreement=0.9, min_mean_cosine=0.9,
+                                       max_accuracy_drop=1.0))
+    assert bad == []
+    bad = gate_failures(fig, QuantGate(min_top1_agreement=0.8, min_top5_agreement=0.9, min_mean_cosine=0.9,
+                                       max_accuracy_drop=1.0))
+    assert len(bad) == 1 and "top-1 agreement 0.750" in bad[0] and "near ties within 0.05" in bad[0]
+    strict = gate_figures(ref, out, tie_margin=0.0)
+    assert strict["top1_agreement_within_tie"] == 0.5

@@ -160,7 +160,7 @@ def _row(entry: dict) -> list:
     return [entry["model"], entry["format"], status, entry.get("path") or "-",
             f"{size / 1e6:.1f}" if size else "-", len(entry.get("rewrites") or []),
             entry.get("exporter", "-"), _figure(val.get("max_abs"), ".2e"), _figure(val.get("min_cosine"), ".7f"),
-            _figure(val.get("top1", val.get("top1_agreement")), ".0%"), _figure(entry.get("seconds"), ".1f")]
+            _figure(val.get("top1", val.get("top1_agreement_within_tie", val.get("top1_agreement"))), ".0%"), _figure(entry.get("seconds"), ".1f")]
 
 
 def _quantization_args(args, formats: list[str]) -> dict:

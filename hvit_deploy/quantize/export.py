@@ -177,7 +177,7 @@ def _int8_with_gate(session, fmt, fp32_path: Path, target: Path, calib, held, q,
 
     def judge():
         out = _run_batched(lambda xs: run(target, xs), held.arrays, batch)
-        fig = gate_figures(ref, out, held.labels)
+        fig = gate_figures(ref, out, held.labels, q.gate.tie_logit_margin)
         return fig, gate_failures(fig, q.gate)
 
     settings = quantize([])
