@@ -172,6 +172,41 @@ def tune(args) -> int:
     return 0
 
 
+def analyse(folder: Path, threshold: float, alpha: float = 0.01) -> int:
+    """Re-judge kept gates (``--keep``) under other statistics of the same per-block ratios: which centre
+    (median or trimmed mean) and whether the bootstrap resamples worker processes first. Prints, per entry
+    kind, the median "could detect" and how many gates each variant would flag."""
+    import numpy as np
+    from tabulate import tabulate
+
+    from hvit_deploy.bench.stats import compare_paired
+
+    variants = {"median, processes first": ("median", True), "trimmed mean, processes first": ("trimmed", True),
+                "median, blocks only": ("median", False), "trimmed mean, blocks only": ("trimmed", False)}
+    acc: dict = {}
+    for gate in sorted(p for p in folder.iterdir() if (p / "head.json").is_file()):
+        kind = gate.name.rsplit("-", 1)[0]
+        h, b = (json.loads((gate / f).read_text()) for f in ("head.json", "base.json"))
+        bb = {(e["model"], e["backend"], e["variant"]): e for e in b["results"]}
+        for c in h["results"]:
+            e = bb.get((c["model"], c["backend"], c["variant"]))
+            if not e or not c.get("round_medians_ms") or len(e["round_medians_ms"]) != len(c["round_medians_ms"]):
+                continue
+            for name, (center, grouped) in variants.items():
+                t = compare_paired(e["round_medians_ms"], c["round_medians_ms"],
+                                   baseline_median=float(np.median(e["samples_ms"])),
+                                   candidate_median=float(np.median(c["samples_ms"])), threshold=threshold,
+                                   alpha=alpha, round_process=c.get("round_process") if grouped else None,
+                                   center=center)
+                acc.setdefault((kind, c["backend"], name), []).append((t.detectable, t.verdict))
+    rows = [[kind, backend, name, len(v), f"{np.median([d for d, _ in v]) * 100:.1f}%",
+             sum(x == "regression" for _, x in v), sum(d > 0.05 and x != "regression" for d, x in v)]
+            for (kind, backend, name), v in sorted(acc.items())]
+    print(tabulate(rows, headers=["gates", "runtime", "statistic", "n", "could detect (median)", "flagged",
+                                  "inconclusive at 5%"]))
+    return 0
+
+
 def burn(seconds: float) -> None:
     end = time.monotonic() + seconds
     x = 0
@@ -179,7 +214,7 @@ def burn(seconds: float) -> None:
         x = (x * 1103515245 + 12345) % 2147483648
 
 
-def run_gate(head: Path, base: Path, work: Path, args) -> int:
+def run_gate(head: Path, base: Path, work: Path, args, keep: Path | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(head), "HVIT_CACHE_DIR": str(work / "cache")}
     h, b = work / "head.json", work / "base.json"
     for p in (h, b):
@@ -195,6 +230,11 @@ def run_gate(head: Path, base: Path, work: Path, args) -> int:
     cmp = [sys.executable, "-m", "hvit_deploy.cli.bench", "compare", str(b), str(h), "--threshold", args.threshold,
            "--require-power", args.require_power, "--format", "json"]
     r = subprocess.run(cmp, cwd=head, env=env, capture_output=True, text=True)
+    if keep is not None:  # the gate's two results files and its verdict, for later analysis
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(h, keep / "head.json")
+        shutil.copy(b, keep / "base.json")
+        (keep / "verdict.json").write_text(r.stdout)
     if args.verbose:
         rows = json.loads(r.stdout)["rows"] if r.stdout.strip().startswith("{") else []
         for row in rows:
@@ -208,20 +248,28 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="efficientmod_xxs")
     ap.add_argument("--backends", nargs="+", help="default: the profile's")
     ap.add_argument("--profile", default="ci")
-    ap.add_argument("--threads", type=int, default=2, help="threads used to calibrate the slowdowns")
+    ap.add_argument("--threads", type=int, help="threads used to calibrate the slowdowns (default: the profile's)")
     ap.add_argument("--slowdowns", nargs="+", type=float, default=[0, 2, 5, 10], help="percent; 0 = A/A")
     ap.add_argument("--gates", type=int, default=10, help="gate runs per candidate")
     ap.add_argument("--threshold", default="2%")
     ap.add_argument("--require-power", default="5%")
     ap.add_argument("--load", action="store_true", help="also under a competing CPU load (one busy process per core)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--keep", help="keep every gate's results files and verdict under this folder")
+    ap.add_argument("--analyse", metavar="DIR", help="only re-judge the gates kept in DIR under other statistics")
     ap.add_argument("--tune", action="store_true", help="only compare block lengths (A/A, in one process)")
     ap.add_argument("--tune-blocks", nargs="+", default=["2", "5", "10", "25", "50"])
     ap.add_argument("--tune-runs", type=int, default=600)
     ap.add_argument("--tune-repeats", type=int, default=6)
     args = ap.parse_args(argv)
+    if args.threads is None:
+        from hvit_deploy.bench.profiles import load_profile
+
+        args.threads = load_profile(args.profile).threads
     if args.tune:
         return tune(args)
+    if args.analyse:
+        return analyse(Path(args.analyse), float(args.threshold.rstrip("%")) / 100)
 
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hvit-gate-power-") as tmp:
@@ -250,7 +298,8 @@ def main(argv=None) -> int:
                     codes, walls = [], []
                     for g in range(args.gates):
                         t0 = time.monotonic()
-                        codes.append(run_gate(head, base, tmp, args))
+                        label = f"{'load' if loaded else 'quiet'}-{'aa' if s <= 0 else f'slow{s:g}'}-{g + 1:03d}"
+                        codes.append(run_gate(head, base, tmp, args, Path(args.keep) / label if args.keep else None))
                         walls.append(time.monotonic() - t0)
                         print(f"  {'load' if loaded else 'quiet'} +{s:g}% gate {g + 1}/{args.gates}: exit "
                               f"{codes[-1]} in {walls[-1]:.0f} s", file=sys.stderr)

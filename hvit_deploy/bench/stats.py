@@ -179,12 +179,31 @@ def min_attainable_p(n1: int, n2: int) -> float:
     return 2.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
 
 
-def _boot_medians(blocks: np.ndarray, groups: np.ndarray | None, n_boot: int, rng) -> np.ndarray:
-    """Medians of ``n_boot`` bootstrap resamples of ``blocks``; with ``groups`` (the process of each block) a
-    two-stage cluster bootstrap: processes with replacement, then blocks within each chosen process."""
+TRIM = 0.2  # the paired comparison's centre: the mean of the middle 60 % of the per-block log ratios
+
+
+def trimmed_mean(x: np.ndarray, trim: float = TRIM, axis: int = -1) -> np.ndarray:
+    """Mean of what is left after cutting ``trim`` of the values from each end, NaNs ignored (rows may differ
+    in length). As robust to a burst that hits one block as the median, but on near-normal per-block ratios it
+    wastes less of the data (the median's efficiency is 64 %, a 20 % trimmed mean's about 94 %)."""
+    x = np.sort(np.asarray(x, dtype=float), axis=axis)  # NaNs sort last
+    x = np.moveaxis(x, axis, -1)
+    n = np.sum(~np.isnan(x), axis=-1)
+    cut = np.floor(trim * n).astype(int)
+    idx = np.arange(x.shape[-1])
+    keep = (idx >= cut[..., None]) & (idx < (n - cut)[..., None])
+    return np.where(keep, np.nan_to_num(x), 0.0).sum(-1) / np.maximum(keep.sum(-1), 1)
+
+
+def _boot_medians(blocks: np.ndarray, groups: np.ndarray | None, n_boot: int, rng,
+                  center: str = "median") -> np.ndarray:
+    """Medians (``center="trimmed"``: trimmed means) of ``n_boot`` bootstrap resamples of ``blocks``; with
+    ``groups`` (the process of each block) a two-stage cluster bootstrap: processes with replacement, then blocks
+    within each chosen process."""
     k = blocks.size
+    stat = (lambda v: np.nanmedian(v, axis=1)) if center == "median" else (lambda v: trimmed_mean(v, axis=1))
     if groups is None:
-        return np.median(blocks[rng.integers(0, k, size=(n_boot, k))], axis=1)
+        return stat(blocks[rng.integers(0, k, size=(n_boot, k))])
     members = [blocks[groups == g] for g in np.unique(groups)]
     p = len(members)
     sizes = np.array([m.size for m in members])
@@ -197,7 +216,7 @@ def _boot_medians(blocks: np.ndarray, groups: np.ndarray | None, n_boot: int, rn
     idx = np.minimum((rng.random((n_boot, p, sizes.max())) * size_of).astype(int), size_of - 1)
     vals = table[picks[..., None], idx]                                  # blocks within each, with replacement
     vals = np.where(slot < size_of, vals, np.nan)                        # a process contributes its own count
-    return np.nanmedian(vals.reshape(n_boot, -1), axis=1)
+    return stat(vals.reshape(n_boot, -1))
 
 
 def bootstrap_ratio_ci(a_blocks: np.ndarray, b_blocks: np.ndarray, level: float, n_boot: int = 4000,
@@ -317,6 +336,7 @@ def compare_paired(
     n_boot: int = 4000,
     seed: int = 0,
     unit: str = "round",
+    center: str = "median",
 ) -> RatioTest:
     """Two entries timed side by side in one run (``hvit-bench --against``): round r of the candidate ran right
     next to round r of the baseline, so each round gives one log ratio d_r in which the machine's drift cancels.
@@ -341,7 +361,7 @@ def compare_paired(
         p = float(wilcoxon(d, alternative="two-sided").pvalue)
     groups = np.asarray(round_process) if round_process is not None and len(set(round_process)) > 1 else None
     rng = np.random.default_rng(seed)
-    boot = _boot_medians(d, groups, n_boot, rng)
+    boot = _boot_medians(d, groups, n_boot, rng, center=center)
     lo, hi = np.exp(np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
     ci = (float(lo), float(hi))
     spread = relative_spread(np.exp(d))
