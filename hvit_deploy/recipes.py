@@ -104,6 +104,10 @@ class QuantizationOptions(_Strict):
     # ONNX (ONNX Runtime's static quantizer, QDQ format)
     onnx_calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     onnx_per_channel: bool = True
+    # ONNX Runtime's x86 kernels multiply unsigned 8-bit activations by signed 8-bit weights (U8S8) natively; with
+    # signed activations (S8S8) EfficientMod-xxs ran 0.65x FP32 on a VNNI CPU, with unsigned 1.25x (1 thread,
+    # interleaved in one process; see README, INT8)
+    onnx_activations: Literal["uint8", "int8"] = "uint8"
     onnx_pre_process: bool = True
     # Core ML weight quantization
     coreml_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
