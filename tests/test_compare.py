@@ -216,3 +216,24 @@ def test_inconclusive_has_its_own_exit_code(tmp_path):
     text = report.read_text()
     assert "Inconclusive" in text and "(inconclusive)" in text and "could detect" in text
     assert main(["compare", str(FIXTURE), str(FIXTURE), "--threshold", "2%", "--require-power", "40%"]) == 0
+
+
+def test_require_power_per_runtime(tmp_path, capsys):
+    """``--require-power 5% --require-power torch=10%`` (the workflow's): each runtime is held to its own figure,
+    the others to the plain one; an unknown runtime is one line and exit 2."""
+    doc = load_results(FIXTURE)
+    det = {r.backend: r.detectable for r in compare_docs(doc, doc, threshold=0.02).rows}
+    lo, hi = min(det.values()), max(det.values())
+    worst = max(det, key=det.get)
+    assert lo < hi
+    args = ["compare", str(FIXTURE), str(FIXTURE), "--threshold", "2%", "--format", "json"]
+    # every runtime but the worst clears the plain figure; the worst gets its own, above what it could see
+    plain = f"{(sorted(det.values())[-2] + hi) / 2 * 100:.3f}%"
+    capsys.readouterr()
+    assert main(args + ["--require-power", plain]) == 5
+    assert main(args + ["--require-power", plain, "--require-power", f"{worst}={hi * 100 + 1:.3f}%"]) == 0
+    assert main(args + ["--require-power", plain, "--require-power", f"{worst}={plain}"]) == 5
+    capsys.readouterr()
+    assert main(args + ["--require-power", "5%", "--require-power", "torhc=10%"]) == 2
+    err = capsys.readouterr().err
+    assert "--require-power torhc=10%" in err and "torch" in err and "Traceback" not in err

@@ -88,6 +88,7 @@ class Comparison:
     candidate_meta: dict = field(default_factory=dict)
     paired: bool = False  # both files come from one `hvit-bench --against` run: rounds are compared pairwise
     power_target: float | None = None  # --require-power: the slowdown every unchanged entry must be able to see
+    power_targets: dict = field(default_factory=dict)  # --require-power RUNTIME=SLOWDOWN: that runtime's own
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -104,12 +105,15 @@ class Comparison:
     def inconclusive(self) -> list[Row]:
         return [r for r in self.rows if r.inconclusive]
 
-    def require_power(self, slowdown: float) -> None:
-        """Mark as inconclusive every unchanged entry that could not have detected ``slowdown`` (a fraction) with
-        80% power: its 'unchanged' is no evidence, and the gate measures more instead of passing it."""
+    def require_power(self, slowdown: float, per_runtime: dict[str, float] | None = None) -> None:
+        """Mark as inconclusive every unchanged entry that could not have detected ``slowdown`` (a fraction; for a
+        runtime named in ``per_runtime``, its own figure) with 80% power: its 'unchanged' is no evidence, and the
+        gate measures more instead of passing it."""
         self.power_target = slowdown
+        self.power_targets = dict(per_runtime or {})
         for r in self.rows:
-            r.inconclusive = r.verdict == "unchanged" and not (r.detectable is not None and r.detectable <= slowdown)
+            want = self.power_targets.get(r.backend, slowdown)
+            r.inconclusive = r.verdict == "unchanged" and not (r.detectable is not None and r.detectable <= want)
 
     def exit_code(self, strict: bool = False, require_power: bool = False) -> int:
         """0 no regression, 1 regression, 4 (``strict``) missing or not comparable, 5 (``require_power``,

@@ -93,9 +93,10 @@ def markdown(cmp: Comparison) -> str:
         lines.append("None: same machine, OS and runtime versions.")
     if cmp.inconclusive():
         n = len(cmp.inconclusive())
+        own = "".join(f", {rt} {v:.0%}" for rt, v in sorted(cmp.power_targets.items()))
         lines += ["", f"**Inconclusive**: {n} entr{'y' if n == 1 else 'ies'} could not have detected a "
-                  f"{cmp.power_target:.0%} slowdown (see 'could detect'); measure more (more rounds) before "
-                  "trusting 'unchanged'."]
+                  f"{cmp.power_target:.0%} slowdown{f' ({own[2:]})' if own else ''} (see 'could detect'); measure "
+                  "more (more rounds) before trusting 'unchanged'."]
     if cmp.warnings:
         lines += ["", "### Warnings", ""] + [f"- {w}" for w in cmp.warnings]
     return "\n".join(lines) + "\n"

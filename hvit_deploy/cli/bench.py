@@ -112,10 +112,11 @@ def build_compare_parser() -> argparse.ArgumentParser:
     ap.add_argument("--alpha", type=float, default=0.01, help="significance level of the test (default 0.01)")
     ap.add_argument("--plot", metavar="FILE.png", help="baseline vs candidate distributions")
     ap.add_argument("--format", choices=("table", "md", "json"), default="table", help="what to print")
-    ap.add_argument("--require-power", nargs="?", const="5%", metavar="SLOWDOWN",
+    ap.add_argument("--require-power", nargs="?", const="5%", action="append", metavar="[RUNTIME=]SLOWDOWN",
                     help="exit 5 when an entry is unchanged but its run could not have detected a slowdown of "
-                         "SLOWDOWN (default 5%%) with 80%% power (inconclusive: measure more); the pull-request "
-                         "gate uses it")
+                         "SLOWDOWN (default 5%%) with 80%% power (inconclusive: measure more); repeat as "
+                         "RUNTIME=SLOWDOWN to give one runtime its own figure (the pull-request gate: "
+                         "--require-power 5%% --require-power torch=10%%)")
     ap.add_argument("--strict", action="store_true",
                     help="exit 4 when entries are missing or not comparable (and nothing regressed)")
     ap.add_argument("--allow-env-diff", action="store_true",
@@ -219,6 +220,28 @@ def check_plot_path(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- main
+
+
+def _power_targets(specs: list[str]) -> tuple[float, dict[str, float]]:
+    """``--require-power`` values: ``5%`` (every entry) and ``RUNTIME=10%`` (that runtime's own figure)."""
+    from ..bench.compare import parse_threshold
+    from ..runtimes import canonical_runtime
+
+    default, own = None, {}
+    for spec in specs:
+        name, _, value = spec.rpartition("=")
+        try:
+            v = parse_threshold(value)
+        except ValueError as e:
+            raise HvitError(f"--require-power {spec}: {e}") from None
+        if not name:
+            default = v
+            continue
+        try:
+            own[canonical_runtime(name)] = v
+        except Exception as e:  # unknown runtime: one line with close names
+            raise HvitError(f"--require-power {spec}: {e.args[0] if e.args else e}") from None
+    return (0.05 if default is None else default), own
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,10 +397,7 @@ def compare_main(argv: list[str]) -> int:
     cand = load_results(args.candidate)
     cmp = compare_docs(base, cand, threshold=threshold, alpha=args.alpha, allow_env_diff=args.allow_env_diff)
     if args.require_power is not None:
-        try:
-            cmp.require_power(parse_threshold(args.require_power))
-        except ValueError as e:
-            raise HvitError(f"--require-power: {e}") from None
+        cmp.require_power(*_power_targets(args.require_power))
     cmp.baseline_name, cmp.candidate_name = args.baseline, args.candidate
     for meta, doc in ((cmp.baseline_meta, base), (cmp.candidate_meta, cand)):
         meta.update(commit=((doc.get("environment") or {}).get("git") or {}).get("commit"),
