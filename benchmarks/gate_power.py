@@ -13,13 +13,15 @@ that gate, for real, on candidates it builds:
   convolutions is sized, by timing the exported ONNX files on ONNX Runtime in this process, to cost the asked
   percentage of the model's time, and the achieved figure is printed.
 
-It runs the gate ``--gates`` times per candidate and prints, per slowdown, the detection rate (exit 1) and for
-A/A the false-alarm rate, with how many gates were inconclusive (exit 5), quiet and, with ``--load``, under a
-competing CPU load that the script starts itself (one busy process per core, bounded by the script's run, local
-only). Every figure says how many gates it rests on.
+It runs the gate ``--gates`` times per candidate (candidates taking turns) as the workflow does, retries on
+inconclusive included (``--retries``, 0 for single-shot gates), and prints, per slowdown, the detection rate
+(exit 1) and for A/A the false-alarm rate, with how many gates stayed inconclusive (exit 5), quiet and, with
+``--load``, under a competing CPU load that the script starts itself (one busy process per core, bounded by the
+script's run, local only). Every figure says how many gates it rests on. ``--keep DIR`` keeps each gate's
+results files; ``--analyse DIR`` re-judges them under other statistics; ``--tune`` compares block lengths.
 
-    python benchmarks/gate_power.py --slowdowns 0 2 5 10 --gates 10
-    python benchmarks/gate_power.py --slowdowns 0 5 --gates 6 --load
+    python benchmarks/gate_power.py --slowdowns 0 2 5 10 --aa-gates 100 --gates 20
+    python benchmarks/gate_power.py --slowdowns 0 5 --gates 6 --load --load-gates 6
 """
 from __future__ import annotations
 
@@ -199,12 +201,13 @@ def analyse(folder: Path, threshold: float, alpha: float = 0.01) -> int:
                                    candidate_median=float(np.median(c["samples_ms"])), threshold=threshold,
                                    alpha=alpha, round_process=c.get("round_process") if grouped else None,
                                    center=center)
-                acc.setdefault((kind, c["backend"], name), []).append((t.detectable, t.verdict))
-    rows = [[kind, backend, name, len(v), f"{np.median([d for d, _ in v]) * 100:.1f}%",
-             sum(x == "regression" for _, x in v), sum(d > 0.05 and x != "regression" for d, x in v)]
+                acc.setdefault((kind, c["backend"], name), []).append((t.detectable, t.verdict, t.ratio))
+    rows = [[kind, backend, name, len(v), f"{np.median([r for *_, r in v]):.3f}",
+             f"{min(r for *_, r in v):.3f}-{max(r for *_, r in v):.3f}", f"{np.median([d for d, *_ in v]) * 100:.1f}%",
+             sum(x == "regression" for _, x, _ in v), sum(d > 0.05 and x != "regression" for d, x, _ in v)]
             for (kind, backend, name), v in sorted(acc.items())]
-    print(tabulate(rows, headers=["gates", "runtime", "statistic", "n", "could detect (median)", "flagged",
-                                  "inconclusive at 5%"]))
+    print(tabulate(rows, headers=["gates", "runtime", "statistic", "n", "ratio (median)", "ratio range",
+                                  "could detect (median)", "flagged", "inconclusive at 5%"]))
     return 0
 
 
@@ -216,11 +219,28 @@ def burn(seconds: float) -> None:
 
 
 def run_gate(head: Path, base: Path, work: Path, args, keep: Path | None = None) -> int:
+    """The workflow's gate: side by side at the profile's rounds; on inconclusive (exit 5) again with twice the
+    rounds and runs, up to ``--retries`` times. Returns the last exit code."""
+    from hvit_deploy.bench.profiles import load_profile
+
+    prof = load_profile(args.profile)
+    rounds, iters = prof.rounds, prof.iterations
+    for attempt in range(args.retries + 1):
+        rc = _one_gate(head, base, work, args, rounds, iters,
+                       keep / f"try{attempt + 1}" if keep is not None and attempt else keep)
+        if rc != 5:
+            break
+        rounds, iters = rounds * 2, iters * 2
+    return rc
+
+
+def _one_gate(head: Path, base: Path, work: Path, args, rounds: int, iters: int, keep: Path | None) -> int:
     env = {**os.environ, "PYTHONPATH": str(head), "HVIT_CACHE_DIR": str(work / "cache")}
     h, b = work / "head.json", work / "base.json"
     for p in (h, b):
         p.unlink(missing_ok=True)
     bench = [sys.executable, "-m", "hvit_deploy.cli.bench", "--profile", args.profile, "--models", args.model,
+             "--rounds", str(rounds), "--iters", str(iters),
              "--against", str(base), "--out", str(h), "--against-out", str(b), "--no-progress"]
     if args.backends:
         bench += ["--backends", *args.backends]
@@ -251,10 +271,17 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="ci")
     ap.add_argument("--threads", type=int, help="threads used to calibrate the slowdowns (default: the profile's)")
     ap.add_argument("--slowdowns", nargs="+", type=float, default=[0, 2, 5, 10], help="percent; 0 = A/A")
-    ap.add_argument("--gates", type=int, default=10, help="gate runs per candidate")
+    ap.add_argument("--gates", type=int, default=10, help="gate runs per slowed candidate")
+    ap.add_argument("--aa-gates", type=int, help="gate runs of the A/A candidate (default: --gates)")
+    ap.add_argument("--load-gates", type=int, help="gate runs per candidate under load (default: as quiet)")
     ap.add_argument("--threshold", default="2%")
     ap.add_argument("--require-power", nargs="+", default=["5%"], help="as the workflow passes them")
     ap.add_argument("--load", action="store_true", help="also under a competing CPU load (one busy process per core)")
+    ap.add_argument("--load-only", action="store_true", help="only the gates under load")
+    ap.add_argument("--convs", nargs="+", metavar="PCT=N", default=[],
+                    help="skip the calibration: N extra convolutions for the PCT%% candidate (as a calibration printed)")
+    ap.add_argument("--retries", type=int, default=2, help="inconclusive: measure again with 2x, 4x the rounds, "
+                    "as .github/workflows/latency.yml does (MAX_EXTRA); 0: single-shot gates")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--keep", help="keep every gate's results files and verdict under this folder")
     ap.add_argument("--analyse", metavar="DIR", help="only re-judge the gates kept in DIR under other statistics")
@@ -276,7 +303,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="hvit-gate-power-") as tmp:
         tmp = Path(tmp)
         base = copy_checkout(tmp / "base")
-        cal = calibrate(args.model, args.threads, args.slowdowns)
+        given = {float(k): int(v) for k, v in (c.split("=") for c in args.convs)}
+        todo = [x for x in args.slowdowns if x not in given]
+        cal = calibrate(args.model, args.threads, todo) if any(x > 0 for x in todo) else {}
+        cal.update({k: (v, float("nan")) for k, v in given.items()})
         heads = {}
         for s in args.slowdowns:
             if s <= 0:
@@ -287,32 +317,43 @@ def main(argv=None) -> int:
                 print(f"+{s:g}%: {n} extra 3x3 convolutions; timed on ONNX Runtime at {args.threads} threads: "
                       f"+{got:.1f}%", file=sys.stderr)
         rows = []
-        for loaded in ([False, True] if args.load else [False]):
+        for loaded in ([True] if args.load_only else [False, True] if args.load else [False]):
+            want = {h: (args.load_gates if loaded and args.load_gates else
+                        (args.aa_gates or args.gates) if h <= 0 else args.gates) for h in heads}
             burners = []
             if loaded:
-                budget = args.gates * len(heads) * 600.0
+                budget = sum(want.values()) * 900.0
                 burners = [mp.Process(target=burn, args=(budget,), daemon=True) for _ in range(os.cpu_count() or 2)]
                 for p in burners:
                     p.start()
+            codes: dict[float, list[int]] = {h: [] for h in heads}
+            walls: dict[float, list[float]] = {h: [] for h in heads}
+            where = "load" if loaded else "quiet"
             try:
-                for s, head in heads.items():
-                    codes, walls = [], []
-                    for g in range(args.gates):
+                # candidates take turns gate by gate, so a change in the machine over the session hits all alike
+                for g in range(max(want.values())):
+                    for s, head in heads.items():
+                        if g >= want[s]:
+                            continue
                         t0 = time.monotonic()
-                        label = f"{'load' if loaded else 'quiet'}-{'aa' if s <= 0 else f'slow{s:g}'}-{g + 1:03d}"
-                        codes.append(run_gate(head, base, tmp, args, Path(args.keep) / label if args.keep else None))
-                        walls.append(time.monotonic() - t0)
-                        print(f"  {'load' if loaded else 'quiet'} +{s:g}% gate {g + 1}/{args.gates}: exit "
-                              f"{codes[-1]} in {walls[-1]:.0f} s", file=sys.stderr)
-                    n = len(codes)
-                    flagged = sum(c == 1 for c in codes)
-                    rows.append([("A/A" if s <= 0 else f"+{s:g}%") + (f" (timed +{cal[s][1]:.1f}%)" if s > 0 else ""),
-                                 "load" if loaded else "quiet", n,
-                                 f"{flagged}/{n} = {flagged / n:.0%}", sum(c == 5 for c in codes),
-                                 sum(c not in (0, 1, 5) for c in codes), f"{statistics.median(walls):.0f}"])
+                        label = f"{where}-{'aa' if s <= 0 else f'slow{s:g}'}-{g + 1:03d}"
+                        codes[s].append(run_gate(head, base, tmp, args, Path(args.keep) / label if args.keep else None))
+                        walls[s].append(time.monotonic() - t0)
+                        print(f"  {where} +{s:g}% gate {g + 1}/{want[s]}: exit {codes[s][-1]} in {walls[s][-1]:.0f} s",
+                              file=sys.stderr, flush=True)
+            except KeyboardInterrupt:
+                print("interrupted: the table covers the gates run so far", file=sys.stderr)
             finally:
                 for p in burners:
                     p.terminate()
+            for s in heads:
+                c, n = codes[s], len(codes[s])
+                if not n:
+                    continue
+                flagged = sum(x == 1 for x in c)
+                rows.append([("A/A" if s <= 0 else f"+{s:g}%") + (f" (timed +{cal[s][1]:.1f}%)" if s > 0 else ""),
+                             where, n, f"{flagged}/{n} = {flagged / n:.0%}", sum(x == 5 for x in c),
+                             sum(x not in (0, 1, 5) for x in c), f"{statistics.median(walls[s]):.0f}"])
     from tabulate import tabulate
 
     print(tabulate(rows, headers=["candidate", "machine", "gates", "flagged (exit 1)", "inconclusive (5)",
