@@ -115,8 +115,8 @@ def build_compare_parser() -> argparse.ArgumentParser:
     ap.add_argument("--require-power", nargs="?", const="5%", action="append", metavar="[RUNTIME=]SLOWDOWN",
                     help="exit 5 when an entry is unchanged but its run could not have detected a slowdown of "
                          "SLOWDOWN (default 5%%) with 80%% power (inconclusive: measure more); repeat as "
-                         "RUNTIME=SLOWDOWN to give one runtime its own figure (the pull-request gate: "
-                         "--require-power 5%% --require-power torch=10%%)")
+                         "RUNTIME=SLOWDOWN to give one runtime its own figure (e.g. --require-power 5%% "
+                         "--require-power torch=15%%; the pull-request gate passes 5%%)")
     ap.add_argument("--strict", action="store_true",
                     help="exit 4 when entries are missing or not comparable (and nothing regressed)")
     ap.add_argument("--allow-env-diff", action="store_true",
