@@ -7,6 +7,17 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent
 
 
+def package_dir() -> Path:
+    """The ``hvit_deploy`` package directory this process imported (the one place it is computed)."""
+    return _ROOT
+
+
+def package_parent() -> Path:
+    """The directory holding the package: a checkout's root, or site-packages for an installed wheel. Worker
+    processes put it first on ``sys.path`` so they import the same ``hvit_deploy`` as their parent."""
+    return _ROOT.parent
+
+
 def _dir(name: str) -> Path:
     installed = _ROOT / name
     if installed.is_dir() and any(installed.glob("*.yaml")):
