@@ -10,7 +10,7 @@ import pytest
 from hvit_deploy.errors import HvitError
 from hvit_deploy.export import ExportSession, update_manifest
 from hvit_deploy.export.coreml_exporter import inspect_package
-from hvit_deploy.export.metrics import compare, failures
+from hvit_deploy.metrics import compare, failures
 from hvit_deploy.export.onnx_exporter import run_onnx
 from hvit_deploy.export.openvino_exporter import run_openvino
 from hvit_deploy.recipes import Tolerance, load_recipe

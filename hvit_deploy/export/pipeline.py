@@ -5,7 +5,6 @@ formats (the eager reference outputs are computed once too).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,63 +25,16 @@ from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
 from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
+from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
 from .formats import ExportJob, format_names, get_format
 from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
 from .metadata import artifact_metadata, preprocessing_entry
-from .metrics import Figures, compare, failures
+from ..metrics import Figures, compare, failures
 
 FORMATS = format_names()
 DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
 SUFFIX = {f: get_format(f).suffix for f in FORMATS}
-
-
-@dataclass
-class ExportResult:
-    model: str
-    format: str
-    ok: bool
-    path: Path | None = None
-    error: str | None = None
-    input_shape: tuple[int, ...] = ()
-    rewrites: list[str] = field(default_factory=list)
-    validation: dict = field(default_factory=dict)
-    entry: dict = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def artifact_stem(name: str, *, rewritten: bool, precision: str, input_shape: tuple[int, ...], default_size,
-                  dynamic_batch: bool = False, input_kind: str = "normalized", features: bool = False) -> str:
-    stem = name + ("-features" if features else "")
-    if not rewritten:
-        stem += "-original"
-    if tuple(input_shape[1:]) != tuple(default_size):
-        h, w = input_shape[2], input_shape[3]
-        stem += f"-{h}" if h == w else f"-{h}x{w}"
-    if dynamic_batch:
-        stem += "-dyn"
-    elif input_shape[0] != 1:
-        stem += f"-b{input_shape[0]}"
-    if precision != "fp32":
-        stem += f"-{precision}"
-    stem += {"normalized": "", "pixels": "-norm", "image": "-image"}[input_kind]
-    return stem
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _size_of(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 class ExportSession:
@@ -223,7 +175,7 @@ class ExportSession:
                             max_rel=max(f.max_rel for f in per.values()),
                             min_cosine=min(f.min_cosine for f in per.values()),
                             top1=min(f.top1 for f in per.values()), top5=min(f.top5 for f in per.values()),
-                            inputs=len(pairs))
+                            inputs=len(pairs), finite=all(f.finite for f in per.values()))
             return worst, {name: f.as_dict() for name, f in per.items()}
 
         def validate(run_fn):
@@ -375,7 +327,7 @@ class ExportSession:
                 path=r.path.name,
                 files=[f.name for f in files],
                 sha256=sha256_of(r.path),
-                size_bytes=sum(_size_of(f) for f in files),
+                size_bytes=sum(size_of(f) for f in files),
             )
             for side in files[1:]:  # OpenVINO's weights: bin_sha256
                 entry[f"{side.suffix.lstrip('.')}_sha256"] = sha256_of(side)

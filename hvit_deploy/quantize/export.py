@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import HvitError
-from ..export.pipeline import SUFFIX, ExportResult, _size_of, artifact_stem, sha256_of
+from ..export.pipeline import SUFFIX
+from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
 from ..preprocess import preprocessing_for
 from ..utils.io import ensure_writable_dir
 from .calibration import split_sets
@@ -120,7 +121,7 @@ def export_quantized(session, fmt: str, out_dir, *, rewrite: bool = True, opset:
                     os.replace(f, dest)
                 result.ok, result.path = True, final
                 entry.update(status="ok", path=final.name, files=[f.name for f in files], sha256=sha256_of(final),
-                             size_bytes=sum(_size_of(out / f.name) for f in files))
+                             size_bytes=sum(size_of(out / f.name) for f in files))
                 entry["size_ratio_vs_fp32"] = round(entry["size_bytes"] / fp32_size, 4)
                 if fmt == "openvino":
                     entry["bin_sha256"] = sha256_of(final.with_suffix(".bin"))

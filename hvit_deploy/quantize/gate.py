@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import cosine_rows, topk as _topk
 from ..recipes import QuantGate
-
-
-def _topk(a: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-a, axis=-1, kind="stable")[:, :min(k, a.shape[-1])]
 
 
 def accuracy(logits: np.ndarray, labels, k: int = 1) -> float:
@@ -38,8 +35,7 @@ def gate_figures(reference: np.ndarray, output: np.ndarray, labels=None, tie_mar
     fig: dict = {"images": int(len(ref)), "finite": finite}
     if not finite:
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cos = np.where(denom > 0, (ref * out).sum(axis=1) / np.maximum(denom, 1e-30), 0.0)
+    cos = cosine_rows(ref, out)
     k_ref, k_out = _topk(ref, 5), _topk(out, 5)
     fig.update(
         top1_agreement=float(np.mean(ref.argmax(1) == out.argmax(1))),
