@@ -13,8 +13,8 @@ from .errors import HvitError
 from .factory import create_model
 from .registry import get_spec, list_families, list_models
 from .rewriting import rewrite
+from .versions import __version__
 from . import models as _models  # noqa: F401,E402  registers every family (ours and in timm) on import
 
-__version__ = "0.1.0"
 
 __all__ = ["create_model", "list_models", "list_families", "get_spec", "rewrite", "HvitError", "__version__"]

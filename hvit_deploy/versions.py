@@ -4,7 +4,10 @@ from __future__ import annotations
 import functools
 import importlib.metadata as md
 import subprocess
-from pathlib import Path
+
+from .resources import package_parent
+
+__version__ = "0.1.0"  # the package's version, set here once (hvit_deploy.__version__ re-exports it)
 
 TOOLS = ("hvit-deploy", "torch", "timm", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim",
          "onnxscript", "openvino", "coremltools")
@@ -19,8 +22,6 @@ def tool_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     if "hvit-deploy" not in out:
-        from . import __version__
-
         out["hvit-deploy"] = __version__
     return out
 
@@ -28,7 +29,7 @@ def tool_versions() -> dict[str, str]:
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
     """Commit of the checkout the package runs from, when it runs from one."""
-    root = Path(__file__).resolve().parent.parent
+    root = package_parent()
     if not (root / ".git").exists():
         return None
     try:
