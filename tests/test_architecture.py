@@ -1,0 +1,77 @@
+"""The package's shape, kept: imports flow one way (the import-linter contract in pyproject.toml) and the
+orchestration code stays in functions a reader can take in at once."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "hvit_deploy"
+MAX_FUNCTION_LINES = 60  # code lines of one function, its docstring not counted
+
+
+def test_import_layers_contract_holds(monkeypatch, capsys):
+    """`lint-imports` with the contract in pyproject.toml: no package imports one above it (imports inside
+    functions included), so there is no import cycle between the subpackages."""
+    importlinter_cli = pytest.importorskip("importlinter.cli")
+    monkeypatch.chdir(ROOT)
+    status = importlinter_cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True)
+    out = capsys.readouterr().out
+    assert status == importlinter_cli.EXIT_STATUS_SUCCESS, out
+    assert "1 kept, 0 broken" in out
+
+
+def test_contract_catches_an_upward_import(tmp_path, monkeypatch, capsys):
+    """The contract is not vacuous: a copy of the package with one import pointing up (the registry importing
+    the CLI, inside a function) breaks it."""
+    importlinter_cli = pytest.importorskip("importlinter.cli")
+    import shutil
+
+    copy = tmp_path / "hvit_deploy"
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    registry = copy / "registry.py"
+    registry.write_text(registry.read_text() + "\n\ndef _upward():\n    from .cli import export  # noqa: F401\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in list(__import__("sys").modules) if m == "hvit_deploy" or m.startswith("hvit_deploy.")]:
+        monkeypatch.delitem(__import__("sys").modules, name)
+    status = importlinter_cli.lint_imports(config_filename=str(tmp_path / "pyproject.toml"), no_cache=True)
+    out = capsys.readouterr().out
+    assert status != importlinter_cli.EXIT_STATUS_SUCCESS
+    assert "hvit_deploy.registry -> hvit_deploy.cli.export" in out
+
+
+def _long_functions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                lines -= body[0].end_lineno - body[0].lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{node.lineno} "
+                           f"{node.name} ({lines} lines)")
+    return out
+
+
+@pytest.mark.parametrize("place", ["cli", "cluster", "export/pipeline.py"])
+def test_orchestration_functions_are_short(place):
+    target = PKG / place
+    files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    assert files
+    long = [f for path in files for f in _long_functions(path)]
+    assert not long, "functions over %d lines: %s" % (MAX_FUNCTION_LINES, "; ".join(long))
+
+
+def test_long_function_check_counts_code_lines(tmp_path):
+    src = tmp_path / "m.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES - 1))  # + the def line: at the limit
+    src.write_text(f'def ok():\n    """doc\n    more doc"""\n{body}\n\ndef long():\n{body}\n    return 1\n')
+    found = [f.split()[1] for f in _long_functions(src)]
+    assert found == ["long"]
