@@ -25,16 +25,16 @@ from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
 from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
+from ..formats import ExportJob, format_names, get_format
 from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
-from .formats import ExportJob, format_names, get_format
+from ..formats.metadata import artifact_metadata, preprocessing_entry
+from ..metrics import Figures, compare, failures
 from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
-from .metadata import artifact_metadata, preprocessing_entry
-from ..metrics import Figures, compare, failures
 
 FORMATS = format_names()
 DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
-SUFFIX = {f: get_format(f).suffix for f in FORMATS}
+SUFFIX = {f: get_format(f).suffix for f in FORMATS}  # kept for callers; the table holds it (format.suffix)
 
 
 class ExportSession:
