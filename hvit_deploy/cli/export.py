@@ -54,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="FILE",
                    help="class names: one per line, a JSON list or a JSON {index: name} object; must match the "
                         "class count; stored in every artifact (Core ML becomes a classifier)")
+    _add_form_and_precision(p)
+    _add_input_options(p)
+    p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
+    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
+                   help="import this first (registers models of your own, as hvit-bench --plugin)")
+    p.add_argument("--cluster", metavar="auto|ADDRESS",
+                   help="run every export as a task on this Ray cluster (auto: the running one, else a local "
+                        "instance); artifacts and manifest come back to --out. Needs hvit-deploy[cluster]; "
+                        "see docs/cluster.md")
+    p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
+    p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
+    p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
+    return p
+
+
+def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
@@ -68,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a deterministic split of the calibration folder")
     p.add_argument("--no-fallback", action="store_true",
                    help="INT8: do not keep the most harmful layers in floating point when the gate fails")
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_size, metavar="N|HxW",
                    help="square input side, e.g. 384 for smt_l; HxW (e.g. 800x1344) with --features")
     p.add_argument("--features", action="store_true",
@@ -83,18 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-input", action="store_true",
                    help="Core ML: take an RGB image (ct.ImageType) and normalise inside; names get -image "
                         "(other formats: see --fold-normalize)")
-    p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
-    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
-    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
-                   help="import this first (registers models of your own, as hvit-bench --plugin)")
-    p.add_argument("--cluster", metavar="auto|ADDRESS",
-                   help="run every export as a task on this Ray cluster (auto: the running one, else a local "
-                        "instance); artifacts and manifest come back to --out. Needs hvit-deploy[cluster]; "
-                        "see docs/cluster.md")
-    p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
-    p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
-    p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
-    return p
 
 
 def _print_zoo(families: list[str]) -> int:
