@@ -41,7 +41,7 @@ class Runner:
 @contextlib.contextmanager
 def quiet():
     """Tracer warnings and converter chatter off: the table is the output."""
-    from hvit_deploy.export.quiet import captured
+    from hvit_deploy.formats.quiet import captured
 
     with warnings.catch_warnings(), captured():
         warnings.simplefilter("ignore")

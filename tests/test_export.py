@@ -9,10 +9,10 @@ import pytest
 
 from hvit_deploy.errors import HvitError
 from hvit_deploy.export import ExportSession, update_manifest
-from hvit_deploy.export.coreml_exporter import inspect_package
+from hvit_deploy.formats.coreml import inspect_package
 from hvit_deploy.metrics import compare, failures
-from hvit_deploy.export.onnx_exporter import run_onnx
-from hvit_deploy.export.openvino_exporter import run_openvino
+from hvit_deploy.formats.onnx import run_onnx
+from hvit_deploy.formats.openvino import run_openvino
 from hvit_deploy.recipes import Tolerance, load_recipe
 
 pytestmark = pytest.mark.slow

@@ -11,10 +11,10 @@ import torch
 from hvit_deploy import create_model
 from hvit_deploy.cli.export import main
 from hvit_deploy.export import ExportSession
-from hvit_deploy.export.coreml_exporter import inspect_package
+from hvit_deploy.formats.coreml import inspect_package
 from hvit_deploy.export.features import STAGE_NAMES, StageFeatures
-from hvit_deploy.export.onnx_exporter import run_onnx
-from hvit_deploy.export.openvino_exporter import run_openvino
+from hvit_deploy.formats.onnx import run_onnx
+from hvit_deploy.formats.openvino import run_openvino
 from hvit_deploy.rewrites import rewrite
 
 

@@ -14,10 +14,10 @@ from hvit_deploy import create_model, get_spec
 from hvit_deploy.cli.export import main
 from hvit_deploy.errors import CheckpointError, HvitError, HvitNotice, LabelsError
 from hvit_deploy.export import ExportSession
-from hvit_deploy.export.coreml_exporter import check_program, inspect_package
-from hvit_deploy.export.metadata import read_metadata
-from hvit_deploy.export.onnx_exporter import run_onnx
-from hvit_deploy.export.openvino_exporter import run_openvino
+from hvit_deploy.formats.coreml import check_program, inspect_package
+from hvit_deploy.formats.metadata import read_metadata
+from hvit_deploy.formats.onnx import run_onnx
+from hvit_deploy.formats.openvino import run_openvino
 from hvit_deploy.labels import labels_sha256, read_labels
 
 LABELS = [f"class-{i}" for i in range(10)]

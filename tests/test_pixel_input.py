@@ -9,11 +9,11 @@ import torch
 
 from hvit_deploy import create_model, get_spec
 from hvit_deploy.cli.export import main
-from hvit_deploy.export.coreml_exporter import check_program, inspect_package
+from hvit_deploy.formats.coreml import check_program, inspect_package
 from hvit_deploy.export.input_layers import (InputAffine, check_image_front, coreml_image_front, fold_normalize,
                                              photo_pixels, to_pixels)
-from hvit_deploy.export.metadata import read_metadata
-from hvit_deploy.export.onnx_exporter import run_onnx
+from hvit_deploy.formats.metadata import read_metadata
+from hvit_deploy.formats.onnx import run_onnx
 from hvit_deploy.export.inputs import load_image
 from hvit_deploy.resources import asset
 

@@ -284,7 +284,7 @@ def test_smt_t_round_trip(session, tmp_path_factory, fmt):
         ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
         assert not ops & {"Shape", "Gather", "BatchNormalization", "Concat"}
     if fmt == "coreml":
-        from hvit_deploy.export.coreml_exporter import inspect_package
+        from hvit_deploy.formats.coreml import inspect_package
 
         facts = inspect_package(r.path)
         assert facts["max_rank"] <= 5 and facts["outputs"][0]["shape"] == [1, 1000]

@@ -43,7 +43,7 @@ def format_tools(fmt: str | None) -> tuple[str, ...]:
     """The tools whose version changes an artifact of ``fmt`` (the torch module: torch and timm)."""
     if fmt is None:
         return ("torch", "timm")
-    from ..export.formats import get_format
+    from ..formats import get_format
 
     return get_format(fmt).tools
 

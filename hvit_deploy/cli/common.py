@@ -1,16 +1,14 @@
 """What every command shares: one-line errors, no tracebacks for input errors, a debug switch."""
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Callable
 
 from ..errors import HvitError
+from ..utils.debug import debug_enabled
 
-
-def debug_enabled() -> bool:
-    return os.environ.get("HVIT_DEBUG", "") not in ("", "0")
+__all__ = ["debug_enabled", "run_main"]
 
 
 def run_main(prog: str, fn: Callable[[], int]) -> int:

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _input_batch(path: Path) -> int:
-    if path.suffix == ".onnx":
+    from ..formats import format_of_path
+
+    if format_of_path(path) == "onnx":
         import onnx
 
         dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
@@ -57,19 +59,20 @@ def _input_batch(path: Path) -> int:
     return int(shape[0].get_length()) if shape[0].is_static else 1
 
 
+def _format(path: Path) -> str:
+    from ..formats import format_of_path
+
+    return format_of_path(path)
+
+
 def _runner(path: Path):
-    from ..export.onnx_exporter import run_onnx
-    from ..export.openvino_exporter import run_openvino
+    from ..formats import UnknownFormatError, format_of_path, get_format
 
-    if path.suffix == ".onnx":
-        return lambda xs: run_onnx(path, xs)
-    if path.suffix == ".xml":
-        return lambda xs: run_openvino(path, xs)
-    if path.suffix == ".mlpackage":
-        from ..export.coreml_exporter import run_coreml
-
-        return lambda xs: run_coreml(path, xs)
-    raise EvalError(f"{path.name}: unknown artifact type (expected .onnx, .xml or .mlpackage)")
+    try:
+        fmt = get_format(format_of_path(path))
+    except UnknownFormatError as e:
+        raise EvalError(str(e)) from None
+    return lambda xs: fmt.run(path, xs)
 
 
 def _run(args) -> int:
@@ -96,7 +99,7 @@ def _run(args) -> int:
     for a in artifacts:
         if not a.exists():
             raise EvalError(f"artifact not found: {a}")
-        _runner(a) if a.suffix != ".mlpackage" else None
+        _runner(a)  # an unknown suffix: one line, before any work
     pre = preprocessing_for(spec, args.input_size)
     kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
     model = None
@@ -123,14 +126,14 @@ def _run(args) -> int:
         eager = eager_logits(model, x, 1)
         score("pytorch (eager)", eager)
     for a in artifacts:
-        if a.suffix == ".mlpackage" and platform.system() != "Darwin":
+        if _format(a) == "coreml" and platform.system() != "Darwin":
             results.append({"name": a.name, "skipped": "Core ML runs only on macOS"})
             continue
-        from ..quantize.export import _run_batched
+        from ..utils.batching import run_in_batches
 
-        b = 1 if a.suffix == ".mlpackage" else _input_batch(a)
+        b = 1 if _format(a) == "coreml" else _input_batch(a)
         run = _runner(a)
-        logits = _run_batched(lambda xs: [run([c])[0] for c in tqdm(xs, desc=f"{PROG}: {a.name}", unit="batch",
+        logits = run_in_batches(lambda xs: [run([c])[0] for c in tqdm(xs, desc=f"{PROG}: {a.name}", unit="batch",
                                                                     file=sys.stderr, disable=None)], x, b)
         score(a.name, logits)
     out = {"model": spec.name, "data": str(root), "classes": len(classes), "preprocessing": pre.as_dict(),

@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from tabulate import tabulate
 
-from ..errors import HvitError, HvitNotice
-from ..registry import canonical_name, get_spec, list_families, list_models
-from .common import debug_enabled, run_main
+from ..errors import HvitError
+from ..registry import list_families
+from .common import run_main
 
 PROG = "hvit-export"
 
@@ -55,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="FILE",
                    help="class names: one per line, a JSON list or a JSON {index: name} object; must match the "
                         "class count; stored in every artifact (Core ML becomes a classifier)")
+    _add_form_and_precision(p)
+    _add_input_options(p)
+    p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
+    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
+    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
+                   help="import this first (registers models of your own, as hvit-bench --plugin)")
+    p.add_argument("--cluster", metavar="auto|ADDRESS",
+                   help="run every export as a task on this Ray cluster (auto: the running one, else a local "
+                        "instance); artifacts and manifest come back to --out. Needs hvit-deploy[cluster]; "
+                        "see docs/cluster.md")
+    p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
+    p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
+    p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
+    return p
+
+
+def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
@@ -69,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a deterministic split of the calibration folder")
     p.add_argument("--no-fallback", action="store_true",
                    help="INT8: do not keep the most harmful layers in floating point when the gate fails")
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=_size, metavar="N|HxW",
                    help="square input side, e.g. 384 for smt_l; HxW (e.g. 800x1344) with --features")
     p.add_argument("--features", action="store_true",
@@ -84,32 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-input", action="store_true",
                    help="Core ML: take an RGB image (ct.ImageType) and normalise inside; names get -image "
                         "(other formats: see --fold-normalize)")
-    p.add_argument("--recipe", metavar="FILE", help="use this recipe YAML instead of the family's")
-    p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not advised)")
-    p.add_argument("--plugin", action="append", metavar="FILE.py|MODULE",
-                   help="import this first (registers models of your own, as hvit-bench --plugin)")
-    p.add_argument("--cluster", metavar="auto|ADDRESS",
-                   help="run every export as a task on this Ray cluster (auto: the running one, else a local "
-                        "instance); artifacts and manifest come back to --out. Needs hvit-deploy[cluster]; "
-                        "see docs/cluster.md")
-    p.add_argument("--json", action="store_true", help="print the manifest entries as JSON instead of a table")
-    p.add_argument("--list", action="store_true", help="show the zoo: parameters, GMACs, input size")
-    p.add_argument("--list-rewrites", action="store_true", help="show the rewrites and where recipes use them")
-    return p
-
-
-def _formats(values: list[str]) -> list[str]:
-    from ..export.formats import parse_formats
-
-    return parse_formats(values)
-
-
-def _find_checkpoint(directory: Path, name: str) -> Path | None:
-    spec = get_spec(name)
-    stems = [spec.name, *spec.aliases]
-    candidates = [directory / spec.weights] if spec.weights else []
-    candidates += [directory / f"{s}{ext}" for s in stems for ext in (".pth", ".pt", ".pth.tar", ".safetensors")]
-    return next((c for c in candidates if c.is_file()), None)
 
 
 def _print_zoo(families: list[str]) -> int:
@@ -135,9 +128,9 @@ def _print_rewrites() -> int:
             recipe = load_recipe(fam)
         except HvitError:
             continue
-        for backend, names in recipe.rewrites.items():
+        for fmt, names in recipe.rewrites.items():
             for n in names:
-                uses.setdefault(n, []).append(f"{fam}:{backend}")
+                uses.setdefault(n, []).append(f"{fam}:{fmt}")
     rows = [[r.name, "exact" if r.exact else "rounding", ", ".join(uses.get(r.name, [])) or "-", r.description]
             for r in list_rewrites()]
     print(tabulate(rows, headers=["rewrite", "equality", "used by", "what it does"], maxcolwidths=[None, None, 40, 60]))
@@ -163,30 +156,6 @@ def _row(entry: dict) -> list:
             _figure(val.get("top1", val.get("top1_agreement_within_tie", val.get("top1_agreement"))), ".0%"), _figure(entry.get("seconds"), ".1f")]
 
 
-def _quantization_args(args, formats: list[str]) -> dict:
-    """Check the INT8 flags before anything is built or written; the keyword arguments for ``export``."""
-    from ..quantize.calibration import CalibrationError, split_sets
-    from ..quantize.export import check_request
-
-    int8 = args.precision in ("int8", "w4")
-    if not int8:
-        for flag, value in (("--calibration", args.calibration), ("--eval-data", args.eval_data),
-                            ("--calibration-size", args.calibration_size)):
-            if value is not None:
-                raise HvitError(f"{flag} goes with --precision int8")
-        return {}
-    for fmt in formats:
-        check_request(fmt, args.precision, args.calibration)
-    if args.calibration_size is not None and args.calibration_size < 1:
-        raise CalibrationError("--calibration-size must be at least 1")
-    if args.calibration and any(f != "coreml" for f in formats):
-        split_sets(args.calibration, eval_data=args.eval_data, preprocess=None)  # missing, empty, overlap
-    elif args.eval_data:
-        raise HvitError("--eval-data goes with --calibration (Core ML int8 is weight-only and is not run here)")
-    return {"calibration": args.calibration, "eval_data": args.eval_data, "calibration_size": args.calibration_size,
-            "fallback": not args.no_fallback}
-
-
 def _print_failure(entry: dict) -> None:
     if entry.get("status") != "ok":
         print(f"{PROG}: {entry['model']} {entry.get('format', '')}: FAILED: {entry.get('error')}", file=sys.stderr)
@@ -202,145 +171,108 @@ def _run(args) -> int:
         return _print_zoo(args.family)
     if args.list_rewrites:
         return _print_rewrites()
+    plugins = _prepare(args)
+    request = request_from_args(args, plugins)
+    for note in request.notes():
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    from ..utils.io import ensure_writable_dir
+
+    out = ensure_writable_dir(request.out)
+    t_all = time.perf_counter()
+    entries = _execute(request, out, cluster=args.cluster)
+    _print_entries(entries, out, time.perf_counter() - t_all, as_json=args.json)
+    return _exit_code(entries)
+
+
+def _prepare(args) -> list[str]:
+    """Before the request is read: Ray when ``--cluster`` asks for it (one line saying how to install it, before
+    any work), and the ``--plugin`` modules (they register models the request may name)."""
     if args.cluster:
         from ..cluster._ray import require_ray
 
-        require_ray()  # one line saying how to install it, before any work
-    if args.plugin:
-        from ..bench import plugins
+        require_ray()
+    if not args.plugin:
+        return []
+    from ..bench import plugins
 
-        plugins.load(plugins.normalise(args.plugin))
-    names = [canonical_name(n) for n in args.models]
-    for fam in args.family:
-        fam_models = list_models(fam)
-        if not fam_models:
-            raise HvitError(f"unknown family {fam!r}; families: {', '.join(list_families())}")
-        names += fam_models
-    names = list(dict.fromkeys(names))
-    if not names:
-        raise HvitError("name at least one model (or --family F); `hvit-export --list` shows the zoo")
-    formats = _formats(args.to)
-    if args.checkpoint and len(names) != 1:
-        raise HvitError("--checkpoint goes with exactly one model; use --checkpoint-dir for several")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise HvitError(f"checkpoint not found: {args.checkpoint}")
-    if args.checkpoint_dir and not Path(args.checkpoint_dir).is_dir():
-        raise HvitError(f"checkpoint directory not found: {args.checkpoint_dir}")
-    if args.batch is not None and args.batch < 1:
-        raise HvitError("--batch must be at least 1")
-    if args.dynamic_batch and args.batch not in (None, 1):
-        raise HvitError("--dynamic-batch takes any batch size; leave out --batch")
-    if args.image_input and (args.dynamic_batch or args.batch not in (None, 1)):
-        raise HvitError("--image-input takes one image: leave out --batch and --dynamic-batch")
-    if args.image_input and "coreml" not in formats:
-        raise HvitError(f"--image-input applies to Core ML only, and --to asks for {', '.join(formats)}; "
-                        f"use --fold-normalize for ONNX/OpenVINO pixel input")
-    if args.image_input and formats != ["coreml"]:
-        others = ", ".join(f for f in formats if f != "coreml")
-        note = "" if args.fold_normalize else " (add --fold-normalize for pixel input there)"
-        print(f"{PROG}: note: --image-input applies to Core ML only; {others} take a tensor{note}", file=sys.stderr)
-    if args.num_classes is not None and args.num_classes < 0:
-        raise HvitError(f"--num-classes must be 0 (no head: pooled features) or more, not {args.num_classes}")
-    if args.features:
-        from ..export.features import check_features
+    items = plugins.normalise(args.plugin)
+    plugins.load(items)
+    return items
 
-        if args.labels is not None or args.image_input:
-            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
-        for n in names:  # refused before anything is built, one line
-            spec = get_spec(n)
-            size = args.input_size or spec.input_size[1:]
-            check_features(spec, (spec.input_size[0],) + ((size, size) if isinstance(size, int) else tuple(size)))
-    if args.labels is not None:
-        from ..labels import read_labels
 
-        read_labels(args.labels)  # a missing, empty or malformed file is refused before anything is built
-    quant = _quantization_args(args, formats)
-    from ..utils.io import ensure_writable_dir
+def request_from_args(args, plugins: list[str] | None = None):
+    """The :class:`~hvit_deploy.export.request.ExportRequest` of ``hvit-export``'s arguments (checked)."""
+    from ..export.request import ExportRequest
 
-    out = ensure_writable_dir(args.out)
-    variants = [True, False] if args.both else [not args.no_rewrite]
+    forms = ["rewritten", "original"] if args.both else ["original" if args.no_rewrite else "rewritten"]
+    return ExportRequest(
+        models=args.models, families=args.family, formats=args.to, forms=forms, precision=args.precision,
+        input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint,
+        checkpoint_dir=args.checkpoint_dir, trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
+        labels=args.labels, num_classes=args.num_classes, fold_normalize=args.fold_normalize,
+        image_input=args.image_input, features=args.features, calibration=args.calibration,
+        eval_data=args.eval_data, calibration_size=args.calibration_size, fallback=not args.no_fallback,
+        recipe=args.recipe, out=args.out, opset=args.opset, validate_artifacts=not args.no_validate,
+        plugins=plugins or [])
 
-    from ..export import ExportSession, update_manifest
 
+def _say(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+
+def _execute(request, out: Path, *, cluster: str | None) -> list[dict]:
+    """Run the request's plan here or on a Ray cluster; the manifest is updated after every artifact (an
+    interrupted run keeps what it made). The entries, in plan order."""
+    from ..export import update_manifest
+    from ..export.request import plan
+    from ..export.run import run_local
+
+    plans = plan(request)
+
+    def merge(entry: dict) -> None:
+        _print_failure(entry)
+        update_manifest(out, [entry])
+
+    if cluster:  # the same jobs, each a Ray task; files and entries come back here
+        from ..cluster import export as cluster_export
+
+        return cluster_export.run(request, plans, out, merge, address=cluster)
     entries: list[dict] = []
-    t_all = time.perf_counter()
 
     def record(entry: dict) -> None:
         entries.append(entry)
-        _print_failure(entry)
-        update_manifest(out, [entry])  # after every artifact: an interrupted run keeps what it made
+        merge(entry)
 
-    if args.cluster:  # the same exports, each a Ray task; files and entries come back here
-        from ..cluster import export as cluster_export
+    run_local(request, plans, out, record, _say)
+    return entries
 
-        def merge(entry: dict) -> None:  # as record(), in the order tasks finish
-            _print_failure(entry)
-            update_manifest(out, [entry])
 
-        entries[:] = cluster_export.run(args, names, formats, variants, quant, out, _find_checkpoint, merge)
-        names = []
-    for name in names:
-        checkpoint = args.checkpoint
-        if args.checkpoint_dir:
-            checkpoint = _find_checkpoint(Path(args.checkpoint_dir), name)
-            if checkpoint is None:
-                record({"model": name, "format": ",".join(formats), "status": "failed",
-                        "error": f"no checkpoint for {name} in {args.checkpoint_dir}"})
-                continue
-        print(f"{PROG}: {name}: building{' from ' + str(checkpoint) if checkpoint else ''} ...", file=sys.stderr)
-        try:
-            with warnings.catch_warnings(record=True) as notices:
-                warnings.simplefilter("always", HvitNotice)
-                session = ExportSession(name, checkpoint=checkpoint, input_size=args.input_size,
-                                        batch_size=args.batch, recipe=args.recipe,
-                                        trust_checkpoint=args.trust_checkpoint, use_ema=args.use_ema,
-                                        validate=not args.no_validate, num_classes=args.num_classes,
-                                        labels=args.labels, dynamic_batch=args.dynamic_batch,
-                                        fold_normalize=args.fold_normalize, image_input=args.image_input,
-                                        features=args.features)
-            for n in notices:
-                if issubclass(n.category, HvitNotice):
-                    print(f"{PROG}: note: {' '.join(str(n.message).split())}", file=sys.stderr)
-                else:
-                    warnings.warn_explicit(n.message, n.category, n.filename, n.lineno)
-        except HvitError as e:
-            if len(names) == 1:
-                raise
-            record({"model": name, "format": ",".join(formats), "status": "failed", "error": str(e)})
-            continue
-        for fmt in formats:
-            for rewritten in variants:
-                label = f"{name} -> {fmt}{'' if rewritten else ' (as written)'}"
-                print(f"{PROG}: {label} ...", file=sys.stderr, flush=True)
-                try:
-                    result = session.export(fmt, out, rewrite=rewritten, opset=args.opset, precision=args.precision,
-                                            **(quant if args.precision in ("int8", "w4") else {}))
-                    entry = result.entry
-                except HvitError:
-                    raise
-                except Exception as e:  # one model's bug must not sink the others
-                    if debug_enabled():
-                        raise
-                    entry = {"model": name, "format": fmt, "status": "failed", "rewritten": rewritten,
-                             "error": f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-                record(entry)
-    failed = sum(1 for e in entries if e.get("status") != "ok")
-    if args.json:
+def _print_entries(entries: list[dict], out: Path, seconds: float, *, as_json: bool) -> None:
+    if as_json:
         import json
 
         print(json.dumps(entries, indent=2, default=str))
-    else:
-        rows = [_row(e) for e in entries if "status" in e and "format" in e and e.get("input_shape")]
-        rows += [[e["model"], e["format"], "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"]
-                 for e in entries if not e.get("input_shape")]
-        print(tabulate(rows, disable_numparse=True, headers=["model", "format", "status", "artifact", "MB", "rewrites", "exporter",
-                                      "max|diff|", "cosine", "top-1", "s"]))
-        for e in entries:
-            if e.get("status") != "ok":
-                print(f"  {e['model']} {e['format']}: {e.get('error')}")
-        print(f"\n{len(entries) - failed} of {len(entries)} exports succeeded in {time.perf_counter() - t_all:.0f} s; "
-              f"manifest: {out / 'manifest.json'}")
-    return 0 if failed == 0 else 1
+        return
+    rows = [_row(e) for e in entries if "status" in e and "format" in e and e.get("input_shape")]
+    rows += [[e["model"], e["format"], "FAILED", "-", "-", "-", "-", "-", "-", "-", "-"]
+             for e in entries if not e.get("input_shape")]
+    print(tabulate(rows, disable_numparse=True, headers=["model", "format", "status", "artifact", "MB", "rewrites",
+                                                         "exporter", "max|diff|", "cosine", "top-1", "s"]))
+    for e in entries:
+        if e.get("status") != "ok":
+            print(f"  {e['model']} {e['format']}: {e.get('error')}")
+    failed = _failed(entries)
+    print(f"\n{len(entries) - failed} of {len(entries)} exports succeeded in {seconds:.0f} s; "
+          f"manifest: {out / 'manifest.json'}")
+
+
+def _failed(entries: list[dict]) -> int:
+    return sum(1 for e in entries if e.get("status") != "ok")
+
+
+def _exit_code(entries: list[dict]) -> int:
+    """0: every export succeeded; 1: some failed (input errors exit 2 before this, see ``run_main``)."""
+    return 0 if _failed(entries) == 0 else 1
 
 
 if __name__ == "__main__":

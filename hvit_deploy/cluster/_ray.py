@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import HvitError
+from ..resources import package_dir
+from ..utils.debug import DEBUG_ENV, debug_enabled
 
 INSTALL_HINT = 'pip install "hvit-deploy[cluster]"'
-PKG_DIR = Path(__file__).resolve().parents[1]  # the hvit_deploy package this process runs
 # errors that say a node, worker or object went away (not a bug in the task): retried once, then recorded
 RETRY_ON = ("NodeDiedError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "LocalRayletDiedError",
             "ObjectFetchTimedOutError", "RaySystemError")
@@ -78,7 +79,7 @@ def stage_package(dest: Path) -> Path:
     from ..resources import profiles_dir, recipes_dir
 
     pkg = dest / "hvit_deploy"
-    shutil.copytree(PKG_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+    shutil.copytree(package_dir(), pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
     for name, src in (("export_recipes", recipes_dir()), ("profiles", profiles_dir())):
         target = pkg / name
         target.mkdir(exist_ok=True)
@@ -100,9 +101,9 @@ def connected(address: str, *, what: str = "hvit-deploy") -> Iterator[Any]:
     elif _is_loopback(address):
         _loopback_only(ray)
     staging = Path(tempfile.mkdtemp(prefix="hvit-cluster-pkg-"))
-    env_vars = {k: os.environ[k] for k in ("HVIT_DEBUG",) if k in os.environ}
+    env_vars = {k: os.environ[k] for k in (DEBUG_ENV,) if k in os.environ}
     runtime_env = {"py_modules": [str(stage_package(staging))], "env_vars": env_vars}
-    debug = os.environ.get("HVIT_DEBUG", "") not in ("", "0")
+    debug = debug_enabled()
     kw = dict(runtime_env=runtime_env, log_to_driver=debug, logging_level=logging.INFO if debug else logging.WARNING,
               configure_logging=True)
     try:

@@ -1,4 +1,8 @@
-"""``hvit-export --cluster``: every (model, format, variant) export is one Ray task.
+"""``hvit-export --cluster``: every job of the export plan (model x format x form) is one Ray task.
+
+The caller hands over the checked :class:`~hvit_deploy.export.request.ExportRequest` and its plan (the same
+jobs a local run executes); a task builds its session and runs its job with the functions a local run uses
+(:func:`hvit_deploy.export.run.build_session`, :func:`~hvit_deploy.export.run.run_job`).
 
 A task builds the model (from the caller's code, shipped with the task), exports and validates one artifact into
 a temporary folder on its node and returns the entry and the artifact's bytes; the caller writes the files into
@@ -19,57 +23,42 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
-from ..errors import HvitError, HvitNotice
+from ..errors import HvitError
+from ..export.request import ExportRequest, ExportTask, ModelPlan, failed_entry
 from . import _ray
 
 PROG = "hvit-export"
 CPUS_ENV = "HVIT_CLUSTER_EXPORT_CPUS"  # CPUs each export task asks for (default 1: one export per core)
 
 
-def _export_task(job: dict) -> dict:
-    """Runs on a worker: one export into a temporary folder; returns the entry and the files' bytes."""
-    from ..cli.common import debug_enabled
-    from ..export import ExportSession
+def _export_task(payload: dict) -> dict:
+    """Runs on a worker: one job into a temporary folder; returns the entry and the files' bytes."""
+    from ..export.run import build_session, run_job
 
     work = Path(tempfile.mkdtemp(prefix="hvit-cluster-export-"))
     try:
-        shipped = {k: _ray.materialize(v, work / "in") for k, v in job["shipped"].items()}
-        _ray.load_plugins(job["plugins"], work / "plugins")
-        session_kw = dict(job["session"])
-        for key in ("checkpoint", "labels", "recipe"):
-            if key in shipped:
-                session_kw[key] = str(shipped[key])
-        quant = dict(job["quant"])
-        for key in ("calibration", "eval_data"):
-            if key in shipped:
-                quant[key] = str(shipped[key])
+        shipped = {k: str(_ray.materialize(v, work / "in")) for k, v in payload["shipped"].items()}
+        _ray.load_plugins(payload["plugins"], work / "plugins")
+        job: ExportTask = payload["job"]
+        checkpoint = shipped.get("checkpoint")
+        # the worker's copies of the files the request names
+        request: ExportRequest = payload["request"].model_copy(
+            update={k: v for k, v in shipped.items() if k != "checkpoint"})
         node = _ray.node_info()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", HvitNotice)
-                session = ExportSession(job["model"], **session_kw)
+            session, notes = build_session(request, job.model, checkpoint)
         except HvitError as e:
             return {"build_error": str(e), "exit_code": e.exit_code, "node": node}
-        notes = [" ".join(str(n.message).split()) for n in caught if issubclass(n.category, HvitNotice)]
         out = work / "out"
         out.mkdir()
         try:
-            result = session.export(job["format"], out, rewrite=job["rewritten"], opset=job["opset"],
-                                    precision=job["precision"], **quant)
-            entry = result.entry
+            entry = run_job(session, request, job, out)
         except HvitError as e:
             return {"export_error": str(e), "exit_code": e.exit_code, "notes": notes, "node": node}
-        except Exception as e:  # noqa: BLE001 - as locally: one model's bug must not sink the others
-            if debug_enabled():
-                raise
-            entry = {"model": job["model"], "format": job["format"], "status": "failed",
-                     "rewritten": job["rewritten"],
-                     "error": f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"}
-        entry = _restore_paths(entry, {str(shipped[k]): job["sources"][k] for k in shipped})
+        entry = _restore_paths(entry, {shipped[k]: payload["sources"][k] for k in shipped})
         entry["cluster"] = node
         files = {f.relative_to(out).as_posix(): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
         return {"entry": entry, "files": files, "notes": notes, "node": node}
@@ -119,129 +108,121 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
-def run(args, names: list[str], formats: list[str], variants: list[bool], quant: dict, out: Path,
-        find_checkpoint: Callable[[Path, str], Path | None], record: Callable[[dict], None]) -> list[dict]:
-    """The cluster run of ``hvit-export``; ``record(entry)`` is the CLI's own (prints a failure, updates the
-    manifest). Returns the entries in the order a local run records them."""
+def run(request: ExportRequest, plans: list[ModelPlan], out: Path, record: Callable[[dict], None], *,
+        address: str = "auto") -> list[dict]:
+    """Execute ``plans`` on the Ray cluster at ``address``; ``record(entry)`` as each entry is decided (the
+    caller prints a failure and updates the manifest). Returns the entries in the order a local run records
+    them."""
     from ..export import update_manifest
 
-    order: list[tuple] = []           # slots in local order: ("model", name) then ("job", i) for its exports
-    fixed: dict[tuple, dict] = {}     # entries decided here (no checkpoint found, a model that did not build)
-    jobs: list[dict] = []
-    for name in names:
-        checkpoint = args.checkpoint
-        if args.checkpoint_dir:
-            checkpoint = find_checkpoint(Path(args.checkpoint_dir), name)
-            if checkpoint is None:
-                entry = {"model": name, "format": ",".join(formats), "status": "failed",
-                         "error": f"no checkpoint for {name} in {args.checkpoint_dir}"}
-                fixed[("model", name)] = entry
-                record(entry)
-                order.append(("model", name))
-                continue
-        order.append(("model", name))
-        for fmt in formats:
-            for rewritten in variants:
-                order.append(("job", len(jobs)))
-                jobs.append({"model": name, "format": fmt, "rewritten": rewritten,
-                             "checkpoint": str(checkpoint) if checkpoint else None})
-    if not jobs:
-        return [fixed[s] for s in order if s in fixed]
+    fixed: dict[str, dict] = {}  # per model: no checkpoint found, or it did not build
+    for mp in plans:
+        if mp.error is not None:
+            fixed[mp.model] = failed_entry(mp.model, request.formats, mp.error)
+            record(fixed[mp.model])
+    jobs = [job for mp in plans if mp.error is None for job in mp.jobs]
+    got: dict[int, dict] = {}
+    if jobs:
+        with _ray.connected(address) as ray:
+            _Run(ray, request, jobs, out, record, fixed, single=len(plans) == 1).collect(got)
+    entries = []
+    for mp in plans:
+        if mp.model in fixed:
+            entries.append(fixed[mp.model])
+            continue
+        entries += [got[i] for i, job in enumerate(jobs) if job.model == mp.model and i in got]
+    if entries and jobs:
+        update_manifest(out, entries)  # the order a local run leaves (entries were merged as they came)
+    return entries
 
-    with _ray.connected(args.cluster) as ray:
+
+class _Run:
+    """One cluster run: the tasks in flight and what came back."""
+
+    def __init__(self, ray, request: ExportRequest, jobs: list[ExportTask], out: Path, record, fixed: dict,
+                 *, single: bool):
+        self.ray, self.request, self.jobs, self.out, self.record = ray, request, jobs, out, record
+        self.fixed, self.single = fixed, single
+        self.noted: set[str] = set()
+        self.finished = 0
+        self.bar = _bar(len(jobs))
+
+    def payloads(self) -> list[dict]:
+        """Each job with the request, every file it names sent by value (the task swaps in its own copies)."""
         cache: dict[str, dict] = {}
 
-        def shipped(path) -> dict:
-            key = str(path)
-            if key not in cache:
-                cache[key] = _ray.ship(ray, path)
-            return cache[key]
+        def shipped(path: str) -> dict:
+            if path not in cache:
+                cache[path] = _ray.ship(self.ray, path)
+            return cache[path]
 
-        from ..bench import plugins as plugin_mod
-
-        plugin_items = _ray.ship_plugins(ray, plugin_mod.normalise(getattr(args, "plugin", None) or []))
-        session = dict(input_size=args.input_size, batch_size=args.batch, trust_checkpoint=args.trust_checkpoint,
-                       use_ema=args.use_ema, validate=not args.no_validate, num_classes=args.num_classes,
-                       labels=args.labels, recipe=args.recipe, dynamic_batch=args.dynamic_batch,
-                       fold_normalize=args.fold_normalize, image_input=args.image_input, features=args.features)
-        int8 = args.precision in ("int8", "w4")
+        plugins = _ray.ship_plugins(self.ray, self.request.plugins)
         payloads = []
-        for j in jobs:
-            # every file the command names goes by value (the task swaps in its own copy's path)
-            named = {"labels": args.labels, "recipe": args.recipe, "checkpoint": j["checkpoint"],
-                     **({k: quant.get(k) for k in ("calibration", "eval_data")} if int8 else {})}
-            named = {k: v for k, v in named.items() if v}
-            payloads.append({**j, "session": {**session, "checkpoint": j["checkpoint"]},
-                             "quant": quant if int8 else {}, "opset": args.opset, "precision": args.precision,
-                             "plugins": plugin_items, "shipped": {k: shipped(v) for k, v in named.items()},
-                             "sources": {k: str(v) for k, v in named.items()}})
-        task = ray.remote(_export_task).options(
+        for job in self.jobs:
+            named = self.request.files(job.checkpoint)
+            payloads.append({"job": job, "request": self.request, "plugins": plugins, "sources": named,
+                             "shipped": {k: shipped(v) for k, v in named.items()}})
+        return payloads
+
+    def say(self, msg: str) -> None:
+        (self.bar.write if self.bar is not None else print)(msg, file=sys.stderr)
+
+    def collect(self, got: dict[int, dict]) -> None:
+        task = self.ray.remote(_export_task).options(
             num_cpus=float(os.environ.get(CPUS_ENV, "1")), max_retries=1,
-            retry_exceptions=_ray.retry_exceptions(ray))
-        pending = {task.remote(p): i for i, p in enumerate(payloads)}
-        got: dict[int, dict] = {}
-        noted: set[str] = set()
-        build_failed: set[str] = set()
-        bar = _bar(len(pending))
-        finished = 0
-
-        def say(msg: str) -> None:
-            (bar.write if bar is not None else print)(msg, file=sys.stderr)
-
+            retry_exceptions=_ray.retry_exceptions(self.ray))
+        pending = {task.remote(p): i for i, p in enumerate(self.payloads())}
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = self.ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     i = pending.pop(ref)
-                    job = jobs[i]
-                    try:
-                        res = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        res = {"entry": {"model": job["model"], "format": job["format"], "status": "failed",
-                                         "rewritten": job["rewritten"], "error": _ray.describe_failure(e)}}
-                    finished += 1
-                    if bar is not None:
-                        bar.update(1)
-                    else:  # no terminal: one line per finished task instead of a bar
-                        status = (res.get("entry") or {}).get("status") or "not built"
-                        where = (res.get("node") or {}).get("node_ip", "?")
-                        say(f"{PROG}: [{finished}/{len(payloads)}] {job['model']} -> {job['format']}"
-                            f"{'' if job['rewritten'] else ' (as written)'}: {status} (node {where})")
-                    for n in res.get("notes", []):
-                        if n not in noted:
-                            noted.add(n)
-                            say(f"{PROG}: note: {n}")
-                    if "export_error" in res:
-                        raise HvitError(res["export_error"])
-                    if "build_error" in res:
-                        if len(names) == 1:
-                            raise HvitError(res["build_error"])
-                        if job["model"] not in build_failed:  # one entry per model, as locally
-                            build_failed.add(job["model"])
-                            entry = {"model": job["model"], "format": ",".join(formats), "status": "failed",
-                                     "error": res["build_error"]}
-                            fixed[("model", job["model"])] = entry
-                            _record(record, bar, entry)
-                        continue
-                    if res.get("files"):
-                        write_files(out, res["files"])
-                    got[i] = res["entry"]
-                    _record(record, bar, res["entry"])
+                    entry = self.take(self.jobs[i], self.result(ref, self.jobs[i]))
+                    if entry is not None:
+                        got[i] = entry
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
-            if bar is not None:
-                bar.close()
-    entries = []
-    for slot in order:
-        if slot in fixed:
-            entries.append(fixed[slot])
-        elif slot[0] == "job" and slot[1] in got and jobs[slot[1]]["model"] not in build_failed:
-            entries.append(got[slot[1]])
-    if entries:
-        update_manifest(out, entries)  # the order a local run leaves (entries were merged as they came)
-    return entries
+                    self.ray.cancel(ref, force=True)
+            if self.bar is not None:
+                self.bar.close()
+        for i in list(got):  # a model that did not build keeps its one entry
+            if self.jobs[i].model in self.fixed:
+                del got[i]
+
+    def result(self, ref, job: ExportTask) -> dict:
+        try:
+            res = self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            res = {"entry": failed_entry(job.model, job.format, _ray.describe_failure(e), rewritten=job.rewritten)}
+        self.finished += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        else:  # no terminal: one line per finished task instead of a bar
+            status = (res.get("entry") or {}).get("status") or "not built"
+            where = (res.get("node") or {}).get("node_ip", "?")
+            self.say(f"{PROG}: [{self.finished}/{len(self.jobs)}] {job.label}: {status} (node {where})")
+        for n in res.get("notes", []):
+            if n not in self.noted:
+                self.noted.add(n)
+                self.say(f"{PROG}: note: {n}")
+        return res
+
+    def take(self, job: ExportTask, res: dict) -> dict | None:
+        """The entry of a finished task (None: its model did not build); input errors stop the run."""
+        if "export_error" in res:
+            raise HvitError(res["export_error"])
+        if "build_error" in res:
+            if self.single:
+                raise HvitError(res["build_error"])
+            if job.model not in self.fixed:  # one entry per model, as locally
+                self.fixed[job.model] = failed_entry(job.model, self.request.formats, res["build_error"])
+                _record(self.record, self.bar, self.fixed[job.model])
+            return None
+        if res.get("files"):
+            write_files(self.out, res["files"])
+        _record(self.record, self.bar, res["entry"])
+        return res["entry"]
 
 
 def _record(record, bar, entry: dict) -> None:

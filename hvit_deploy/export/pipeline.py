@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,26 @@ from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
 from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
+from ..formats import ExportJob, format_names, get_format
 from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
-from .formats import ExportJob, format_names, get_format
+from ..formats.metadata import artifact_metadata, preprocessing_entry
+from ..metrics import Figures, compare, failures
 from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
 from .inputs import validation_inputs
-from .metadata import artifact_metadata, preprocessing_entry
-from ..metrics import Figures, compare, failures
+from .request import check_input_options
 
 FORMATS = format_names()
 DYNAMIC_CHECK_BATCH = 4  # a dynamic-batch artifact is validated at batch 1 and at this batch
-SUFFIX = {f: get_format(f).suffix for f in FORMATS}
+SUFFIX = {f: get_format(f).suffix for f in FORMATS}  # kept for callers; the table holds it (format.suffix)
+
+
+def _recipe(spec, recipe: Recipe | str | os.PathLike | None) -> Recipe:
+    """The family's recipe, a given one, or one read from a YAML file."""
+    if recipe is None:
+        return load_recipe(spec.family)
+    if isinstance(recipe, Recipe):
+        return recipe
+    return load_recipe_file(recipe)
 
 
 class ExportSession:
@@ -61,31 +70,16 @@ class ExportSession:
         self.features = bool(features)
         if self.features and self.spec.family not in FEATURE_FAMILIES:
             check_features(self.spec, self.spec.input_size)  # raises: no pyramid
-        if self.features and (labels is not None or image_input):
-            raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
-        if recipe is None:
-            self.recipe = load_recipe(self.spec.family)
-        elif isinstance(recipe, Recipe):
-            self.recipe = recipe
-        else:
-            self.recipe = load_recipe_file(recipe)
-        size = input_size or self.recipe.input_size_for(self.name)
-        if self.features:
-            if isinstance(size, (tuple, list)) and len(size) >= 2:
-                check_features(self.spec, (3,) + tuple(size)[-2:])
-            elif isinstance(size, int):
-                check_features(self.spec, (3, size, size))
-        self.input_size = resolve_input_size(self.spec, size, rectangular=self.features)
-        if self.features:
-            check_features(self.spec, self.input_size)
+        check_input_options(batch=batch_size, dynamic_batch=dynamic_batch, image_input=image_input,
+                            features=self.features, labels=labels is not None)
+        self.recipe = _recipe(self.spec, recipe)
+        self.input_size = self._input_size(input_size or self.recipe.input_size_for(self.name))
         self.dynamic_batch = bool(dynamic_batch)
-        if self.dynamic_batch and batch_size not in (None, 1):
-            raise HvitError("a dynamic batch takes any batch size; leave out --batch (or set it to 1)")
         self.batch = 1 if self.dynamic_batch else int(batch_size or self.recipe.batch_size)
         self.fold_normalize = bool(fold_normalize)
         self.image_input = bool(image_input)
-        if self.image_input and (self.dynamic_batch or self.batch != 1):
-            raise HvitError("a Core ML image input takes one image: leave out --batch and --dynamic-batch")
+        check_input_options(batch=self.batch, dynamic_batch=False, image_input=self.image_input, features=False,
+                            labels=False)  # the recipe's batch
         self.input_shape = (self.batch,) + tuple(self.input_size)
         self.checkpoint = str(checkpoint) if checkpoint else None
         check_num_classes(num_classes)
@@ -93,6 +87,28 @@ class ExportSession:
         if labels is not None and not isinstance(labels, (list, tuple)):
             labels_source = Path(labels).name
             labels = read_labels(labels)  # a bad file is refused before the model is built
+        self._build(checkpoint, num_classes=num_classes, trust_checkpoint=trust_checkpoint, use_ema=use_ema)
+        self.labels = None
+        self.labels_source = labels_source
+        if labels is not None:
+            self.labels = check_labels([str(v) for v in labels], self.num_classes,
+                                       source=f"labels file {labels_source}" if labels_source else "labels")
+        self.validate = validate
+        self._references()
+
+    def _input_size(self, size) -> tuple[int, int, int]:
+        """The (C, H, W) to export at; a feature export's resolution is checked against its stages."""
+        if self.features:
+            if isinstance(size, (tuple, list)) and len(size) >= 2:
+                check_features(self.spec, (3,) + tuple(size)[-2:])
+            elif isinstance(size, int):
+                check_features(self.spec, (3, size, size))
+        resolved = resolve_input_size(self.spec, size, rectangular=self.features)
+        if self.features:
+            check_features(self.spec, resolved)
+        return resolved
+
+    def _build(self, checkpoint, *, num_classes, trust_checkpoint: bool, use_ema: bool) -> None:
         t0 = time.perf_counter()
         # without a checkpoint the weights are random: drawn from seed 0 (as hvit-bench's torch runtime draws
         # them), so every export of a model is of the same network, in any process, and the caller's RNG is untouched
@@ -106,12 +122,9 @@ class ExportSession:
         self.output_name = "logits" if self.num_classes else "features"
         if self.features:
             self.output_name = list(STAGE_NAMES)
-        self.labels = None
-        self.labels_source = labels_source
-        if labels is not None:
-            self.labels = check_labels([str(v) for v in labels], self.num_classes,
-                                       source=f"labels file {labels_source}" if labels_source else "labels")
-        self.validate = validate
+
+    def _references(self) -> None:
+        """The validation inputs and eager PyTorch's outputs on them (once per session)."""
         v = self.recipe.validation
         self.inputs = validation_inputs(self.input_shape, self.spec, random_inputs=v.random_inputs, seed=v.seed,
                                         real_image=v.real_image)

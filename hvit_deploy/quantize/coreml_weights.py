@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..export.coreml_exporter import check_program, inspect_package
-from ..export.quiet import captured, import_coremltools
+from ..formats.coreml import check_program, inspect_package
+from ..formats.quiet import captured, import_coremltools
 
 WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
 

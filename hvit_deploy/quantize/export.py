@@ -141,8 +141,8 @@ def export_quantized(session, fmt: str, out_dir, *, rewrite: bool = True, opset:
 
 
 def _int8_with_gate(session, fmt, fp32_path: Path, target: Path, calib, held, q, fallback: bool, rewrite) -> dict:
-    from ..export.onnx_exporter import run_onnx
-    from ..export.openvino_exporter import run_openvino
+    from ..formats.onnx import run_onnx
+    from ..formats.openvino import run_openvino
     from . import fallback as fb
 
     batch = session.batch

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..recipes import QuantizationOptions
-from ..export.quiet import captured
+from ..formats.quiet import captured
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..recipes import QuantizationOptions
-from ..export.quiet import captured
+from ..formats.quiet import captured
 
 
 def _batches(arrays: np.ndarray, batch: int) -> list[np.ndarray]:

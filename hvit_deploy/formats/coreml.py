@@ -24,8 +24,8 @@ import torch
 
 from ..errors import ExportError
 from ..recipes import CoremlOptions
-from .formats import Format, register_format
-from .onnx_exporter import BATCH_DIM, INPUT_NAME, MAX_DYNAMIC_BATCH, OUTPUT_NAME, _first_line
+from .base import Format, register_format
+from .onnx import BATCH_DIM, INPUT_NAME, MAX_DYNAMIC_BATCH, OUTPUT_NAME, _first_line
 from .quiet import captured, import_coremltools
 
 CAN_PREDICT = platform.system() == "Darwin"
@@ -279,6 +279,7 @@ def _export(job) -> dict:
 
 
 register_format(Format(
-    name="coreml", suffix=".mlpackage", export=_export, precisions=("fp32", "fp16"),
+    name="coreml", suffix=".mlpackage", export=_export, run=run_coreml, precisions=("fp32", "fp16"),
     default_precision=lambda recipe: recipe.coreml.precision, tools=("torch", "coremltools"), runtime="coreml",
+    directory=True, order=2, artifact_precisions=("fp32", "fp16", "int8", "w4"),
     aliases=("mlpackage", "coreml-mlprogram"), description="Core ML ML program (.mlpackage) via coremltools"))

@@ -17,8 +17,8 @@ import torch
 
 from ..errors import ExportError
 from ..recipes import OpenVinoOptions
-from .onnx_exporter import INPUT_NAME, OUTPUT_NAME, _first_line
-from .formats import Format, register_format
+from .onnx import INPUT_NAME, OUTPUT_NAME, _first_line
+from .base import Format, register_format
 from .quiet import captured
 
 
@@ -101,6 +101,7 @@ def _export(job) -> dict:
 
 
 register_format(Format(
-    name="openvino", suffix=".xml", export=_export, precisions=("fp32", "fp16"),
+    name="openvino", suffix=".xml", export=_export, run=run_openvino, precisions=("fp32", "fp16"),
     default_precision=lambda recipe: recipe.openvino.precision, tools=("torch", "openvino"), runtime="openvino",
-    sidecars=(".bin",), aliases=("ir", "ov"), description="OpenVINO IR (.xml + .bin) via openvino.convert_model"))
+    sidecars=(".bin",), order=1, artifact_precisions=("fp32", "fp16", "int8"), aliases=("ir", "ov"),
+    description="OpenVINO IR (.xml + .bin) via openvino.convert_model"))

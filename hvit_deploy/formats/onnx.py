@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ExportError
 from ..recipes import OnnxOptions
-from .formats import Format, register_format
+from .base import Format, register_format
 from .quiet import captured
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -167,6 +167,7 @@ def _export(job) -> dict:
 
 
 register_format(Format(
-    name="onnx", suffix=".onnx", export=_export, precisions=("fp32",), default_precision=lambda recipe: "fp32",
-    tools=("torch", "onnx", "onnxsim", "onnxscript"), runtime="onnxruntime",
+    name="onnx", suffix=".onnx", export=_export, run=run_onnx, precisions=("fp32",), default_precision=lambda recipe: "fp32",
+    tools=("torch", "onnx", "onnxsim", "onnxscript"), runtime="onnxruntime", order=0,
+    artifact_precisions=("fp32", "int8"),
     description="ONNX (TorchScript or dynamo exporter, onnxsim, onnx.checker)"))
