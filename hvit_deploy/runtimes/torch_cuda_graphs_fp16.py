@@ -58,6 +58,12 @@ class TorchCudaGraphsFp16Runtime(TorchCudaGraphsRuntime):
         self.model.to(self.dtype())
         self.x = self.x.to(self.dtype())
 
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
+        """Eager inference in the compute precision once :meth:`prepare` has cast the model (FP32 before)."""
+        t = self.torch
+        dt = next(self.model.parameters()).dtype
+        return [self.model(t.from_numpy(x).to(self.torch_device, dt)).float().cpu().numpy() for x in inputs]
+
     def check_replay(self, eager, out) -> None:
         ref = eager.reshape(len(eager), -1).cpu().numpy()
         got = out.float().reshape(len(out), -1).cpu().numpy()
