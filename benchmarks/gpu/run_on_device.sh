@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One short GPU session: install hvit-deploy into the GPU machine's own Python (its torch stays), run the GPU
-# tests, then `hvit-bench --profile gpu` over one model per family, and leave the results file in $OUT (or
-# ./gpu-results). Dry-run it on a CPU machine first: every GPU entry is then skipped with its reason and the
-# script still ends 0.
-#   bash benchmarks/gpu/run_on_device.sh [MODEL ...]      (default: the smallest variant of every family)
+# tests, then benchmarks/gpu/time_forms.py (every GPU form of one model per family, within BUDGET_S seconds,
+# default 480), and leave the results files in $OUT (or ./gpu-results). Dry-run it on a CPU machine first:
+# every GPU entry is then skipped with its reason and the script still ends 0.
+#   bash benchmarks/gpu/run_on_device.sh [MODEL ...]      (default: time_forms.py's one model per family)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu-results}"
@@ -17,10 +17,10 @@ if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps .whl/*.whl 2
 python3 -m pip install -q --no-deps -e . 2>&1 | tail -2
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$OUT/device.txt"
-python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_runtimes.py tests/test_bench_cli.py 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
+python3 -m pytest -q -m gpu -p no:cacheprovider -n 0 tests/test_runtimes.py tests/test_bench_cli.py \
+    tests/test_gpu_forms.py 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
 models=("$@")
 args=()
 [ ${#models[@]} -gt 0 ] && args=(--models "${models[@]}")
-python3 -m hvit_deploy.cli.bench --profile gpu "${args[@]}" --out "$OUT/gpu.json" --format md --no-progress \
-    2>"$OUT/bench.log" | tee "$OUT/gpu.md"
-echo "results: $OUT/gpu.json"
+python3 benchmarks/gpu/time_forms.py "${args[@]}" --out "$OUT" --budget-s "${BUDGET_S:-480}" | tee "$OUT/forms.txt"
+echo "results: $OUT/forms.json $OUT/compile.json $OUT/summary.md"
