@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from .errors import HvitError
 from .factory import create_model
+from .registry import MODELS as _MODELS
 from .registry import get_spec, list_families, list_models
 from .rewriting import rewrite
-from . import models as _models  # noqa: F401,E402  registers every family (ours and in timm) on import
+
+_MODELS.load()  # imports every family file: each registers its variants, ours and in timm (with pretrained_cfg)
 
 __version__ = "0.1.0"
 

@@ -119,11 +119,18 @@ def create_model(
         for hook in (getattr(m, "after_load", None) for m in model.modules()):
             if callable(hook):  # modules that cache values derived from weights refresh them here
                 hook()
-    model.eval()
+    return _label(model.eval(), spec, size, spec.num_classes if num_classes is None else num_classes)
+
+
+def _label(model: nn.Module, spec: ModelSpec, size: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """What the model is: its name, family, size and classes, and timm's ``pretrained_cfg`` at that size (the
+    preprocessing ``timm.data.resolve_data_config(model=m)`` reads; over timm's own for Twins and CrossViT)."""
     model.hvit_name = spec.name
     model.hvit_family = spec.family
     model.hvit_input_size = size
-    model.hvit_num_classes = spec.num_classes if num_classes is None else num_classes
+    model.hvit_num_classes = num_classes
+    cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **spec.pretrained_cfg(size), "architecture": spec.name}
+    model.pretrained_cfg = model.default_cfg = cfg
     return model
 
 

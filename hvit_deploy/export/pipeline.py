@@ -24,7 +24,7 @@ from ..rewrites import get_rewrite
 from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
-from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
+from .features import STAGE_NAMES, StageFeatures, check_features
 from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
 from .formats import ExportJob, format_names, get_format
 from .input_layers import check_image_front, coreml_image_front, coreml_image_params, fold_normalize, to_pixels
@@ -59,7 +59,7 @@ class ExportSession:
         self.spec = get_spec(name)
         self.name = self.spec.name
         self.features = bool(features)
-        if self.features and self.spec.family not in FEATURE_FAMILIES:
+        if self.features and self.spec.feature_stages is None:
             check_features(self.spec, self.spec.input_size)  # raises: no pyramid
         if self.features and (labels is not None or image_input):
             raise HvitError("--features exports the stage maps: --labels and --image-input do not apply")
