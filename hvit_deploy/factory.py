@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from .checkpoint import drop_head, head_classes, load_state_dict_into, read_state_dict
 from .errors import CheckpointError, HvitError, HvitNotice
-from .registry import ModelSpec, get_spec
+from .registry import ModelSpec, attach_pretrained_cfg, get_spec
 
 
 def resolve_input_size(spec: ModelSpec, input_size=None, *, rectangular: bool = False) -> tuple[int, int, int]:
@@ -129,9 +129,7 @@ def _label(model: nn.Module, spec: ModelSpec, size: tuple[int, int, int], num_cl
     model.hvit_family = spec.family
     model.hvit_input_size = size
     model.hvit_num_classes = num_classes
-    cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **spec.pretrained_cfg(size), "architecture": spec.name}
-    model.pretrained_cfg = model.default_cfg = cfg
-    return model
+    return attach_pretrained_cfg(model, {**spec.pretrained_cfg(size), "architecture": spec.name})
 
 
 def _backbone_keys(state_dict: dict, spec: ModelSpec, source: str) -> dict:

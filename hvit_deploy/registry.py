@@ -120,13 +120,22 @@ def _timm_entrypoint(spec: ModelSpec, arch: str) -> Callable[..., nn.Module]:
         cfg = resolve_pretrained_cfg(arch, pretrained_cfg, pretrained_cfg_overlay).to_dict()
         if size is None and tuple(cfg["input_size"]) != spec.input_size:  # a tag such as "smt_l.384"
             kwargs["img_size"] = int(cfg["input_size"][-1])
-        model = spec.builder(**kwargs)
-        model.pretrained_cfg = model.default_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **cfg}
-        return model
+        return attach_pretrained_cfg(spec.builder(**kwargs), cfg)
 
     entrypoint.__name__ = entrypoint.__qualname__ = arch
     entrypoint.__doc__ = spec.builder.__doc__
     return entrypoint
+
+
+_WEIGHT_SOURCES = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
+
+
+def attach_pretrained_cfg(model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
+    """Set timm's ``pretrained_cfg`` (and its old name ``default_cfg``) on ``model``: ``cfg`` over what timm's own
+    builder set (Twins, CrossViT), less any weight location, so nothing downloads."""
+    base = {k: v for k, v in (getattr(model, "pretrained_cfg", None) or {}).items() if k not in _WEIGHT_SOURCES}
+    model.pretrained_cfg = model.default_cfg = {**base, **cfg}
+    return model
 
 
 def _size_of(spec: ModelSpec, img_size) -> tuple[int, int, int] | None:
@@ -147,9 +156,9 @@ def timm_default_cfgs(spec: ModelSpec, arch: str) -> dict:
 
 def register_in_timm(spec: ModelSpec, *, module: str | None = None, aliases: bool = True) -> None:
     """Register ``spec`` in timm's registry under its canonical name and (when ``aliases``) each alias, except
-    names timm already has (e.g. ``crossvit_15_dagger_408``, timm's own), with its ``pretrained_cfg``, the way timm's own model files do: a module-level
-    ``default_cfgs`` read by ``timm.models.register_model``. ``module``: the family file (default: the
-    builder's)."""
+    names timm already has (e.g. ``crossvit_15_dagger_408``, timm's own), with its ``pretrained_cfg``, the way
+    timm's own model files do: a module-level ``default_cfgs`` that ``timm.models.register_model`` reads.
+    ``module``: the family file (default: the builder's)."""
     module = module or spec.builder.__module__
     table = sys.modules[module].__dict__.setdefault("default_cfgs", {})
     names = [spec.name] + [a for a in spec.aliases if a != spec.name] if aliases else [spec.name]

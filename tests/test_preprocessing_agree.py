@@ -69,6 +69,9 @@ def test_smt_l_at_384_is_squashed_everywhere():
     assert meta["preprocessing"].startswith("RGB; resize to 384x384 (bicubic), no crop;")
     at224 = artifact_metadata(spec, input_shape=(1, 3, 224, 224), output_name="logits", num_classes=1000)
     assert (at224["resize"], at224["resize_to"], at224["crop_pct"]) == ("shorter", "256", "0.875")
+    with torch.device("meta"):
+        m = create_model("smt_l", input_size=384)
+    assert timm.data.resolve_model_data_config(m)["crop_mode"] == "squash"
 
 
 @pytest.mark.parametrize("name,timm_name,size", [
@@ -98,6 +101,9 @@ def test_timm_img_size_picks_that_sizes_preprocessing():
 def test_twins_keeps_the_official_crop_where_timm_says_0_9():
     ours = create_model("twins_pcpvt_s")
     assert timm.data.resolve_model_data_config(ours)["crop_pct"] == 0.875
+    assert ours.pretrained_cfg["architecture"] == "twins_pcpvt_s" and "hf_hub_id" not in ours.pretrained_cfg
+    with torch.device("meta"):
+        assert "hf_hub_id" not in timm.create_model("twins_svt_s").pretrained_cfg  # nothing to download
     assert timm.models.get_pretrained_cfg("twins_pcpvt_small").crop_pct == 0.9  # timm's own name is left alone
 
 

@@ -129,6 +129,7 @@ def test_unknown_format_and_rewrite_names():
     with pytest.raises(hvit_deploy.HvitError) as e:
         hvit_deploy.rewrite(m, "onnx", names=["nope"])
     assert str(e.value) == "unknown rewrite 'nope'; run `hvit-export --list-rewrites` to see them"
-    with pytest.raises(hvit_deploy.HvitError, match=r"^unknown rewrite 'crossvit\.static_shape'; did you mean "
-                                                    r"crossvit\.static_shapes\?$"):
+    with pytest.raises(hvit_deploy.HvitError) as e:
         hvit_deploy.rewrite(m, "onnx", names=["crossvit.static_shape"])
+    assert str(e.value).startswith("unknown rewrite 'crossvit.static_shape'; did you mean crossvit.static_shapes")
+    assert "\n" not in str(e.value)
