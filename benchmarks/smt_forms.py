@@ -35,7 +35,7 @@ from _forms import PROTOCOL_NOTE, export_onnx, ort_runner, ov_runner, time_inter
 
 import hvit_deploy  # noqa: E402
 import hvit_deploy.testing  # noqa: E402
-from hvit_deploy.rewrites import rewrite  # noqa: E402
+from hvit_deploy.rewriting import rewrite  # noqa: E402
 
 BASE = ["smt.static_shapes", "smt.drop_modulator", "smt.fold_bn", "smt.fold_layerscale"]
 FORMS: dict[str, list[str] | None] = {

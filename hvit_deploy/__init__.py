@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from .errors import HvitError
 from .factory import create_model
+from .registry import MODELS as _MODELS
 from .registry import get_spec, list_families, list_models
 from .rewriting import rewrite
 from .versions import __version__
-from . import models as _models  # noqa: F401,E402  registers every family (ours and in timm) on import
+
+_MODELS.load()  # imports every family file: each registers its variants, ours and in timm (with pretrained_cfg)
 
 
 __all__ = ["create_model", "list_models", "list_families", "get_spec", "rewrite", "HvitError", "__version__"]

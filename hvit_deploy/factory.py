@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from .checkpoint import drop_head, head_classes, load_state_dict_into, read_state_dict
 from .errors import CheckpointError, HvitError, HvitNotice
-from .registry import ModelSpec, get_spec
+from .registry import ModelSpec, attach_pretrained_cfg, get_spec
 
 
 def resolve_input_size(spec: ModelSpec, input_size=None, *, rectangular: bool = False) -> tuple[int, int, int]:
@@ -119,12 +119,17 @@ def create_model(
         for hook in (getattr(m, "after_load", None) for m in model.modules()):
             if callable(hook):  # modules that cache values derived from weights refresh them here
                 hook()
-    model.eval()
+    return _label(model.eval(), spec, size, spec.num_classes if num_classes is None else num_classes)
+
+
+def _label(model: nn.Module, spec: ModelSpec, size: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """What the model is: its name, family, size and classes, and timm's ``pretrained_cfg`` at that size (the
+    preprocessing ``timm.data.resolve_data_config(model=m)`` reads; over timm's own for Twins and CrossViT)."""
     model.hvit_name = spec.name
     model.hvit_family = spec.family
     model.hvit_input_size = size
-    model.hvit_num_classes = spec.num_classes if num_classes is None else num_classes
-    return model
+    model.hvit_num_classes = num_classes
+    return attach_pretrained_cfg(model, {**spec.pretrained_cfg(size), "architecture": spec.name})
 
 
 def _backbone_keys(state_dict: dict, spec: ModelSpec, source: str) -> dict:

@@ -1,4 +1,8 @@
-"""One evaluation transform per variant, written once and used by validation, calibration and evaluation.
+"""One preprocessing record per (variant, input size), written once: the evaluation transform that validation,
+calibration and ``hvit-eval`` use, and what an artifact's metadata and manifest tell its user
+(:mod:`hvit_deploy.formats.metadata` derives from :func:`preprocessing_for`), so they never disagree. timm's
+``pretrained_cfg`` (:meth:`hvit_deploy.registry.ModelSpec.pretrained_cfg`) reads the same crop rule
+(:meth:`~hvit_deploy.registry.ModelSpec.eval_crop`), and a test checks all three agree at every released size.
 
 Every family is evaluated the way its official code evaluates it: the image is converted to RGB, resized so that
 its shorter side is ``floor(side / crop_pct)`` with the variant's interpolation (PIL, through torchvision), centre
@@ -52,6 +56,13 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def describe(self) -> str:
+        """The resize and crop in words, e.g. "resize shorter side to 256 (bicubic); centre-crop 224x224"."""
+        h, w = self.size
+        if self.resize == "squash":
+            return f"resize to {h}x{w} ({self.interpolation}), no crop"
+        return f"resize shorter side to {self.resize_to} ({self.interpolation}); centre-crop {h}x{w}"
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["size"] = list(self.size)
@@ -101,10 +112,7 @@ def preprocessing_for(spec: ModelSpec | str, input_size=None) -> Preprocessing:
         h = w = input_size
     else:
         h, w = tuple(input_size)[-2:]
-    crop_pct, resize = spec.crop_pct, "shorter"
-    for side, pct, mode in spec.eval_overrides:
-        if side == h == w:
-            crop_pct, resize = pct, mode
+    crop_pct, resize = spec.eval_crop(int(h), int(w))
     if spec.interpolation not in _INTERPOLATIONS:
         raise HvitError(f"{spec.name}: unknown interpolation {spec.interpolation!r}")
     resize_to = h if resize == "squash" else int(math.floor(min(h, w) / crop_pct))

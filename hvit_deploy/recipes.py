@@ -164,6 +164,14 @@ class Recipe(_Strict):
         return tuple(override.input_size) if override and override.input_size else None
 
 
+def recipe_rewrites(model, fmt: str) -> list[str]:
+    """The rewrites ``model``'s family recipe names for export format ``fmt`` (its variant's override first)."""
+    family = getattr(model, "hvit_family", None)
+    if family is None:
+        raise RewriteError("model was not built by hvit_deploy.create_model; pass names=[...] of the rewrites")
+    return load_recipe(family).rewrites_for(fmt, getattr(model, "hvit_name", None))
+
+
 def parse_recipe(data, source: str) -> Recipe:
     recipe = parse_strict(Recipe, data, source, "a recipe")
     _check_rewrite_names(recipe, source)

@@ -7,21 +7,32 @@ A family file registers its variants with :func:`register_model`::
         return SMT(**_CFGS["smt_t"], **kwargs)
 
 The builder takes keyword arguments only and returns an ``nn.Module`` with freshly initialised weights.
-Families of our own are registered in timm's registry too (``timm.create_model("smt_t")`` works once
-``hvit_deploy`` is imported); Twins and CrossViT are timm's own models and only get our canonical names here.
+Every variant is registered in timm's registry too, with its ``pretrained_cfg`` (``timm.create_model("smt_t")``
+works once ``hvit_deploy`` is imported, and ``timm.data.resolve_data_config(model=m)`` gives our preprocessing);
+Twins and CrossViT are timm's own models and get only our canonical names there (``twins_svt_s``, whose cfg says
+the official crop 0.875 where timm's ``twins_svt_small`` says 0.9).
+
+The table is a :class:`hvit_deploy.utils.registry.Registry` that finds the family files by module name
+(``hvit_deploy.models``): this module never imports the modules that fill it.
 """
 from __future__ import annotations
 
-import difflib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch.nn as nn
+from timm.models import generate_default_cfgs, is_model, resolve_pretrained_cfg
+from timm.models import register_model as timm_register_model
 
 from .errors import UnknownModelError
+from .utils.registry import Registry
 
 Builder = Callable[..., nn.Module]
 StateDictHook = Callable[[dict], dict]
+# the modules whose outputs are a backbone's four stages, for a built model: [(module name, layout)], layout
+# "nchw", "nhwc" or "tokens" (B, N, C); see hvit_deploy/export/features.py
+FeatureStages = Callable[[nn.Module], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -54,27 +65,117 @@ class ModelSpec:
     num_classes: int = 1000                  # the builder's default (ImageNet-1k releases)
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # the backbone's stage modules (``--features``); None: no feature pyramid (e.g. CrossViT's two branches)
+    feature_stages: FeatureStages | None = None
+
+    @property
+    def released_sizes(self) -> tuple[tuple[int, int, int], ...]:
+        return (tuple(self.input_size),) + tuple(tuple(s) for s in self.other_input_sizes)
+
+    def eval_crop(self, h: int, w: int) -> tuple[float, str]:
+        """(crop_pct, resize) of the evaluation transform at ``h x w``: the variant's own, or the
+        ``eval_overrides`` entry of that side; resize is "shorter" (resize the shorter side to side / crop_pct,
+        centre crop) or "squash" (resize straight to h x w). :func:`hvit_deploy.preprocess.preprocessing_for`
+        turns this into the full record."""
+        crop_pct, resize = self.crop_pct, "shorter"
+        for side, pct, mode in self.eval_overrides:
+            if side == h == w:
+                crop_pct, resize = pct, mode
+        if resize not in ("shorter", "squash") or (resize == "squash" and crop_pct != 1.0):
+            raise ValueError(f"{self.name}: an eval override is (side, crop_pct, 'shorter' | 'squash'), and a "
+                             f"squash resizes to the side (crop_pct 1.0), not {(crop_pct, resize)}")
+        return float(crop_pct), resize
+
+    def pretrained_cfg(self, size: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """timm's ``pretrained_cfg`` at ``size`` (default: the variant's own), the same preprocessing as the
+        evaluation transform: timm's "center" crop mode is our "shorter", its "squash" ours (at crop_pct 1.0).
+        No weight location: timm never downloads."""
+        c, h, w = tuple(size or self.input_size)
+        crop_pct, resize = self.eval_crop(h, w)
+        return dict(input_size=(c, h, w), mean=tuple(self.mean), std=tuple(self.std), crop_pct=crop_pct,
+                    interpolation=self.interpolation, crop_mode="squash" if resize == "squash" else "center",
+                    num_classes=self.num_classes, paper_name=self.paper_name or None,
+                    classifier=self.head_keys[0] if len(self.head_keys) == 1 else tuple(self.head_keys))
 
 
-_MODELS: dict[str, ModelSpec] = {}
-_ALIASES: dict[str, str] = {}
+MODELS: Registry[ModelSpec] = Registry(
+    "model", discover="hvit_deploy.models", error=UnknownModelError, suggest_aliases=True,
+    hint="run `hvit-export --list` to see the zoo")
+_MODELS = MODELS._items  # the table by canonical name, read by older plugins (tests/bench_models.py); use MODELS
 
 
-def _timm_entrypoint(spec_name: str, builder: Builder) -> Callable[..., nn.Module]:
-    def entrypoint(pretrained: bool = False, **kwargs):
+def _timm_entrypoint(spec: ModelSpec, arch: str) -> Callable[..., nn.Module]:
+    """timm's entrypoint for ``arch`` (the canonical name or an alias): builds ``spec`` and attaches the
+    ``pretrained_cfg`` that timm's data helpers read (``timm.data.resolve_data_config(model=m)``)."""
+
+    def entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None,
+                   **kwargs):
         if pretrained:
             raise RuntimeError(
-                f"{spec_name}: weights are not downloaded at run time; build it with "
-                f"hvit_deploy.create_model({spec_name!r}, checkpoint=PATH)")
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-            kwargs.pop(key, None)
-        return builder(**kwargs)
+                f"{arch}: weights are not downloaded at run time; build it with "
+                f"hvit_deploy.create_model({spec.name!r}, checkpoint=PATH)")
+        size = _size_of(spec, kwargs.get("img_size"))
+        if size is not None and pretrained_cfg is None:  # an explicit size picks that size's preprocessing
+            pretrained_cfg = {**spec.pretrained_cfg(size), "architecture": arch}
+        cfg = resolve_pretrained_cfg(arch, pretrained_cfg, pretrained_cfg_overlay).to_dict()
+        if size is None and tuple(cfg["input_size"]) != spec.input_size:  # a tag such as "smt_l.384"
+            kwargs["img_size"] = int(cfg["input_size"][-1])
+        return attach_pretrained_cfg(spec.builder(**kwargs), cfg)
 
-    entrypoint.__name__ = spec_name
-    entrypoint.__qualname__ = spec_name
-    entrypoint.__doc__ = builder.__doc__
-    entrypoint.__module__ = builder.__module__
+    entrypoint.__name__ = entrypoint.__qualname__ = arch
+    entrypoint.__doc__ = spec.builder.__doc__
     return entrypoint
+
+
+_WEIGHT_SOURCES = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source")
+
+
+def attach_pretrained_cfg(model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
+    """Set timm's ``pretrained_cfg`` (and its old name ``default_cfg``) on ``model``: ``cfg`` over what timm's own
+    builder set (Twins, CrossViT), less any weight location, so nothing downloads."""
+    base = {k: v for k, v in (getattr(model, "pretrained_cfg", None) or {}).items() if k not in _WEIGHT_SOURCES}
+    model.pretrained_cfg = model.default_cfg = {**base, **cfg}
+    return model
+
+
+def _size_of(spec: ModelSpec, img_size) -> tuple[int, int, int] | None:
+    if img_size is None:
+        return None
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)[-2:]
+    return (spec.input_size[0], int(h), int(w))
+
+
+def timm_default_cfgs(spec: ModelSpec, arch: str) -> dict:
+    """timm's ``default_cfgs`` entries of ``arch``: the released size untagged (the default) and each other
+    released size under the tag of its side (``smt_l.384``); no weight location, so timm never downloads."""
+    cfgs = {arch: spec.pretrained_cfg()}
+    for size in spec.other_input_sizes:
+        cfgs[f"{arch}.{size[1]}" if size[1] == size[2] else f"{arch}.{size[1]}x{size[2]}"] = spec.pretrained_cfg(size)
+    return generate_default_cfgs(cfgs)
+
+
+def register_in_timm(spec: ModelSpec, *, module: str | None = None, aliases: bool = True) -> None:
+    """Register ``spec`` in timm's registry under its canonical name and (when ``aliases``) each alias, except
+    names timm already has (e.g. ``crossvit_15_dagger_408``, timm's own), with its ``pretrained_cfg``, the way
+    timm's own model files do: a module-level ``default_cfgs`` that ``timm.models.register_model`` reads.
+    ``module``: the family file (default: the builder's)."""
+    module = module or spec.builder.__module__
+    table = sys.modules[module].__dict__.setdefault("default_cfgs", {})
+    names = [spec.name] + [a for a in spec.aliases if a != spec.name] if aliases else [spec.name]
+    for arch in [n for n in names if not is_model(n)]:  # never shadow a model of timm's own (its cfg stands)
+        table.update(timm_default_cfgs(spec, arch))
+        entrypoint = _timm_entrypoint(spec, arch)
+        entrypoint.__module__ = module
+        timm_register_model(entrypoint)
+
+
+def register_spec(spec: ModelSpec, *, timm_register: bool = True, timm_aliases: bool = True,
+                  module: str | None = None) -> ModelSpec:
+    """Add ``spec`` to the zoo and (by default) to timm's registry (see :func:`register_in_timm`)."""
+    add_spec(spec)
+    if timm_register:
+        register_in_timm(spec, module=module, aliases=timm_aliases)
+    return spec
 
 
 def register_model(*, family: str, timm_register: bool = True, name: str | None = None, **spec_fields: Any):
@@ -82,72 +183,33 @@ def register_model(*, family: str, timm_register: bool = True, name: str | None 
     name and each alias that timm does not already have."""
 
     def decorator(builder: Builder) -> Builder:
-        spec = ModelSpec(name=name or builder.__name__, family=family, builder=builder, **spec_fields)
-        add_spec(spec)
-        if timm_register:
-            from timm.models import is_model
-            from timm.models import register_model as timm_register_model
-
-            timm_register_model(_timm_entrypoint(spec.name, builder))
-            for alias in spec.aliases:  # e.g. the official function names; never shadow a model of timm's own
-                if alias != spec.name and not is_model(alias):
-                    timm_register_model(_timm_entrypoint(alias, builder))
+        register_spec(ModelSpec(name=name or builder.__name__, family=family, builder=builder, **spec_fields),
+                      timm_register=timm_register)
         return builder
 
     return decorator
 
 
 def add_spec(spec: ModelSpec) -> None:
-    if spec.name in _MODELS or spec.name in _ALIASES:
-        raise ValueError(f"model name {spec.name!r} registered twice")
-    _MODELS[spec.name] = spec
-    for alias in spec.aliases:
-        if alias == spec.name:
-            continue
-        if alias in _MODELS or _ALIASES.get(alias, spec.name) != spec.name:
-            raise ValueError(f"alias {alias!r} of {spec.name!r} is already taken")
-        _ALIASES[alias] = spec.name
-
-
-def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (imports every family file, which registers its variants)
+    MODELS.add(spec.name, spec, aliases=spec.aliases)
 
 
 def canonical_name(name: str) -> str:
-    _ensure_loaded()
-    key = name.strip()
-    if key in _MODELS:
-        return key
-    if key in _ALIASES:
-        return _ALIASES[key]
-    lowered = key.lower().replace("-", "_")
-    for table in (_MODELS, _ALIASES):
-        for candidate in table:
-            if candidate.lower() == lowered:
-                return _ALIASES.get(candidate, candidate)
-    known = list(_MODELS) + list(_ALIASES)
-    close = difflib.get_close_matches(lowered, known, n=3, cutoff=0.6)
-    if not close:  # prefix match helps for "smt" or "efficientmod"
-        close = [n for n in _MODELS if n.startswith(lowered)][:3]
-    hint = f"; did you mean {', '.join(close)}?" if close else "; run `hvit-export --list` to see the zoo"
-    raise UnknownModelError(f"unknown model {name!r}{hint}")
+    return MODELS.canonical(name)
 
 
 def get_spec(name: str) -> ModelSpec:
-    return _MODELS[canonical_name(name)]
+    return MODELS.get(name)
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Canonical names of every registered variant, grouped by family in registration order."""
-    _ensure_loaded()
-    return [n for n, s in _MODELS.items() if family is None or s.family == family]
+    return [n for n, s in MODELS.items() if family is None or s.family == family]
 
 
 def list_families() -> list[str]:
-    _ensure_loaded()
-    return list(dict.fromkeys(s.family for s in _MODELS.values()))
+    return list(dict.fromkeys(s.family for s in MODELS.values()))
 
 
 def aliases() -> dict[str, str]:
-    _ensure_loaded()
-    return dict(_ALIASES)
+    return MODELS.aliases()

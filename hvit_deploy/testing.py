@@ -6,6 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .recipes import recipe_rewrites
+from .rewrites.base import rewrite_copy
+
 
 def randomize_norm_stats(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial running statistics and affine parameters, and every LayerScale-like
@@ -45,7 +48,7 @@ def compare_outputs(a: torch.Tensor, b: torch.Tensor) -> Difference:
 
 def assert_rewrite_equal(
     model: nn.Module,
-    backend: str,
+    fmt: str,
     names: list[str] | None = None,
     *,
     inputs: int = 2,
@@ -54,12 +57,12 @@ def assert_rewrite_equal(
     atol: float = 1e-6,
     input_size=None,
 ) -> nn.Module:
-    """Rewrite ``model`` for ``backend`` (recipe rewrites, or ``names``) and check the outputs on seeded random
-    inputs: ``max|diff| <= atol + rtol * max|ref|``. Returns the rewritten model."""
-    from .rewriting import rewrite
-
+    """Rewrite ``model`` for export format ``fmt`` (recipe rewrites, or ``names``) and check the outputs on seeded random
+    inputs: ``max|diff| <= atol + rtol * max|ref|``. Returns the rewritten model. (The same rewrite as
+    :func:`hvit_deploy.rewrite`, built from the layers below it, so this module stays beside ``rewriting``.)"""
     size = tuple(input_size or model.hvit_input_size)
-    rewritten = rewrite(model, backend, names=names, input_size=size)
+    chosen = recipe_rewrites(model, fmt) if names is None else list(names)
+    rewritten = rewrite_copy(model, fmt, chosen, input_size=size)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _ in range(inputs):
@@ -68,7 +71,7 @@ def assert_rewrite_equal(
             bound = atol + rtol * d.max_ref
             if not d.max_abs <= bound:
                 raise AssertionError(
-                    f"rewrite {names or rewritten.hvit_rewrites} for {backend}: max|diff| {d.max_abs:.3g} > "
+                    f"rewrite {names or rewritten.hvit_rewrites} for {fmt}: max|diff| {d.max_abs:.3g} > "
                     f"{bound:.3g} (max|ref| {d.max_ref:.3g})")
     return rewritten
 

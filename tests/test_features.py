@@ -15,7 +15,7 @@ from hvit_deploy.formats.coreml import inspect_package
 from hvit_deploy.export.features import STAGE_NAMES, StageFeatures
 from hvit_deploy.formats.onnx import run_onnx
 from hvit_deploy.formats.openvino import run_openvino
-from hvit_deploy.rewrites import rewrite
+from hvit_deploy.rewriting import rewrite
 
 
 @pytest.mark.parametrize("name,size,channels", [

@@ -73,3 +73,37 @@ def test_input_size_checked():
 def test_public_api_names_are_stable():
     for name in ("list_models", "create_model", "rewrite", "__version__"):
         assert hasattr(hvit_deploy, name)
+
+
+def test_unknown_model_without_close_names_points_to_the_list():
+    with pytest.raises(HvitError) as e:
+        canonical_name("qqqq")
+    assert str(e.value) == "unknown model 'qqqq'; run `hvit-export --list` to see the zoo"
+
+
+def test_model_table_is_a_registry_found_by_module_name():
+    from hvit_deploy.registry import MODELS, aliases, list_families
+    from hvit_deploy.utils.registry import Registry
+
+    assert isinstance(MODELS, Registry) and MODELS.names() == list_models()
+    assert list_families() == ["acmix", "crossvit", "efficientmod", "smt", "twins"]  # family files, sorted
+    assert aliases()["smt_tiny"] == "smt_t" and "smt_t" in MODELS and "smt_tt" not in MODELS
+
+
+def test_families_declare_their_feature_stages():
+    from hvit_deploy.export.features import feature_families
+
+    assert feature_families() == ["acmix", "efficientmod", "smt", "twins"]
+    assert all(get_spec(n).feature_stages is None for n in list_models("crossvit"))
+    m = create_model("acmix_resnet26")
+    assert get_spec("acmix_resnet26").feature_stages(m) == [(f"layer{i}", "nchw") for i in range(1, 5)]
+
+
+def test_a_squash_override_must_resize_to_the_side():
+    import dataclasses
+
+    spec = dataclasses.replace(get_spec("smt_t"), eval_overrides=((224, 0.9, "squash"),))
+    with pytest.raises(ValueError, match="a squash resizes to the side"):
+        spec.eval_crop(224, 224)
+    assert get_spec("smt_l").eval_crop(384, 384) == (1.0, "squash")
+    assert get_spec("smt_l").eval_crop(224, 224) == (0.875, "shorter")

@@ -118,9 +118,18 @@ def test_crossvit_408_rewrite_equal():
                          atol=1e-6, rtol=1e-5)
 
 
-def test_unknown_backend_and_rewrite_names():
+def test_unknown_format_and_rewrite_names():
     m = create_model("crossvit_ti")
-    with pytest.raises(hvit_deploy.HvitError, match="unknown backend 'tflite'"):
+    with pytest.raises(hvit_deploy.HvitError) as e:
         hvit_deploy.rewrite(m, "tflite")
-    with pytest.raises(hvit_deploy.HvitError, match="unknown rewrite 'nope'"):
+    assert str(e.value) == ("unknown format 'tflite': rewrites are for an export format, one of onnx, openvino, "
+                            "coreml")
+    with pytest.raises(TypeError):
+        hvit_deploy.rewrite(m, backend="onnx")  # the old keyword is gone: formats are not backends
+    with pytest.raises(hvit_deploy.HvitError) as e:
         hvit_deploy.rewrite(m, "onnx", names=["nope"])
+    assert str(e.value) == "unknown rewrite 'nope'; run `hvit-export --list-rewrites` to see them"
+    with pytest.raises(hvit_deploy.HvitError) as e:
+        hvit_deploy.rewrite(m, "onnx", names=["crossvit.static_shape"])
+    assert str(e.value).startswith("unknown rewrite 'crossvit.static_shape'; did you mean crossvit.static_shapes")
+    assert "\n" not in str(e.value)

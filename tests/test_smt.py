@@ -15,7 +15,7 @@ from hvit_deploy import create_model, get_spec
 from hvit_deploy.errors import HvitError, RewriteError
 from hvit_deploy.models import smt as S
 from hvit_deploy.recipes import load_recipe
-from hvit_deploy.rewrites import rewrite
+from hvit_deploy.rewriting import rewrite
 from hvit_deploy.testing import assert_rewrite_equal, randomize_norm_stats, save_training_checkpoint, max_tensor_rank
 
 PARAMS = {"smt_t": 11_506_536, "smt_s": 22_550_952, "smt_b": 32_037_352, "smt_l": 80_620_264}

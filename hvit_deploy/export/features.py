@@ -1,18 +1,12 @@
 """Backbones: the four stage outputs of a hierarchical model, as named outputs ``stage1..stage4`` (NCHW).
 
-Each family's stage ends at a known module (below); :class:`StageFeatures` runs the model's ``forward_features``
-with forward hooks on those modules and returns their outputs, turned into NCHW maps at strides 4, 8, 16 and 32.
-Token outputs (B, N, C) are reshaped with the stage's static height and width, so the form stays export-friendly
-(and the batch may be -1). The hooks see the rewritten modules too, as rewrites keep module names.
-
-* SMT: ``norm1..norm4`` (each stage ends with its own LayerNorm, as the official detection backbone returns),
-* Twins-PCPVT/SVT: the last block of ``blocks.i`` (the official detection code returns the stages un-normed),
-* EfficientMod: the last block of ``layers.i`` before its downsample (channels-last, or NCHW after
-  ``efficientmod.nchw``),
-* ACmix-Swin: the last block of ``layers.i`` before its patch merging (tokens),
-* ACmix-ResNet: ``layer1..layer4``.
-
-CrossViT has two token branches and no pyramid, so it has no such outputs.
+Each family declares where its stages end on its :class:`~hvit_deploy.registry.ModelSpec`
+(``feature_stages``, in its family file: e.g. SMT's ``norm1..norm4``, the last block of Twins' ``blocks.i``);
+:class:`StageFeatures` runs the model's ``forward_features`` with forward hooks on those modules and returns their
+outputs, turned into NCHW maps at strides 4, 8, 16 and 32. Token outputs (B, N, C) are reshaped with the stage's
+static height and width, so the form stays export-friendly (and the batch may be -1). The hooks see the rewritten
+modules too, as rewrites keep module names. A family without ``feature_stages`` (CrossViT: two token branches, no
+pyramid) has no such outputs.
 """
 from __future__ import annotations
 
@@ -20,11 +14,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import HvitError
-from ..registry import ModelSpec
+from ..registry import MODELS, ModelSpec, get_spec
 
 STAGE_NAMES = ("stage1", "stage2", "stage3", "stage4")
 STRIDES = (4, 8, 16, 32)
-FEATURE_FAMILIES = ("smt", "twins", "efficientmod", "acmix")
 
 
 class FeaturesError(HvitError):
@@ -33,9 +26,9 @@ class FeaturesError(HvitError):
 
 def check_features(spec: ModelSpec, size: tuple[int, int, int]) -> None:
     """Refuse a family without a pyramid, or a resolution whose stages would not tile (one line each)."""
-    if spec.family not in FEATURE_FAMILIES:
-        raise FeaturesError(f"{spec.name}: {spec.family} has no feature pyramid (two token branches, no stages); "
-                            f"--features takes {', '.join(FEATURE_FAMILIES)}")
+    if spec.feature_stages is None:
+        raise FeaturesError(f"{spec.name}: {spec.family} has no feature pyramid (no stage outputs); "
+                            f"--features takes {', '.join(feature_families())}")
     _, h, w = size
     m = spec.input_multiple or 32
     if h % m or w % m:
@@ -44,21 +37,19 @@ def check_features(spec: ModelSpec, size: tuple[int, int, int]) -> None:
                             f"{m} ({why})")
 
 
+def feature_families() -> list[str]:
+    """The families whose variants declare their stage modules (``ModelSpec.feature_stages``)."""
+    return list(dict.fromkeys(s.family for s in MODELS.values() if s.feature_stages is not None))
+
+
 def _stage_modules(model: nn.Module) -> list[tuple[str, str]]:
-    """``[(module name, layout)]`` for the four stages; layout is "nchw", "nhwc" or "tokens"."""
-    family = getattr(model, "hvit_family", None)
-    if family == "smt":
-        return [(f"norm{i + 1}", "tokens") for i in range(4)]
-    if family == "twins":
-        return [(f"blocks.{i}.{len(model.blocks[i]) - 1}", "tokens") for i in range(4)]
-    if family == "efficientmod":
-        layout = "nchw" if type(model).__name__.startswith("Nchw") else "nhwc"
-        return [(f"layers.{i}.blocks.{len(model.layers[i].blocks) - 1}", layout) for i in range(4)]
-    if family == "acmix" and hasattr(model, "layers"):
-        return [(f"layers.{i}.blocks.{len(model.layers[i].blocks) - 1}", "tokens") for i in range(4)]
-    if family == "acmix":
-        return [(f"layer{i + 1}", "nchw") for i in range(4)]
-    raise FeaturesError(f"{getattr(model, 'hvit_name', 'this model')} has no stage outputs")
+    """``[(module name, layout)]`` for the four stages, as the model's spec declares them; layout is "nchw",
+    "nhwc" or "tokens"."""
+    name = getattr(model, "hvit_name", None)
+    stages = get_spec(name).feature_stages if name is not None else None
+    if stages is None:
+        raise FeaturesError(f"{name or 'this model'} has no stage outputs")
+    return stages(model)
 
 
 class StageFeatures(nn.Module):

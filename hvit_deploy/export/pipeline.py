@@ -23,7 +23,7 @@ from ..rewrites import get_rewrite
 from ..rewriting import rewrite as rewrite_model
 from ..utils.io import ensure_writable_dir
 from ..versions import tool_versions
-from .features import FEATURE_FAMILIES, STAGE_NAMES, StageFeatures, check_features
+from .features import STAGE_NAMES, StageFeatures, check_features
 from ..formats import ExportJob, format_names, get_format
 from ..formats.artifact import ExportResult, artifact_stem, sha256_of, size_of
 from ..formats.metadata import artifact_metadata, preprocessing_entry
@@ -68,7 +68,7 @@ class ExportSession:
         self.spec = get_spec(name)
         self.name = self.spec.name
         self.features = bool(features)
-        if self.features and self.spec.family not in FEATURE_FAMILIES:
+        if self.features and self.spec.feature_stages is None:
             check_features(self.spec, self.spec.input_size)  # raises: no pyramid
         check_input_options(batch=batch_size, dynamic_batch=dynamic_batch, image_input=image_input,
                             features=self.features, labels=labels is not None)

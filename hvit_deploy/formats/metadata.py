@@ -8,15 +8,17 @@ saved (so the saved file, its sha256 and its validation are of the file with its
 * Core ML: ``user_defined_metadata`` (:func:`apply_coreml`).
 
 :func:`read_metadata` reads the table back from any saved artifact. Lists (mean, std, shapes, labels) are JSON.
-Preprocessing is the model's evaluation transform, read from its :class:`~hvit_deploy.registry.ModelSpec`: RGB,
-NCHW, pixel values scaled to 0-1 (``/255``), then ``(x - mean) / std``; resize the shorter side to
-``side / crop_pct`` with ``interpolation`` and centre-crop.
+Preprocessing is the model's evaluation transform at the artifact's size, the one record of
+:func:`hvit_deploy.preprocess.preprocessing_for` (per-size overrides included): RGB, NCHW, pixel values scaled to
+0-1 (``/255``), then ``(x - mean) / std``; ``resize`` "shorter" (the shorter side to ``resize_to``, then a centre
+crop) or "squash" (straight to the input size).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..preprocess import preprocessing_for
 from ..registry import ModelSpec
 
 OPENVINO_SECTION = "model_info"
@@ -28,9 +30,10 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
     """The table for one artifact; every value is a string. ``input_kind``: "normalized" (the artifact takes
     the normalised tensor), "pixels" (RGB 0-255, normalised inside: ``--fold-normalize``) or "image" (a Core ML
     image input, normalised inside: ``--image-input``); mean and std are recorded in every case."""
-    from .. import __version__
+    from ..versions import __version__
 
     h, w = int(input_shape[-2]), int(input_shape[-1])
+    pre = preprocessing_for(spec, (h, w))
     meta = {
         "producer": f"hvit-deploy {__version__}",
         "model": spec.name,
@@ -46,16 +49,16 @@ def artifact_metadata(spec: ModelSpec, *, input_shape, output_name: str, num_cla
         "value_range": "0-1" if input_kind == "normalized" else "0-255",
         "pixel_scale": "1/255" if input_kind == "normalized" else "1",  # what the caller multiplies pixels by
         "normalization": "by the caller" if input_kind == "normalized" else "inside the model",
-        "mean": json.dumps([float(v) for v in spec.mean]),
-        "std": json.dumps([float(v) for v in spec.std]),
-        "crop_pct": repr(float(spec.crop_pct)),
-        "interpolation": spec.interpolation,
-        "preprocessing": (f"RGB; resize shorter side to {round(min(h, w) / spec.crop_pct)} ({spec.interpolation}); "
-                          f"centre-crop {h}x{w}; /255; (x - mean) / std; NCHW"),
+        "mean": json.dumps([float(v) for v in pre.mean]),
+        "std": json.dumps([float(v) for v in pre.std]),
+        "crop_pct": repr(pre.crop_pct),
+        "interpolation": pre.interpolation,
+        "resize": pre.resize,
+        "resize_to": str(pre.resize_to),
+        "preprocessing": f"RGB; {pre.describe()}; /255; (x - mean) / std; NCHW",
     }
     if input_kind != "normalized":
-        meta["preprocessing"] = (f"RGB; resize shorter side to {round(min(h, w) / spec.crop_pct)} "
-                                 f"({spec.interpolation}); centre-crop {h}x{w}; feed pixel values 0-255 "
+        meta["preprocessing"] = (f"RGB; {pre.describe()}; feed pixel values 0-255 "
                                  f"({'an image' if input_kind == 'image' else 'float, NCHW'}); the model divides "
                                  f"by 255 and normalises")
     if labels is not None:
@@ -70,7 +73,8 @@ def preprocessing_entry(meta: dict[str, str]) -> dict:
             "input_kind": meta["input_kind"], "normalization": meta["normalization"],
             "pixel_scale": meta["pixel_scale"], "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
             "input_size": json.loads(meta["input_size"]), "crop_pct": float(meta["crop_pct"]),
-            "interpolation": meta["interpolation"]}
+            "interpolation": meta["interpolation"], "resize": meta.get("resize", "shorter"),
+            **({"resize_to": int(meta["resize_to"])} if "resize_to" in meta else {})}
 
 
 def apply_onnx(model, meta: dict[str, str] | None) -> None:

@@ -612,10 +612,19 @@ class ResNetACmix(nn.Module):
 
 # --------------------------------------------------------------------------------------------- registration
 
+def swin_feature_stages(model: nn.Module) -> list[tuple[str, str]]:
+    """The last block of ``layers.i``, before its patch merging (tokens)."""
+    return [(f"layers.{i}.blocks.{len(model.layers[i].blocks) - 1}", "tokens") for i in range(4)]
+
+
+def resnet_feature_stages(model: nn.Module) -> list[tuple[str, str]]:
+    return [(f"layer{i + 1}", "nchw") for i in range(4)]
+
+
 _SWIN_SPEC = dict(family="acmix", input_multiple=224, ignore_keys=IGNORE_KEYS, crop_pct=0.875,
-                  interpolation="bicubic")
+                  interpolation="bicubic", feature_stages=swin_feature_stages)
 _RESNET_SPEC = dict(family="acmix", input_multiple=32, crop_pct=0.875, head_keys=("fc",),
-                    interpolation="bilinear",
+                    interpolation="bilinear", feature_stages=resnet_feature_stages,
                     notes="no official weights were released (README: 'In process')")
 
 

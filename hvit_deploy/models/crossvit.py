@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from ..registry import ModelSpec, add_spec
+from ..registry import ModelSpec, register_spec
 from ._timm import timm_builder
 
 _VARIANTS = [
@@ -49,12 +49,11 @@ def remap_official_keys(state_dict: dict) -> dict:
 
 
 
-
 for _name, _timm, _official, _paper, _params in _VARIANTS:
     _side = 408 if _timm.endswith("_408") else 240
-    add_spec(ModelSpec(
+    register_spec(ModelSpec(
         name=_name, family="crossvit", builder=timm_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), input_size=(3, _side, _side), weights=f"{_official}.pth",
         remap_state_dict=remap_official_keys, crop_pct=0.875 if _side == 240 else 1.0,
-        head_keys=("head.0", "head.1"),
-    ))
+        head_keys=("head.0", "head.1"),  # two token branches and no pyramid: no feature_stages
+    ), timm_aliases=False, module=__name__)  # in timm under the canonical name

@@ -313,7 +313,15 @@ def _create(name: str, **kwargs) -> EfficientMod:
     return EfficientMod(**{**_CFGS[name], **kwargs})
 
 
-_COMMON = dict(family="efficientmod", input_multiple=32, crop_pct=0.875, interpolation="bicubic")
+def feature_stages(model: nn.Module) -> list[tuple[str, str]]:
+    """The last block of ``layers.i``, before its downsample: channels-last, or NCHW in the rewritten form
+    (``efficientmod.nchw`` turns the model into an ``Nchw...`` class)."""
+    layout = "nchw" if type(model).__name__.startswith("Nchw") else "nhwc"
+    return [(f"layers.{i}.blocks.{len(model.layers[i].blocks) - 1}", layout) for i in range(4)]
+
+
+_COMMON = dict(family="efficientmod", input_multiple=32, crop_pct=0.875, interpolation="bicubic",
+               feature_stages=feature_stages)
 
 
 @register_model(params=4_736_264, paper_name="EfficientMod-xxs", aliases=("efficientMod_xxs",),

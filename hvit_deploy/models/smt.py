@@ -310,8 +310,13 @@ def _build(name: str, **kwargs) -> SMT:
     return SMT(**cfg)
 
 
+def feature_stages(model: nn.Module) -> list[tuple[str, str]]:
+    """Each stage ends with its own LayerNorm, as the official detection backbone returns it (tokens)."""
+    return [(f"norm{i + 1}", "tokens") for i in range(4)]
+
+
 _SPEC = dict(family="smt", remap_state_dict=remap_official_keys, input_multiple=32, crop_pct=0.875,
-             interpolation="bicubic")
+             interpolation="bicubic", feature_stages=feature_stages)
 # release files: https://github.com/AFeng-x/SMT/releases/download/v1.0.0/<file>
 
 

@@ -15,7 +15,9 @@ by at most 4e-7 on the same weights.
 """
 from __future__ import annotations
 
-from ..registry import ModelSpec, add_spec
+import torch.nn as nn
+
+from ..registry import ModelSpec, register_spec
 from ._timm import timm_builder
 
 _VARIANTS = [
@@ -30,12 +32,16 @@ _VARIANTS = [
 
 
 
+def feature_stages(model: nn.Module) -> list[tuple[str, str]]:
+    """The last block of ``blocks.i`` (the official detection code returns the stages un-normed; tokens)."""
+    return [(f"blocks.{i}.{len(model.blocks[i]) - 1}", "tokens") for i in range(4)]
+
 
 for _name, _timm, _official, _paper, _params, _file in _VARIANTS:
-    add_spec(ModelSpec(
+    register_spec(ModelSpec(
         name=_name, family="twins", builder=timm_builder(_timm), params=_params, paper_name=_paper,
         aliases=(_timm, _official), weights=_file, crop_pct=0.875,  # the official (DeiT) eval: 256/224; timm says 0.9
         # Patch embeddings need multiples of 32. SVT's local windows cover grids that are not multiples of 7 by
         # zero padding, as timm does (the official code has no padding and needs multiples of 224).
-        input_multiple=32,
-    ))
+        input_multiple=32, feature_stages=feature_stages,
+    ), timm_aliases=False, module=__name__)  # in timm under the canonical name, with the official crop

@@ -14,7 +14,8 @@ so that a rewritten model is an ordinary ``nn.Module`` that can be inspected, te
 
 This module knows nothing of recipes: :func:`rewrite_copy` applies the names it is given. The recipe-driven
 :func:`hvit_deploy.rewrite` lives in :mod:`hvit_deploy.rewriting` (recipes check their rewrite names against
-this registry, so the dependency runs one way: rewriting → recipes → rewrites).
+this registry, so the dependency runs one way: rewriting → recipes → rewrites). The table is a
+:class:`hvit_deploy.utils.registry.Registry` that imports this package's modules by name on first read.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import RewriteError
+from ..utils.registry import Registry
 
 FORMATS = ("onnx", "openvino", "coreml")
-BACKENDS = FORMATS  # the name used before formats and runtimes were told apart; kept for plugins
 
 RewriteFn = Callable[[nn.Module, "RewriteContext"], int]
 
@@ -45,12 +46,10 @@ class Rewrite:
     # ctx.batch_dim(), so -1 under a dynamic-batch export), "static" (bakes it in: refused for dynamic batch)
     batch: str = "any"
 
-    @property
-    def backends(self) -> tuple[str, ...]:  # the old name of ``formats``
-        return self.formats
 
-
-_REWRITES: dict[str, Rewrite] = {}
+# every module of this package but this one registers its passes on import; found by name on first read
+REWRITES: Registry[Rewrite] = Registry("rewrite", discover="hvit_deploy.rewrites", error=RewriteError,
+                                       hint="run `hvit-export --list-rewrites` to see them")
 
 
 def register_rewrite(
@@ -60,44 +59,35 @@ def register_rewrite(
     formats: tuple[str, ...] = FORMATS,
     description: str | None = None,
     exact: bool = False,
-    backends: tuple[str, ...] | None = None,
     batch: str = "any",
 ):
-    """``backends`` is the old name of ``formats``, still accepted. ``batch``: how the pass treats the batch
-    size (see :class:`Rewrite`)."""
-    allowed = tuple(backends if backends is not None else formats)
+    """``formats``: the export formats the pass is allowed for. ``batch``: how the pass treats the batch size
+    (see :class:`Rewrite`)."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"rewrite {name!r}: {unknown_format(bad[0])}")
     if batch not in ("any", "dynamic", "static"):
         raise ValueError(f"rewrite {name!r}: batch must be any, dynamic or static, not {batch!r}")
 
     def decorator(fn: RewriteFn) -> RewriteFn:
-        if name in _REWRITES:
-            raise ValueError(f"rewrite {name!r} registered twice")
         doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        _REWRITES[name] = Rewrite(name, fn, tuple(families), allowed, doc, exact, batch)
+        REWRITES.add(name, Rewrite(name, fn, tuple(families), tuple(formats), doc, exact, batch))
         return fn
 
     return decorator
 
 
-def get_rewrite(name: str) -> Rewrite:
-    _ensure_loaded()
-    try:
-        return _REWRITES[name]
-    except KeyError:
-        import difflib
+def unknown_format(fmt) -> str:
+    return f"unknown format {fmt!r}: rewrites are for an export format, one of {', '.join(FORMATS)}"
 
-        close = difflib.get_close_matches(name, list(_REWRITES), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise RewriteError(f"unknown rewrite {name!r}{hint}") from None
+
+def get_rewrite(name: str) -> Rewrite:
+    """The pass named ``name``; unknown: a one-line :class:`RewriteError` with close names."""
+    return REWRITES.get(name)
 
 
 def list_rewrites(family: str | None = None) -> list[Rewrite]:
-    _ensure_loaded()
-    return [r for r in _REWRITES.values() if family is None or not r.families or family in r.families]
-
-
-def _ensure_loaded() -> None:
-    from . import _load_all  # noqa: F401
+    return [r for r in REWRITES.values() if family is None or not r.families or family in r.families]
 
 
 @dataclass
@@ -118,10 +108,6 @@ class RewriteContext:
     # the export takes any batch: passes still probe at input_shape[0] but write batch_dim() (-1) into reshapes
     dynamic_batch: bool = False
     _probe_cache: dict[int, dict[str, ProbeRecord]] = field(default_factory=dict, repr=False)
-
-    @property
-    def backend(self) -> str:  # the old name of ``format``
-        return self.format
 
     @property
     def batch(self) -> int:
@@ -224,8 +210,7 @@ def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=Non
     ``dynamic_batch`` the passes probe at ``batch_size`` but leave the batch as -1 in their reshapes, and a pass
     that cannot (registered ``batch="static"``) is refused with a :class:`RewriteError`."""
     if fmt not in FORMATS:
-        raise RewriteError(f"unknown backend {fmt!r}: rewrites are for an export format, one of "
-                          f"{', '.join(FORMATS)}")
+        raise RewriteError(unknown_format(fmt))
     size = input_size or getattr(model, "hvit_input_size", None)
     if size is None:
         raise RewriteError("the model carries no input size; pass input_size=(C, H, W)")
@@ -239,7 +224,6 @@ def rewrite_copy(model: nn.Module, fmt: str, names: list[str], *, input_size=Non
     new.hvit_rewrites = [a.name for a in applied]
     new.hvit_rewrite_counts = {a.name: a.modules_changed for a in applied}
     new.hvit_format = fmt
-    new.hvit_backend = fmt  # the old attribute name
     new.hvit_input_size = tuple(size)
     new.hvit_batch_size = int(batch_size)
     new.hvit_dynamic_batch = bool(dynamic_batch)

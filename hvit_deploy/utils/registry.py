@@ -36,13 +36,14 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, *, discover: str | None = None, skip: tuple[str, ...] = (),
                  error: type[Exception] = LookupError, hint: str = "",
-                 modules: Callable[[], list[str]] | None = None):
+                 modules: Callable[[], list[str]] | None = None, suggest_aliases: bool = False):
         self.kind = kind
         self._discover = discover
         self._skip = set(skip) | {"base"}
         self._modules = modules
         self._error = error
         self._hint = hint
+        self._suggest_aliases = suggest_aliases  # suggest the close alias itself, not only its canonical name
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
         self._loaded = discover is None
@@ -97,7 +98,7 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(lowered, known, n=3, cutoff=0.6)
         if not close:  # a prefix helps for "smt" or "efficientmod"
             close = [n for n in self._items if _norm(n).startswith(lowered)][:3] if lowered else []
-        close = list(dict.fromkeys(self._aliases.get(c, c) for c in close))
+        close = list(dict.fromkeys(c if self._suggest_aliases else self._aliases.get(c, c) for c in close))
         if close:
             return f"unknown {self.kind} {name!r}; did you mean {', '.join(close)}?"
         return f"unknown {self.kind} {name!r}" + (f"; {self._hint}" if self._hint else
