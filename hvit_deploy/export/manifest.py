@@ -95,7 +95,7 @@ class ManifestEntry(_Record):
     tools: dict[str, Any] | None = None
     seconds: float | None = None
     exporter: str | None = None
-    opset: int | None = None
+    opset: int | str | None = None
     validation: dict[str, Any] = Field(default_factory=dict)
     fp32_validation: dict[str, Any] | None = None   # a converted artifact: its FP32 source's validation
     quantization: dict[str, Any] | None = None      # calibration, quantizer settings, gate, fallback

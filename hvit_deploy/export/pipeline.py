@@ -209,13 +209,11 @@ class ExportSession:
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
                precision: str | None = None, **quantization) -> ExportResult:
-        """``fmt`` at ``precision`` (the format's default when None) into ``out_dir``. ``int8``/``w4``: the FP32
-        export, then the precision stage (:func:`hvit_deploy.quantize.convert`); ``quantization`` takes its
-        ``calibration``, ``eval_data``, ``calibration_size``, ``fallback`` and ``warn``."""
-        form = get_format(fmt)
-        fmt = form.name
+        """``int8``/``w4``: the FP32 export, then the precision stage (``quantization``: see _export_converted)."""
         from ..quantize import PRECISIONS as CONVERTED
 
+        form = get_format(fmt)
+        fmt = form.name
         if precision in CONVERTED:
             return self._export_converted(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision,
                                           **quantization)
