@@ -91,6 +91,8 @@ def test_fallback_keeps_the_head_in_fp_and_passes(fallback_run):
     for fmt, a in by_fmt.items():
         q = a["quantization"]
         assert a["precision"] == "int8" and q["layers_in_fp"] == ["head"], (fmt, q["layers_in_fp"])
+        assert a["artifact_precision"] == "int8" and a["compute_precision"] == "fp32" and a["schema_version"] == 2
+        assert a["fp32_validation"]["min_cosine"] > 0.999 and a["validation"] == q["gate"]["final"]
         assert q["fallback"]["ranking"][0]["layer"] == "head"
         before, after = q["gate"]["before_fallback"], q["gate"]["final"]
         assert before["top1_agreement"] < 0.9 <= after["top1_agreement"]
@@ -129,6 +131,8 @@ def test_coreml_weight_only(cli, tmp_path, precision, op):
     assert rc == 0, err
     a = json.loads((tmp_path / "manifest.json").read_text())["artifacts"][0]
     assert a["path"] == f"{NAME}-{SIZE}-{precision}.mlpackage"
+    assert a["precision"] == precision and a["compute_precision"] == "fp32"
+    assert a["artifact_precision"] == {"int8": "w8", "w4": "w4"}[precision]   # weight-only: what the file holds
     assert a["quantization"]["check"]["weight_ops"][op] > 10
     assert a["size_ratio_vs_fp32"] < (0.35 if precision == "int8" else 0.2)
 

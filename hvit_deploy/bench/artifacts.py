@@ -179,7 +179,7 @@ def quantization_fields(model: str, fmt: str, *, calibration: str | None, calibr
     fields: dict = {"recipe": q.model_dump(mode="json")}
     if fmt in NEEDS_CALIBRATION:
         if not calibration:
-            from ..quantize.export import QuantizationError
+            from ..quantize.stage import QuantizationError
 
             raise QuantizationError(f"the int8 variant on {fmt} needs calibration images: --calibration DIR")
         fields["calibration"] = _folder_digest(str(Path(calibration).resolve()), _stamp(calibration, "c"))

@@ -121,7 +121,7 @@ def _run(args) -> int:
 
     eager = None
     if model is not None:
-        from ..quantize.export import eager_logits
+        from ..quantize.stage import eager_logits
 
         eager = eager_logits(model, x, 1)
         score("pytorch (eager)", eager)

@@ -222,13 +222,14 @@ class ExportSession:
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
                precision: str | None = None, **quantization) -> ExportResult:
+        """``int8``/``w4``: the FP32 export, then the precision stage (``quantization``: see _export_converted)."""
+        from ..quantize import PRECISIONS as CONVERTED
+
         form = get_format(fmt)
         fmt = form.name
-        if precision in ("int8", "w4"):  # calibration, eval_data, calibration_size, fallback: hvit_deploy.quantize
-            from ..quantize.export import export_quantized
-
-            return export_quantized(self, fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision,
-                                    **quantization)
+        if precision in CONVERTED:
+            return self._export_converted(fmt, out_dir, rewrite=rewrite, opset=opset, precision=precision,
+                                          **quantization)
         out = ensure_writable_dir(out_dir)
         precision = precision or form.default_precision(self.recipe)
         if precision not in form.precisions:
@@ -277,12 +278,73 @@ class ExportSession:
             result.error = str(e)
             info, counts = {}, locals().get("counts", {})
         result.seconds = round(time.perf_counter() - t0, 2)
-        result.entry = self._entry(result, out, info, counts, precision, opset)
-        result.entry["rewritten"] = bool(rewrite)
-        result.entry["input_kind"] = kind
-        if front_check is not None:
-            result.entry["image_input_check"] = front_check
+        result.entry = self._entry(result, info, counts, precision, opset, rewrite=rewrite, kind=kind,
+                                   front_check=front_check)
         return result
+
+    def _export_converted(self, fmt: str, out_dir, *, rewrite: bool, opset: int | None, precision: str,
+                          calibration=None, eval_data=None, calibration_size: int | None = None,
+                          fallback: bool = True, warn=None) -> ExportResult:
+        """The FP32 export (validated, into a hidden work folder inside ``out_dir``), then the precision stage;
+        only an artifact that passes reaches ``out_dir``, under ``NAME-int8.*`` / ``NAME-w4.*``."""
+        import shutil
+        import tempfile
+
+        from .. import quantize
+
+        warn = warn or quantize.stage.warn
+        quantize.check_request(fmt, precision, calibration)
+        out = ensure_writable_dir(out_dir)
+        sets = self._quantization_sets(fmt, calibration, eval_data, calibration_size, warn)
+        t0 = time.perf_counter()
+        work = Path(tempfile.mkdtemp(prefix=".hvit-int8-", dir=out))
+        try:
+            fp32 = self.export(fmt, work, rewrite=rewrite, opset=opset, precision="fp32")
+            stem = artifact_stem(self.name, rewritten=rewrite, precision=precision, input_shape=self.input_shape,
+                                 default_size=self.spec.input_size)
+            gate = self._gate_inputs(fmt, rewrite, sets) if sets and fp32.ok else None
+            result = quantize.convert(fp32, precision, out_dir=out, target_name=stem + get_format(fmt).suffix,
+                                      options=self.recipe.quantization, gate=gate, fallback=fallback,
+                                      output_shape=self.output_shape)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        result.seconds = round(time.perf_counter() - t0, 2)
+        result.entry = self._entry(result, fp32.entry, fp32.entry.get("rewrite_counts", {}), precision, opset,
+                                   rewrite=rewrite, kind=fp32.entry.get("input_kind", "normalized"),
+                                   front_check=fp32.entry.get("image_input_check"), source=fp32)
+        return result
+
+    def _quantization_sets(self, fmt: str, calibration, eval_data, calibration_size, warn):
+        """(calibration, held-out) images for ``fmt``'s INT8, read once per session and folder; None for Core
+        ML's weight-only conversion, which calibrates nothing."""
+        from .. import quantize
+
+        if not quantize.stage.needs_data(fmt):
+            if calibration:
+                warn("Core ML int8 here is weight-only; calibrating activations needs macOS, so --calibration "
+                     "is unused")
+            return None
+        cache = self.__dict__.setdefault("_quantization_cache", {})
+        key = ("sets", str(calibration), str(eval_data), calibration_size)
+        if key not in cache:
+            cache[key] = quantize.stage.load_sets(
+                calibration, preprocess=preprocessing_for(self.spec, self.input_size),
+                options=self.recipe.quantization, eval_data=eval_data, calibration_size=calibration_size, warn=warn)
+        return cache[key]
+
+    def _gate_inputs(self, fmt: str, rewrite: bool, sets):
+        """What the gate and the fallback need: eager FP32's logits on the held-out images (once per session
+        and set: on a slow eager model this pass alone is minutes), the runtime, the exported module."""
+        from .. import quantize
+
+        calib, held = sets
+        cache = self.__dict__.setdefault("_quantization_cache", {})
+        if ("logits", held.sha256, self.batch) not in cache:
+            cache[("logits", held.sha256, self.batch)] = quantize.eager_logits(self.model, held.arrays, self.batch)
+        return quantize.GateInputs(calibration=calib, held_out=held, batch=self.batch,
+                                   reference_logits=cache[("logits", held.sha256, self.batch)],
+                                   runtime=get_format(fmt).runtime, module=lambda: self.prepared(fmt, rewrite)[0],
+                                   rankings=cache.setdefault("rankings", {}))
 
     def _check_image_front(self, front: torch.nn.Module, fmt: str, precision: str) -> dict:
         """Core ML's ImageType arithmetic emulated in torch on the shipped photos, against the original model on
@@ -309,23 +371,23 @@ class ExportSession:
         listed = [[-1, *s[1:]] if self.dynamic_batch else list(s) for s in shapes]
         return listed if self.features else listed[0]
 
-    def _entry(self, r: ExportResult, out: Path, info: dict, counts: dict, precision: str, opset) -> dict[str, Any]:
+    def _entry(self, r: ExportResult, info: dict, counts: dict, precision: str, opset, *, rewrite: bool,
+               kind: str, front_check: dict | None = None, source: ExportResult | None = None) -> dict[str, Any]:
+        """The manifest entry of ``r`` (:class:`~.manifest.ManifestEntry`, as JSON): built here, and only here,
+        for an FP32/FP16 export and for an artifact of the precision stage (``source``: the FP32 export it was
+        converted from, whose exporter facts it keeps; ``r.entry``: the stage's own facts)."""
+        from .manifest import ManifestEntry
+
+        stage = dict(r.entry or {}) if source is not None else {}
         entry: dict[str, Any] = {
-            "model": r.model,
-            "family": self.spec.family,
-            "format": r.format,
-            "status": "ok" if r.ok else "failed",
-            "path": None,
-            "input_name": "input",
-            "output_name": self.output_name,
-            "num_classes": self.num_classes,
+            "model": r.model, "family": self.spec.family, "format": r.format, "status": "ok" if r.ok else "failed",
+            "path": None, "input_name": "input", "output_name": self.output_name, "num_classes": self.num_classes,
             "input_shape": [-1, *self.input_shape[1:]] if self.dynamic_batch else list(self.input_shape),
-            "output_shape": self._output_shape_entry(),
-            "dynamic_batch": self.dynamic_batch,
+            "output_shape": self._output_shape_entry(), "dynamic_batch": self.dynamic_batch,
             "precision": precision,
-            "rewrites": r.rewrites,
-            "rewrite_counts": counts,
-            "checkpoint": self.checkpoint,
+            "artifact_precision": stage.pop("artifact_precision", precision),
+            "compute_precision": stage.pop("compute_precision", None) or _compute_precision(r.format, precision, info),
+            "rewrites": r.rewrites, "rewrite_counts": counts, "checkpoint": self.checkpoint,
             "labels": ({"count": len(self.labels), "sha256": labels_sha256(self.labels), "file": self.labels_source}
                        if self.labels is not None else None),
             # the evaluation transform (resize, crop) and what the artifact expects (metadata), one record
@@ -335,19 +397,8 @@ class ExportSession:
             "seconds": r.seconds,
         }
         if r.ok and r.path is not None:
-            files = get_format(r.format).files(r.path)
-            entry.update(
-                path=r.path.name,
-                files=[f.name for f in files],
-                sha256=sha256_of(r.path),
-                size_bytes=sum(size_of(f) for f in files),
-            )
-            for side in files[1:]:  # OpenVINO's weights: bin_sha256
-                entry[f"{side.suffix.lstrip('.')}_sha256"] = sha256_of(side)
-        for key in ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
-                    "minimum_deployment_target", "program", "op_types", "export_s"):
-            if key in info:
-                entry[key] = info[key]
+            entry.update(_file_facts(r))
+        entry.update({k: info[k] for k in EXPORTER_FACTS if k in info})
         if r.format == "coreml" and self.labels is not None and r.ok:
             entry["outputs"] = ["classLabel", "classLabel_probs"]
         if r.format == "onnx" and "opset" not in entry:
@@ -355,8 +406,37 @@ class ExportSession:
         entry["validation"] = r.validation
         if not r.ok:
             entry["error"] = r.error
-        return entry
+        entry.update(rewritten=bool(rewrite), input_kind=kind)
+        if front_check is not None:
+            entry["image_input_check"] = front_check
+        if source is not None:
+            entry["fp32_validation"] = source.validation
+            entry.update(stage)
+        return ManifestEntry.model_validate(entry).to_json()
 
+
+# the exporter's facts a manifest entry keeps (an artifact of the precision stage keeps its FP32 source's)
+EXPORTER_FACTS = ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
+                  "minimum_deployment_target", "program", "op_types", "export_s")
+
+
+def _compute_precision(fmt: str, precision: str, info: dict) -> str:
+    """What the runtime session that validated (and hvit-bench times) the artifact computes in, unless the
+    exporter says: fp32 for ONNX Runtime's CPU provider and for OpenVINO (compiled with
+    INFERENCE_PRECISION_HINT=f32, an fp16 IR too); Core ML's is chosen at conversion (FLOAT16 for fp16)."""
+    if info.get("compute_precision"):
+        return info["compute_precision"]
+    return "fp16" if fmt == "coreml" and precision == "fp16" else "fp32"
+
+
+def _file_facts(r: ExportResult) -> dict[str, Any]:
+    """The artifact's files, content hash and size (and a hash per side file: OpenVINO's ``bin_sha256``)."""
+    files = get_format(r.format).files(Path(r.path))
+    facts: dict[str, Any] = {"path": Path(r.path).name, "files": [f.name for f in files], "sha256": sha256_of(r.path),
+                             "size_bytes": sum(size_of(f) for f in files)}
+    for side in files[1:]:
+        facts[f"{side.suffix.lstrip('.')}_sha256"] = sha256_of(side)
+    return facts
 
 def export_model(name: str, fmt: str, out_dir: str | os.PathLike, *, checkpoint=None, rewrite: bool = True,
                  input_size=None, batch_size: int | None = None, opset: int | None = None,

@@ -171,7 +171,7 @@ class ExportRequest(BaseModel):
     def _check_quantization(self) -> None:
         """The INT8 flags, checked before anything is built or written."""
         from ..quantize.calibration import CalibrationError, split_sets
-        from ..quantize.export import check_request
+        from ..quantize.stage import check_request
 
         if not self.quantized:
             for flag, value in (("--calibration", self.calibration), ("--eval-data", self.eval_data),

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.batching import whole_chunks
+
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 MATMUL_SUFFIX = "/matmul"
 _MATMULS = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.__matmul__,
@@ -95,13 +97,8 @@ def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: in
             r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))
         return hook
 
-    def run(arrays):
-        outs = []
-        for i in range(0, len(arrays) - len(arrays) % batch or len(arrays), batch):
-            chunk = arrays[i:i + batch]
-            if len(chunk) < batch:
-                break
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(chunk))).float().numpy())
+    def run(arrays):  # whole batches only, as the quantizers calibrate
+        outs = [model(torch.from_numpy(c)).float().numpy() for c in whole_chunks(arrays, batch)]
         return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
 
     mm_ranges: dict[str, dict[tuple[int, int], list[float]]] = {}

@@ -27,13 +27,6 @@ from ..formats.quiet import captured
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def _batches(arrays: np.ndarray, batch: int) -> list[np.ndarray]:
-    if len(arrays) < batch:
-        arrays = np.concatenate([arrays] * (batch // len(arrays) + 1))[:batch]
-    n = len(arrays) // batch * batch
-    return [np.ascontiguousarray(arrays[i:i + batch]) for i in range(0, n, batch)]
-
-
 def pre_process(fp32: Path, work: Path, opts: QuantizationOptions) -> tuple[Path, str]:
     """ONNX Runtime's recommended pre-processing (shape inference and graph optimisation), best effort."""
     if not opts.onnx_pre_process:
@@ -71,6 +64,7 @@ def attention_output_matmuls(path: Path) -> list[str]:
 
 def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
                   nodes_to_exclude: list[str] | None = None) -> dict:
+    from ..utils.batching import whole_chunks
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -88,7 +82,7 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.q.onnx")
     try:
         with captured():
-            quantize_static(str(source), str(tmp), Reader(_batches(calib, batch)), quant_format=QuantFormat.QDQ,
+            quantize_static(str(source), str(tmp), Reader(whole_chunks(calib, batch)), quant_format=QuantFormat.QDQ,
                             per_channel=opts.onnx_per_channel,
                             activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method,

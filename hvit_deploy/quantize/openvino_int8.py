@@ -10,21 +10,16 @@ from ..recipes import QuantizationOptions
 from ..formats.quiet import captured
 
 
-def _batches(arrays: np.ndarray, batch: int) -> list[np.ndarray]:
-    from .onnx_int8 import _batches as b
-
-    return b(arrays, batch)
-
-
 def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
                       ignored: list[str] | None = None) -> dict:
+    from ..utils.batching import whole_chunks
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     core = ov.Core()
     model = core.read_model(str(fp32_xml))
-    batches = _batches(calib, batch)
+    batches = whole_chunks(calib, batch)
     kwargs = {}
     if opts.model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER

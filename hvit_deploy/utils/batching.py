@@ -26,3 +26,13 @@ def run_in_batches(fn: Callable[[list[np.ndarray]], Sequence[np.ndarray]], array
         return np.zeros((0, 0), dtype=np.float32)
     outs = fn(chunks(arrays, batch))
     return np.concatenate([np.asarray(o).reshape(batch, -1) for o in outs])[:n]
+
+
+def whole_chunks(arrays: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Whole (batch, ...) chunks only, for calibration statistics (a padded row would weigh twice there): the
+    tail that does not fill a batch is left out, and a set smaller than one batch is repeated to fill one."""
+    if len(arrays) == 0:
+        return []
+    if len(arrays) < batch:
+        arrays = np.concatenate([arrays] * (batch // len(arrays) + 1))[:batch]
+    return chunks(arrays[:len(arrays) // batch * batch], batch)

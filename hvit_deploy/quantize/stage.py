@@ -1,0 +1,249 @@
+"""The precision stage: a validated FP32 artifact in, a new artifact out.
+
+:func:`convert` takes the result of an FP32 export (the artifact on disk, validated) and writes the artifact of
+another precision beside it: INT8 QDQ ONNX (ONNX Runtime's quantizer), INT8 OpenVINO IR (NNCF), Core ML with
+8-bit (``w8``) or 4-bit palettized (``w4``) weights (coremltools). What the INT8 accuracy gate and the per-layer
+fallback need is handed in (:class:`GateInputs`): the calibration and held-out images, eager FP32's logits on
+the held-out images, the runtime that runs the artifact, and the module the FP32 artifact was exported from (to
+rank the layers). The fallback re-quantizes the same FP32 artifact with the worst layers excluded; nothing here
+exports again. The stage sits below :mod:`hvit_deploy.export`, which calls it after the FP32 export.
+
+The new artifact is written into a hidden work folder inside ``out_dir`` and moved to its final name only when it
+passed (the gate, or Core ML's program check), so a failed gate leaves nothing that looks like a good artifact.
+The returned :class:`~hvit_deploy.formats.artifact.ExportResult` carries in ``entry`` the stage's own facts for
+the manifest entry: ``artifact_precision``, ``compute_precision``, ``quantization`` (calibration set, quantizer
+settings, the gate's figures before and after fallback, the layers kept in floating point) and
+``size_ratio_vs_fp32``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from ..errors import HvitError
+from ..formats.artifact import ExportResult, size_of
+from ..recipes import QuantizationOptions
+from ..utils.batching import run_in_batches
+from .calibration import ImageSet, split_sets
+from .gate import gate_failures, gate_figures
+
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("int8", "w4")   # the --precision words this stage makes from an FP32 artifact
+# the converted artifacts keep float activations between their integer (or compressed-weight) layers, and the
+# runtimes that validate them compute those in float32 (OpenVINO: INFERENCE_PRECISION_HINT=f32)
+COMPUTE_PRECISION = "fp32"
+
+
+class QuantizationError(HvitError):
+    """A quantization request that cannot be carried out as asked."""
+
+
+def warn(msg: str) -> None:
+    print(f"hvit-export: warning: {msg}", file=sys.stderr)
+
+
+def check_request(fmt: str, precision: str, calibration) -> None:
+    if precision == "w4" and fmt != "coreml":
+        raise QuantizationError(f"--precision w4 (4-bit weights) is for coreml only, not {fmt}")
+    if precision == "int8" and fmt in ("onnx", "openvino") and not calibration:
+        raise QuantizationError(f"--precision int8 for {fmt} needs calibration images: --calibration DIR "
+                                "(Core ML's int8 is weight-only and needs none)")
+
+
+def artifact_precision(fmt: str, precision: str) -> str:
+    """What the converted file holds: Core ML's ``int8`` is 8-bit weights with float activations (``w8``)."""
+    return "w8" if fmt == "coreml" and precision == "int8" else precision
+
+
+def needs_data(fmt: str) -> bool:
+    """Whether ``fmt``'s conversion calibrates activations (and so is gated on held-out images)."""
+    return fmt != "coreml"
+
+
+def load_sets(calibration, *, preprocess, options: QuantizationOptions, eval_data=None,
+              calibration_size: int | None = None, warn: Callable[[str], None] = warn) -> tuple[ImageSet, ImageSet]:
+    """The calibration and held-out sets, preprocessed by ``preprocess`` (the model's evaluation transform)."""
+    return split_sets(calibration, size=calibration_size or options.calibration_size, eval_data=eval_data,
+                      holdout=options.holdout_size, preprocess=preprocess, warn=warn)
+
+
+def eager_logits(model: torch.nn.Module, arrays: np.ndarray, batch: int) -> np.ndarray:
+    """``model``'s outputs on ``arrays``, ``batch`` at a time, one flattened row per input row."""
+    import torch
+
+    with torch.no_grad():
+        return run_in_batches(lambda xs: [model(torch.from_numpy(x)).numpy() for x in xs], arrays, batch)
+
+
+@dataclass
+class GateInputs:
+    """What the INT8 gate and the per-layer fallback need, handed in by the caller."""
+
+    calibration: ImageSet                 # calibration images (``arrays``: preprocessed for the model)
+    held_out: ImageSet                    # the gate's images
+    reference_logits: np.ndarray          # eager FP32 on ``held_out.arrays`` (:func:`eager_logits`)
+    batch: int                            # the artifact's batch
+    runtime: str                          # the runtime that runs the artifact (:mod:`hvit_deploy.runtimes`)
+    module: Callable[[], torch.nn.Module] | None = None   # the module the FP32 artifact was exported from
+    rankings: dict = field(default_factory=dict)          # fallback rankings, shared by one model's formats
+
+
+def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, target_name: str,
+            options: QuantizationOptions, gate: GateInputs | None = None, fallback: bool = True,
+            output_shape: tuple[int, ...] | None = None) -> ExportResult:
+    """The ``precision`` artifact (``int8`` or ``w4``) made from the FP32 export ``fp32``, as
+    ``out_dir/target_name`` when it passes. ``gate``: required for ONNX and OpenVINO INT8. ``fallback``: keep the
+    most harmful layers in floating point when the gate fails (and the recipe allows it). ``output_shape``: the
+    model's output shape, for Core ML's program check. A failure comes back as ``ok=False`` with ``error``."""
+    fmt = fp32.format
+    result = ExportResult(model=fp32.model, format=fmt, ok=False, input_shape=fp32.input_shape,
+                          rewrites=list(fp32.rewrites))
+    facts: dict = {"artifact_precision": artifact_precision(fmt, precision), "compute_precision": COMPUTE_PRECISION}
+    result.entry = facts
+    if not fp32.ok or fp32.path is None:
+        result.error = f"FP32 export before quantization failed: {fp32.error}"
+        return result
+    if needs_data(fmt) and gate is None:
+        raise QuantizationError(f"--precision {precision} for {fmt} needs calibration images: --calibration DIR")
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    work = Path(tempfile.mkdtemp(prefix=".hvit-int8-", dir=out))
+    try:
+        target = work / target_name
+        if needs_data(fmt):
+            info = _int8_with_gate(fmt, Path(fp32.path), target, gate, options, fallback, list(fp32.rewrites))
+        else:
+            from .coreml_weights import quantize_coreml_weights
+
+            info = quantize_coreml_weights(Path(fp32.path), target, precision, options, tuple(fp32.input_shape),
+                                           tuple(output_shape) if output_shape is not None else None)
+        ok, err = info.pop("ok"), info.pop("error", None)
+        facts["quantization"] = info
+        result.validation = info.get("gate", {}).get("final", info.get("check", {}))
+        if ok:
+            files = _move_into(target, out, _sidecars(fp32))
+            result.ok, result.path = True, files[0]
+            facts["size_ratio_vs_fp32"] = round(sum(size_of(f) for f in files) / _size(fp32), 4)
+        else:
+            result.error = err
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.seconds = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def _sidecars(fp32: ExportResult) -> list[str]:
+    """The suffixes of the files written beside the main one (OpenVINO's ``.bin``), from the FP32 export."""
+    return [Path(f).suffix for f in (fp32.entry or {}).get("files", [])[1:]]
+
+
+def _size(fp32: ExportResult) -> int:
+    size = (fp32.entry or {}).get("size_bytes")
+    return size or size_of(Path(fp32.path)) + sum(size_of(Path(fp32.path).with_suffix(s)) for s in _sidecars(fp32))
+
+
+def _move_into(target: Path, out: Path, sidecars: list[str]) -> list[Path]:
+    files = [target] + [target.with_suffix(s) for s in sidecars]
+    for f in files:
+        dest = out / f.name
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        os.replace(f, dest)
+    return [out / f.name for f in files]
+
+
+def _quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions):
+    """(quantize(excluded layers' nodes) -> settings, the artifact's quantizable nodes, layer -> nodes)."""
+    from . import fallback as fb
+
+    arrays, batch = gate.calibration.arrays, gate.batch
+    if fmt == "onnx":
+        from .onnx_int8 import pre_process, quantizable_nodes, quantize_onnx, with_feeding_chain
+
+        source, pre = pre_process(fp32_path, target.parent, q)
+
+        def quantize(excluded):
+            s = quantize_onnx(source, target, arrays, batch, q, with_feeding_chain(source, excluded))
+            s["pre_process"] = pre
+            return s
+        return quantize, quantizable_nodes(source), fb.onnx_nodes_for
+    if fmt == "openvino":
+        from .openvino_int8 import quantizable_nodes, quantize_openvino
+
+        def quantize(excluded):
+            return quantize_openvino(fp32_path, target, arrays, batch, q, excluded)
+        return quantize, quantizable_nodes(fp32_path), fb.openvino_nodes_for
+    raise QuantizationError(f"--precision int8 is not made for {fmt} here")
+
+
+def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions,
+                    fallback: bool, rewrites: list[str]) -> dict:
+    from ..runtimes import run_artifact
+
+    quantize, nodes, map_nodes = _quantizer(fmt, fp32_path, target, gate, q)
+    held = gate.held_out
+
+    def judge():
+        out = run_in_batches(lambda xs: run_artifact(gate.runtime, target, xs), held.arrays, gate.batch)
+        fig = gate_figures(gate.reference_logits, out, held.labels, q.gate.tie_logit_margin)
+        return fig, gate_failures(fig, q.gate)
+
+    settings = quantize([])
+    fig, bad = judge()
+    tries = [{"layers_in_fp": [], "nodes_in_fp": [], "figures": fig, "failures": bad}]
+    info: dict = {"calibration": gate.calibration.describe(), "held_out": held.describe(), "settings": settings,
+                  "gate_thresholds": q.gate.model_dump(), "fallback": {"enabled": bool(fallback and q.fallback.enabled)}}
+    if bad and info["fallback"]["enabled"] and gate.module is not None:
+        mapped = [(r, map_nodes(r["layer"], nodes)) for r in _ranking(gate, q, rewrites, info["fallback"])]
+        mapped = [(r, n) for r, n in mapped if n]
+        info["fallback"]["ranking"] = [dict(r, nodes=n) for r, n in mapped[:2 * q.fallback.max_layers]]
+        k = 1
+        for _ in range(q.fallback.max_tries):
+            chosen = mapped[:min(k, q.fallback.max_layers)]
+            if not chosen:
+                break
+            excluded = [n for _, ns in chosen for n in ns]
+            settings = quantize(excluded)
+            fig, bad = judge()
+            tries.append({"layers_in_fp": [r["layer"] for r, _ in chosen], "nodes_in_fp": excluded,
+                          "figures": fig, "failures": bad})
+            if not bad or len(chosen) >= min(q.fallback.max_layers, len(mapped)):
+                break
+            k *= 2
+        info["settings"] = settings
+    info["gate"] = {"before_fallback": tries[0]["figures"], "final": tries[-1]["figures"], "tries": tries,
+                    "passed": not bad}
+    info["layers_in_fp"] = tries[-1]["layers_in_fp"]
+    info["ok"] = not bad
+    if bad:
+        extra = (f" after keeping {len(tries[-1]['layers_in_fp'])} layer(s) in FP" if len(tries) > 1 else
+                 (" (fallback off)" if not info["fallback"]["enabled"] else ""))
+        info["error"] = "INT8 accuracy gate failed" + extra + ": " + "; ".join(bad)
+    return info
+
+
+def _ranking(gate: GateInputs, q: QuantizationOptions, rewrites: list[str], record: dict) -> list[dict]:
+    """The layers by the harm their quantization does (:func:`.fallback.rank_layers`), once per module and data:
+    formats exported with the same rewrites share it through ``gate.rankings``."""
+    from . import fallback as fb
+
+    held, batch = gate.held_out, gate.batch
+    n_sens = min(q.fallback.sensitivity_images, len(held.arrays))
+    key = (tuple(rewrites), gate.calibration.sha256, held.sha256, n_sens, q.fallback.candidates)
+    t0 = time.perf_counter()
+    if key not in gate.rankings:
+        gate.rankings[key] = fb.rank_layers(gate.module(), gate.calibration.arrays,
+                                            held.arrays[:max(n_sens, batch)], batch=batch, calib_images=8,
+                                            candidates=q.fallback.candidates)
+    record["ranking_s"] = round(time.perf_counter() - t0, 2)
+    return gate.rankings[key]
