@@ -108,6 +108,14 @@ class QuantizationOptions(_Strict):
     # signed activations (S8S8) EfficientMod-xxs ran 0.65x FP32 on a VNNI CPU, with unsigned 1.25x (1 thread,
     # interleaved in one process; see README, INT8)
     onnx_activations: Literal["uint8", "int8"] = "uint8"
+    # 7-bit weights. Without VNNI, ONNX Runtime's x86 U8S8 kernels (AVX2 vpmaddubsw) add pairs of 8-bit products in
+    # int16 and can saturate; ONNX Runtime's docs advise reduce_range there. On a Milan CPU (AVX2, no VNNI) full-range
+    # weights took bench_tiny's INT8 gate to a mean cosine of 0.77. "auto": on x86 CPUs without VNNI only.
+    onnx_reduce_range: Literal["auto", "on", "off"] = "auto"
+    # NNCF's overflow fix (7-bit weights) for the same int16 saturation in OpenVINO's CPU kernels without VNNI. NNCF's
+    # default fixes the first layer only; on the Milan CPU bench_tiny then kept 4 of its 5 layers in FP to pass the
+    # gate. "auto": every layer on x86 CPUs without VNNI, NNCF's default elsewhere.
+    openvino_overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = "auto"
     onnx_pre_process: bool = True
     # Core ML weight quantization
     coreml_granularity: Literal["per_channel", "per_tensor"] = "per_channel"

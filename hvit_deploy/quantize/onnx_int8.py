@@ -62,6 +62,15 @@ def attention_output_matmuls(path: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(from_softmax(i) for i in n.input)]
 
 
+def reduce_range_for(opts: QuantizationOptions) -> bool:
+    """7-bit weights: asked for, or ``auto`` on an x86 CPU without VNNI (where full-range U8S8 can saturate)."""
+    from ..utils.cpu import has_vnni, is_x86
+
+    if opts.onnx_reduce_range != "auto":
+        return opts.onnx_reduce_range == "on"
+    return opts.onnx_activations == "uint8" and is_x86() and not has_vnni()
+
+
 def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
                   nodes_to_exclude: list[str] | None = None) -> dict:
     from ..utils.batching import whole_chunks
@@ -79,11 +88,12 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern))
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
+    reduce_range = reduce_range_for(opts)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.q.onnx")
     try:
         with captured():
             quantize_static(str(source), str(tmp), Reader(whole_chunks(calib, batch)), quant_format=QuantFormat.QDQ,
-                            per_channel=opts.onnx_per_channel,
+                            per_channel=opts.onnx_per_channel, reduce_range=reduce_range,
                             activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method,
                             op_types_to_quantize=list(QUANTIZED_OPS),
@@ -93,8 +103,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     finally:
         tmp.unlink(missing_ok=True)
     return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": "int8 "
-            + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric",
+            "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": ("int7 (reduce_range) " if reduce_range else "int8 ")
+            + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
             "calibration_method": opts.onnx_calibration, "op_types_quantized": list(QUANTIZED_OPS),
             "attention_output_in_fp": pattern, "nodes_excluded": excluded}
 

@@ -10,12 +10,24 @@ from ..recipes import QuantizationOptions
 from ..formats.quiet import captured
 
 
+def overflow_fix_for(opts: QuantizationOptions) -> str | None:
+    """NNCF's ``OverflowFix`` value to ask for (None: NNCF's default). ``auto``: ``enable`` (7-bit weights in every
+    layer) on an x86 CPU without VNNI, where OpenVINO's 8-bit kernels add products in int16 and can saturate."""
+    from ..utils.cpu import has_vnni, is_x86
+
+    choice = opts.openvino_overflow_fix
+    if choice == "auto":
+        return "enable" if is_x86() and not has_vnni() else None
+    return {"first_layer": "first_layer_only"}.get(choice, choice)
+
+
 def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: int, opts: QuantizationOptions,
                       ignored: list[str] | None = None) -> dict:
     from ..utils.batching import whole_chunks
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters, AdvancedSmoothQuantParameters,
+                                                       OverflowFix)
 
     core = ov.Core()
     model = core.read_model(str(fp32_xml))
@@ -23,9 +35,14 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: i
     kwargs = {}
     if opts.model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    advanced = {}
     if opts.smooth_quant_alpha is not None:
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=opts.smooth_quant_alpha))
+        advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=opts.smooth_quant_alpha)
+    overflow_fix = overflow_fix_for(opts)
+    if overflow_fix is not None:
+        advanced["overflow_fix"] = OverflowFix(overflow_fix)
+    if advanced:
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     if ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
     preset = nncf.QuantizationPreset.MIXED if opts.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
@@ -45,7 +62,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: i
             "model_type": opts.model_type, "smooth_quant_alpha": opts.smooth_quant_alpha
             if opts.smooth_quant_alpha is not None else ("nncf default" if opts.model_type == "transformer" else None),
             "fast_bias_correction": opts.fast_bias_correction, "subset_size": len(batches),
-            "fake_quantize_ops": fq, "ignored_scope": list(ignored or [])}
+            "overflow_fix": overflow_fix or "nncf default", "fake_quantize_ops": fq, "ignored_scope": list(ignored or [])}
 
 
 def quantizable_nodes(xml: Path) -> list[tuple[str, str]]:
