@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from hvit_deploy.bench import plugins
     from hvit_deploy.bench.artifacts import fp32_variant
     from hvit_deploy.cli.bench import main as bench
-    from hvit_deploy.cli.bench import resolve_models
+    from hvit_deploy.bench.request import resolve_models
 
     plugins.load(plugins.normalise(args.plugin or []))
     models = resolve_models(args.models)

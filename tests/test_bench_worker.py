@@ -16,7 +16,7 @@ def test_timed_runs_measures_only_the_call():
 def test_warm_up_stops_when_settled_or_capped():
     cfg = {"min_runs": 3, "window": 4, "tolerance": 0.5, "max_runs": 100, "max_seconds": 10}
     wu = warm_up(lambda: time.sleep(0.001), cfg)
-    assert wu["settled"] and wu["runs"] == 3 + 2 * 4  # two windows are needed to compare medians
+    assert wu.settled and wu.runs == 3 + 2 * 4  # two windows are needed to compare medians
 
     state = {"n": 0}
 
@@ -26,4 +26,4 @@ def test_warm_up_stops_when_settled_or_capped():
 
     wu = warm_up(faster_each_time, {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 25,
                                     "max_seconds": 10})
-    assert not wu["settled"] and wu["runs"] <= 25 and "max_runs" in wu["not_settled_because"]
+    assert not wu.settled and wu.runs <= 25 and "max_runs" in wu.not_settled_because
