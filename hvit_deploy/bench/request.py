@@ -23,9 +23,8 @@ from typing import NamedTuple, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import HvitError
+from .profiles import FORM_NAMES as FORMS  # the CLI's --variants values (the profile's ``variants`` key)
 from .profiles import Profile
-
-FORMS = ("rewritten", "original", "int8")   # the CLI's --variants values (the profile's ``variants`` key)
 
 
 class JobSpec(NamedTuple):

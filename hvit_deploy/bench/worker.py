@@ -107,9 +107,10 @@ def warm_up(call, cfg: m.WarmupConfig | dict, progress=None) -> m.WarmupReport:
 def handle(ch: Channel, cmd: m.Command, session):
     """Answer one command; returns the session (set up by ``setup``)."""
     if isinstance(cmd, m.HelloCmd):
-        from .. import __file__ as pkg_file, __version__
+        from .. import __version__
+        from ..resources import package_dir
 
-        ch.send(m.Hello(protocol=PROTOCOL, package=pkg_file, version=__version__))
+        ch.send(m.Hello(protocol=PROTOCOL, package=str(package_dir() / "__init__.py"), version=__version__))
     elif isinstance(cmd, m.ProbeCmd):
         from ..runtimes import get_runtime
 
