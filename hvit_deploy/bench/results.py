@@ -220,10 +220,10 @@ def _rounded(s: dict) -> dict:
 
 COLUMNS = ["model", "backend", "variant", "compute", "threads", "median ms", "95% CI", "mean", "std", "p90",
            "p99", "first ms", "load s", "× torch", "× original", "× fp32", "status"]
-CSV_KEYS = ["model", "backend", "variant", "status", "artifact_precision", "compute_precision", "threads",
-            "iterations", "warmup", "median_ms", "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms",
-            "max_ms", "p90_ms", "p99_ms", "first_inference_ms", "load_ms", "speedup_vs_torch",
-            "speedup_vs_original", "speedup_vs_fp32", "reason"]
+CSV_KEYS = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
+            "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
+            "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason",
+            "artifact_precision", "compute_precision"]   # columns only ever added at the end
 
 
 def _f(v, digits=3) -> str:

@@ -527,23 +527,27 @@ class Runner:
                 for side in self.sides:
                     side.results.write()
         for job in live:
-            paired_base = job.paired_into is not None and job.entry.status != "error"
-            if job.worker is None and not paired_base:
-                continue
-            job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
-                                            round_process=job.round_process)
-            rm = job.round_medians
-            if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
-                job.entry.note(
-                    f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
-                    "the run (the lowest round is the least disturbed); compare entries by their ratios")
-            if p.op_profile.enabled and job.worker is not None:
-                self._op_profile(job)
-            self._release(job.worker)
-            job.worker = None
-            job.side.results.write()
-            lo, hi = job.entry.median_ci_ms
-            self.log(f"{job.label}: median {job.entry.median_ms:.3f} ms [{lo:.3f}, {hi:.3f}]")
+            self._finish_job(job)
+
+    def _finish_job(self, job: Job) -> None:
+        """A job whose rounds are done: complete samples, the drift note, the op profile, its worker released."""
+        paired_base = job.paired_into is not None and job.entry.status != "error"
+        if job.worker is None and not paired_base:
+            return
+        job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
+                                        round_process=job.round_process)
+        rm = job.round_medians
+        if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
+            job.entry.note(
+                f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
+                "the run (the lowest round is the least disturbed); compare entries by their ratios")
+        if self.p.op_profile.enabled and job.worker is not None:
+            self._op_profile(job)
+        self._release(job.worker)
+        job.worker = None
+        job.side.results.write()
+        lo, hi = job.entry.median_ci_ms
+        self.log(f"{job.label}: median {job.entry.median_ms:.3f} ms [{lo:.3f}, {hi:.3f}]")
 
     def _op_profile(self, job: Job) -> None:
         if self.bar is not None:

@@ -30,8 +30,12 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def to_json(self) -> dict:
-        """The JSON shape: the keys scripts read (``variant``, ``schema``), only what was set."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        """The JSON shape: the keys scripts read (``variant``, ``schema``); a field left out when it was never set
+        and still holds its default (a list filled in place counts as set)."""
+        fields = type(self).model_fields
+        unset = {name for name, f in fields.items() if name not in self.model_fields_set
+                 and getattr(self, name) == f.get_default(call_default_factory=True)}
+        return self.model_dump(mode="json", by_alias=True, exclude=unset)
 
     def drop(self, *names: str) -> None:
         """Forget fields (back to their default, and left out of the file), as ``dict.pop`` did."""
@@ -173,6 +177,11 @@ class ResultsDoc(_Record):
         if v not in READABLE:
             raise ValueError(f"schema {v!r} is newer than this hvit-bench reads ({', '.join(READABLE)})")
         return v
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        out["results"] = [e.to_json() for e in self.results]  # each entry keeps to its own set fields
+        return out
 
     def ok_entries(self) -> list[ResultsEntry]:
         return [e for e in self.results if e.status == "ok" and e.samples_ms]

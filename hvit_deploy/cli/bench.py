@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
     ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
                     help="official weights (timing does not depend on them; accepted for completeness)")
+    _add_elsewhere_flags(ap)
+    ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
+    ap.add_argument("--out", metavar="FILE.json",
+                    help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
+    ap.add_argument("--format", choices=TABLE_FORMATS, default="table", help="summary printed at the end")
+    ap.add_argument("--plot", metavar="FILE.png", help="latency distributions per model and backend")
+    ap.add_argument("--timeout", type=float, metavar="S", help="stop a worker silent for this long")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
+    ap.add_argument("--list-backends", action="store_true", help="say which backends can run here and exit")
+    return ap
+
+
+def _add_elsewhere_flags(ap: argparse.ArgumentParser) -> None:
+    """Flags that time somewhere else too: another checkout (--against), a Ray cluster (--cluster), plugins."""
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="also time another hvit-deploy checkout (e.g. the base branch), interleaved round by round "
                          "with this one, for a side-by-side `hvit-bench compare` (needs --rounds 2 or more)")
@@ -85,16 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "per node (needs hvit-deploy[cluster]; see docs/cluster.md)")
     ap.add_argument("--targets", nargs="+", metavar="LABEL",
                     help="with --cluster: the custom resources naming the nodes to time on (results-LABEL.json)")
-    ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
-    ap.add_argument("--out", metavar="FILE.json",
-                    help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
-    ap.add_argument("--format", choices=TABLE_FORMATS, default="table", help="summary printed at the end")
-    ap.add_argument("--plot", metavar="FILE.png", help="latency distributions per model and backend")
-    ap.add_argument("--timeout", type=float, metavar="S", help="stop a worker silent for this long")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ap.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
-    ap.add_argument("--list-backends", action="store_true", help="say which backends can run here and exit")
-    return ap
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
