@@ -149,10 +149,10 @@ def test_compare_keeps_int8_and_fp32_apart(int8_run):
     _, doc = int8_run
     cand = json.loads(json.dumps(doc))
     cand["results"] = [e for e in cand["results"] if e["variant"] != "int8"]
-    rows = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, cand).rows}
+    rows = {(r.backend, r.form): r.verdict for r in compare_docs(doc, cand).rows}
     assert rows[("onnxruntime", "int8")] == rows[("openvino", "int8")] == "missing"
     assert rows[("onnxruntime", "original")] == rows[("openvino", "original")] == "unchanged"
-    same = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, doc).rows}
+    same = {(r.backend, r.form): r.verdict for r in compare_docs(doc, doc).rows}
     assert same[("onnxruntime", "int8")] == "unchanged" and ("onnxruntime", "original") in same
 
 
