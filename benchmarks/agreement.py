@@ -79,15 +79,15 @@ def hvit_worker(model: str, variant: str, backend: str, entry: dict, threads: in
             "checkpoint": None, "artifact": entry["artifact"]["path"],
             "warmup": {"min_runs": warmup, "window": 20, "tolerance": 0.03, "max_runs": 2000, "max_seconds": 30,
                        "round_runs": 0}}
-    msg = w.request({"cmd": "setup", "spec": spec}, 600)
-    if msg.get("event") != "ready":
+    msg = w.request({"cmd": "setup", "spec": spec}, 600)   # the protocol-1 wire form; replies come back typed
+    if msg.event != "ready":
         sys.exit(f"{backend} worker: {msg}")
     return w
 
 
 def hvit_chunk(w: Worker, n: int) -> list[float]:
     msg = w.request({"cmd": "run", "n": n, "warm": 3}, 600)
-    return [v / 1e6 for v in msg["ns"]]
+    return [v / 1e6 for v in msg.ns]
 
 
 def bapp_chunk(xml: str, shape: list[int], threads: int, n: int) -> float:

@@ -21,7 +21,6 @@ to the candidate's samples and round medians.
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import os
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from hvit_deploy.bench.compare import compare_docs  # noqa: E402
 from hvit_deploy.bench.results import load_results  # noqa: E402
+from hvit_deploy.bench.schema import ResultsDoc  # noqa: E402
 
 SLOWDOWNS = (0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20, 0.30)
 THRESHOLDS = (0.02, 0.05, 0.10)
@@ -81,31 +81,31 @@ def record_runs(args, out_dir: Path) -> list[Path]:
     return paths
 
 
-def scaled(doc: dict, factor: float) -> dict:
-    out = copy.deepcopy(doc)
-    for e in out["results"]:
-        if e.get("samples_ms"):
-            e["samples_ms"] = [v * factor for v in e["samples_ms"]]
-            e["median_ms"] = float(np.median(e["samples_ms"]))
-            e["round_medians_ms"] = [v * factor for v in e.get("round_medians_ms") or []]
+def scaled(doc: ResultsDoc, factor: float) -> ResultsDoc:
+    out = doc.model_copy(deep=True)
+    for e in out.results:
+        if e.samples_ms:
+            e.samples_ms = [v * factor for v in e.samples_ms]
+            e.median_ms = float(np.median(e.samples_ms))
+            e.round_medians_ms = [v * factor for v in e.round_medians_ms]
     return out
 
 
-def naive_alarm_rate(docs: list[dict], alpha: float) -> float:
+def naive_alarm_rate(docs: list[ResultsDoc], alpha: float) -> float:
     from scipy.stats import mannwhitneyu
 
     hits = total = 0
     for a, b in itertools.permutations(docs, 2):
-        bm = {(e["model"], e["backend"]): e for e in b["results"] if e.get("status") == "ok"}
-        for e in a["results"]:
-            o = bm.get((e["model"], e["backend"]))
-            if e.get("status") == "ok" and o:
+        bm = {(e.model, e.backend): e for e in b.results if e.status == "ok"}
+        for e in a.results:
+            o = bm.get((e.model, e.backend))
+            if e.status == "ok" and o:
                 total += 1
-                hits += mannwhitneyu(e["samples_ms"], o["samples_ms"]).pvalue < alpha
+                hits += mannwhitneyu(e.samples_ms, o.samples_ms).pvalue < alpha
     return hits / max(total, 1)
 
 
-def evaluate(docs: list[dict], threshold: float, alpha: float, paired: bool = False) -> dict:
+def evaluate(docs: list[ResultsDoc], threshold: float, alpha: float, paired: bool = False) -> dict:
     # paired: docs alternate head, base of one side-by-side run; compare base → head within each run
     pairs = ([(i + 1, i) for i in range(0, len(docs), 2)] if paired
              else list(itertools.permutations(range(len(docs)), 2)))
@@ -161,20 +161,20 @@ def main(argv=None) -> int:
         print(f"recording {args.runs} runs of {args.model} (profile {args.profile}) in {out_dir}", flush=True)
         paths = record_runs(args, out_dir)
     docs = [load_results(p) for p in paths]
-    run_ids = [(d.get("pairing") or {}).get("run") for d in docs]
+    run_ids = [(d.pairing or {}).get("run") for d in docs]
     paired = args.paired or (len(docs) % 2 == 0 and all(
         run_ids[i] and run_ids[i] == run_ids[i + 1] for i in range(0, len(docs), 2)))
-    n_entries = sum(e.get("status") == "ok" for e in docs[0]["results"])
+    n_entries = sum(e.status == "ok" for e in docs[0].results)
     n_pairs = len(docs) // 2 if paired else len(docs) * (len(docs) - 1)
     print(f"\n{len(docs)} result files × {n_entries} entries; {n_pairs} "
           f"{'side-by-side runs (paired within each)' if paired else 'ordered pairs of runs'}; alpha {args.alpha}")
-    for e in docs[0]["results"]:
-        if e.get("status") == "ok":
-            meds = [next(x["median_ms"] for x in d["results"] if x["backend"] == e["backend"]
-                         and x["model"] == e["model"] and x.get("status") == "ok") for d in docs]
-            print(f"  {e['model']}/{e['backend']}: run medians {min(meds):.3f}-{max(meds):.3f} ms "
-                  f"(between-run spread {(max(meds) / min(meds) - 1):.1%}), {e['iterations']} runs in "
-                  f"{e.get('rounds', 1)} rounds")
+    for e in docs[0].results:
+        if e.status == "ok":
+            meds = [next(x.median_ms for x in d.results if x.backend == e.backend
+                         and x.model == e.model and x.status == "ok") for d in docs]
+            print(f"  {e.model}/{e.backend}: run medians {min(meds):.3f}-{max(meds):.3f} ms "
+                  f"(between-run spread {(max(meds) / min(meds) - 1):.1%}), {e.iterations} runs in "
+                  f"{e.rounds or 1} rounds")
     if not paired:
         print(f"naive Mann-Whitney on raw samples (p < {args.alpha}): flags "
               f"{naive_alarm_rate(docs, args.alpha):.0%} of same-code pairs")

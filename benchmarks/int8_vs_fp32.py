@@ -117,9 +117,9 @@ def main(argv=None) -> int:
     from tabulate import tabulate
 
     from hvit_deploy.bench import plugins
-    from hvit_deploy.bench.artifacts import fp32_variant
+    from hvit_deploy.bench.artifacts import fp32_form
     from hvit_deploy.cli.bench import main as bench
-    from hvit_deploy.cli.bench import resolve_models
+    from hvit_deploy.bench.request import resolve_models
 
     plugins.load(plugins.normalise(args.plugin or []))
     models = resolve_models(args.models)
@@ -132,11 +132,11 @@ def main(argv=None) -> int:
         calibration = str(synthetic_calibration(out_dir / "calibration", per))
         notes.append(f"calibration: {2 * per} images made from the two shipped photos (crops, flips, colour "
                      f"jitter) in {calibration}; real deployments calibrate and gate on their own images")
-    fp32_variants = sorted({fp32_variant(m) for m in models}, key=["rewritten", "original"].index)
+    fp32_forms = sorted({fp32_form(m) for m in models}, key=["rewritten", "original"].index)
     rows, codes = [], []
     for t in args.threads:
         out = out_dir / f"results-t{t}.json"
-        cmd = ["--models", *models, "--backends", *args.backends, "--variants", *fp32_variants, "int8",
+        cmd = ["--models", *models, "--backends", *args.backends, "--variants", *fp32_forms, "int8",
                "--threads", str(t), "--iters", str(args.iters), "--rounds", str(args.rounds),
                "--processes", str(args.processes), "--calibration", calibration, "--out", out, "--no-progress",
                "--format", "csv"]

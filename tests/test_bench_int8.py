@@ -82,7 +82,9 @@ def test_int8_entries_beside_fp32(int8_run, calib):
     for b in ("onnxruntime", "openvino"):
         e, fp = by[(b, "int8")], by[(b, "original")]
         assert e["status"] == fp["status"] == "ok"
-        assert e["precision"] == "int8" and fp["precision"] == "fp32"
+        assert e["artifact_precision"] == "int8" and fp["artifact_precision"] == "fp32"
+        assert e["compute_precision"] == fp["compute_precision"] == "fp32"   # the session computes in fp32
+        assert "precision" not in e                                          # schema_version 1's key, migrated
         assert e["iterations"] == fp["iterations"] == 12 and len(e["round_medians_ms"]) == 2
         assert e["round_process"] == fp["round_process"] == [0, 1]   # same interleaved rounds, two processes
         assert e["fp32_variant"] == "original"   # bench_tiny has no recipe: quantized as written
@@ -95,6 +97,11 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         assert fig["top1_agreement_within_tie"] >= q["thresholds"]["min_top1_agreement"]   # what the gate judged
         assert fig["top1_agreement"] <= fig["top1_agreement_within_tie"]
         assert fig["mean_cosine"] >= q["thresholds"]["min_mean_cosine"]
+        # the gate's figures are the int8 artifact's validation, kept by name (not by a fallback)
+        val = art["validation"]
+        assert val["mean_cosine"] == fig["mean_cosine"] and val["min_cosine"] == fig["min_cosine"]
+        assert val["top1_agreement_within_tie"] == fig["top1_agreement_within_tie"] and val["images"] == 12
+        assert "min_cosine" in fp["artifact"]["validation"] and "top1" in fp["artifact"]["validation"]
         assert q["calibration"]["size"] == 8 and q["held_out"]["size"] == 12
         assert isinstance(q["layers_in_fp"], list)
         assert 0 < q["size_ratio_vs_fp32"] < 1 and art["size_bytes"] < fp["artifact"]["size_bytes"]
@@ -142,10 +149,10 @@ def test_compare_keeps_int8_and_fp32_apart(int8_run):
     _, doc = int8_run
     cand = json.loads(json.dumps(doc))
     cand["results"] = [e for e in cand["results"] if e["variant"] != "int8"]
-    rows = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, cand).rows}
+    rows = {(r.backend, r.form): r.verdict for r in compare_docs(doc, cand).rows}
     assert rows[("onnxruntime", "int8")] == rows[("openvino", "int8")] == "missing"
     assert rows[("onnxruntime", "original")] == rows[("openvino", "original")] == "unchanged"
-    same = {(r.backend, r.variant): r.verdict for r in compare_docs(doc, doc).rows}
+    same = {(r.backend, r.form): r.verdict for r in compare_docs(doc, doc).rows}
     assert same[("onnxruntime", "int8")] == "unchanged" and ("onnxruntime", "original") in same
 
 
@@ -164,3 +171,22 @@ def test_bad_int8_input(capsys, tmp_path, extra, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_validation_figures_keep_gate_and_export_figures_by_name():
+    """bench/artifacts.py keeps the figures of both checks by name: the FP32 export validation's
+    (hvit_deploy.metrics) and the INT8 gate's (hvit_deploy.quantize.gate), and nothing else."""
+    import numpy as np
+
+    from hvit_deploy import metrics
+    from hvit_deploy.bench.artifacts import validation_figures
+    from hvit_deploy.quantize.gate import gate_figures
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((6, 10)).astype(np.float32)
+    out = ref + 0.01 * rng.standard_normal((6, 10)).astype(np.float32)
+    gate = gate_figures(ref, out, labels=[0, 1, 2, 3, 4, 5], tie_margin=0.01)
+    kept = validation_figures({**gate, "tries": [1, 2], "attempts": []})
+    assert kept == gate   # every gate figure, and not what is not a figure
+    fp32 = metrics.compare([(ref, out)]).as_dict()
+    assert validation_figures({**fp32, "passed": True}) == {**fp32, "passed": True}

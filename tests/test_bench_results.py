@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hvit_deploy.bench.results import add_speedups, exit_code, format_table, load_results
+from hvit_deploy.bench.schema import check
 from hvit_deploy.errors import HvitError
 
 FIXTURE = Path(__file__).parent / "data" / "bench_tiny_cpu.json"
@@ -43,8 +44,9 @@ def test_speedups_are_same_run_ratios(doc):
     d["results"].append(orig)
     for e in d["results"]:
         e.pop("speedup_vs_torch", None)
-    add_speedups(d["results"])
-    by = {(e["backend"], e["variant"]): e for e in d["results"]}
+    entries = check(d).results
+    add_speedups(entries)
+    by = {(e.backend, e.form): e.to_json() for e in entries}
     s = by[("onnxruntime", "rewritten")]["speedup_vs_original"]
     assert s["reference"] == "onnxruntime/original" and s["speedup"] == pytest.approx(1.5, rel=1e-3)
     assert s["ci"][0] <= s["speedup"] <= s["ci"][1]
@@ -74,3 +76,21 @@ def test_load_results_refuses_unusable_files(tmp_path, doc):
     p.write_text(json.dumps({"schema": "asv/2", "results": []}))
     with pytest.raises(HvitError, match="not an hvit-bench results file"):
         load_results(p)
+
+
+def test_table_prints_each_entrys_compute_precision(doc):
+    """The compute precision (what the runtime session computed in) is its own column, apart from the artifact's
+    precision, which an old file's ``precision`` key migrates to."""
+    d = copy.deepcopy(doc)
+    for e, cp in zip(d["results"], ("fp32", "fp32", "bf16")):
+        e["compute_precision"] = cp
+    typed = check(d)
+    assert [e.artifact_precision for e in typed.results] == [e.get("precision") for e in doc["results"]]
+    table = format_table(typed, "table")
+    header = table.splitlines()[0].split()
+    assert "compute" in header
+    row = next(line for line in table.splitlines() if " openvino " in f" {line} ")
+    assert "bf16" in row.split()
+    rows = list(csv.DictReader(io.StringIO(format_table(typed, "csv"))))
+    assert [r["compute_precision"] for r in rows] == ["fp32", "fp32", "bf16"]
+    assert "compute" not in format_table(doc, "table").splitlines()[0].split()  # an old file: nothing recorded

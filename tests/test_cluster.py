@@ -165,8 +165,9 @@ def test_bench_one_results_file_per_target(cluster, tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.json", "r-nodeA.json", "r-nodeB.json"]
     assert "== target nodeA" in out and "== target nodeB" in out
     # what an entry is and how it was run (the statistics are timings: another run, other numbers)
-    same = ("model", "backend", "variant", "status", "threads", "batch_size", "precision", "iterations", "rounds",
-            "processes", "device", "input_shape", "rewrites", "ci_level", "artifact")
+    same = ("model", "backend", "variant", "status", "threads", "batch_size", "artifact_precision",
+            "compute_precision", "iterations", "rounds", "processes", "device", "input_shape", "rewrites", "ci_level",
+            "artifact")
     for lab in ("nodeA", "nodeB"):
         doc = json.loads((tmp_path / f"r-{lab}.json").read_text())
         assert doc["status"] == "complete" and doc["schema"] == local["schema"]
@@ -178,6 +179,8 @@ def test_bench_one_results_file_per_target(cluster, tmp_path, cli):
         assert [{k: e.get(k) for k in same} for e in doc["results"]] == [{k: e.get(k) for k in same}
                                                                           for e in local["results"]]
         assert all(e["status"] == "ok" and e["iterations"] == 10 for e in doc["results"])
+        assert all(e["compute_precision"] == "fp32" for e in doc["results"])
+        assert doc["cluster"]["jobs"] == len(doc["results"])  # the caller's request, planned once, ran there
 
 
 def test_bench_unknown_target_is_one_line(cluster, tmp_path, cli):

@@ -160,8 +160,32 @@ def test_threshold_parsing():
 
 def test_fixture_is_a_valid_results_file():
     doc = load_results(FIXTURE)
-    for e in doc["results"]:
-        assert e["median_ms"] == np.median(e["samples_ms"])
+    for e in doc.results:
+        assert e.median_ms == np.median(e.samples_ms)
+
+
+def test_old_files_load_typed_and_migrated():
+    """Every results file in the repository (fixtures, the committed baseline) loads as a typed document, the
+    schema_version 1 key ``precision`` read as the artifact's precision; written back, the keys scripts read stay."""
+    from hvit_deploy.bench.schema import SCHEMA_VERSION, ResultsDoc, ResultsEntry
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "tests" / "data").glob("*.json")) + sorted((root / "benchmarks" / "baselines").glob("*.json"))
+    assert len(files) >= 2
+    for path in files:
+        raw = json.loads(path.read_text())
+        if "results" not in raw:
+            continue
+        doc = load_results(path)
+        assert isinstance(doc, ResultsDoc) and doc.schema_version == SCHEMA_VERSION
+        assert all(isinstance(e, ResultsEntry) for e in doc.results) and len(doc.results) == len(raw["results"])
+        for e, r in zip(doc.results, raw["results"]):
+            assert e.key == (r["model"], r["backend"], r.get("variant", "rewritten"))
+            assert e.artifact_precision == r.get("precision", r.get("artifact_precision"))
+            assert e.samples_ms == r.get("samples_ms", [])
+            out = e.to_json()
+            assert out["variant"] == e.form and "form" not in out
+            assert {k for k in r if k != "precision"} <= set(out)
 
 
 def test_committed_ci_baseline_matches_the_ci_profile():
@@ -172,9 +196,9 @@ def test_committed_ci_baseline_matches_the_ci_profile():
     base = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" / "ci.json"
     doc = load_results(base)
     prof = load_profile("ci")
-    have = {(e["model"], e["backend"]) for e in doc["results"] if e.get("samples_ms")}
+    have = {(e.model, e.backend) for e in doc.results if e.samples_ms}
     assert have == {(m, b) for m in prof.models for b in prof.backends}
-    assert all(e["threads"] == prof.threads for e in doc["results"])
+    assert all(e.threads == prof.threads for e in doc.results)
 
 
 # ------------------------------------------------------------------------------------ the paired A/B design

@@ -6,7 +6,7 @@ hash of everything that changes the exported file: model, format, rewrite names,
 checkpoint (path, size, mtime), the versions of torch/onnx/onnxsim/openvino/coremltools, and a digest of the
 project's own source (models, rewrites, exporters, recipes), so editing a rewrite re-exports.
 
-INT8 artifacts (variant ``int8``) are exported the way ``hvit-export --precision int8`` does it (FP32 export,
+INT8 artifacts (form ``int8``) are exported the way ``hvit-export --precision int8`` does it (FP32 export,
 quantization, accuracy gate, fallback) into ``<format>-<form>-int8-<key>/``; their key adds the calibration
 folder's content digest, the calibration size, the held-out folder's digest and the recipe's ``quantization``
 section, so another calibration set re-exports. The gate's figures, the layers kept in floating point and the
@@ -25,13 +25,23 @@ import os
 import time
 from pathlib import Path
 
-from ..resources import recipes_dir
+from ..resources import package_dir, recipes_dir
+from ..runtimes import get_runtime
+from ..runtimes.torch_cpu import REWRITE_FORMAT as TORCH_REWRITE_FORMAT
 from .environment import package_version
 
 MANIFEST = "bench-artifact.json"
 
-from ..runtimes import get_runtime
-from ..runtimes.torch_cpu import REWRITE_FORMAT as TORCH_REWRITE_FORMAT
+# The figures a results entry keeps of an artifact's check, named once: the FP32 export validation
+# (hvit_deploy.metrics.Figures) and the INT8 accuracy gate (hvit_deploy.quantize.gate.gate_figures), whose
+# figures an int8 artifact's manifest carries as its validation. Anything else (attempts, nested records) stays
+# in the export manifest.
+VALIDATION_FIGURES = ("passed", "ran", "reason", "inputs", "finite", "max_abs", "max_rel", "min_cosine", "top1",
+                      "top5")
+GATE_FIGURES = ("images", "finite", "mean_cosine", "min_cosine", "top1_agreement", "top5_agreement",
+                "top1_agreement_within_tie", "top5_agreement_within_tie", "tie_margin", "near_tie_images",
+                "eager_top1", "artifact_top1", "accuracy_drop")
+KEPT_FIGURES = tuple(dict.fromkeys(VALIDATION_FIGURES + GATE_FIGURES))
 
 
 def runtime_format(backend: str) -> str | None:
@@ -63,7 +73,7 @@ def source_digest() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _source_digest(plugin_files: tuple[str, ...]) -> str:
-    pkg = Path(__file__).resolve().parents[1]
+    pkg = package_dir()
     h = hashlib.sha256()
     files = [p for p in sorted(pkg.rglob("*.py")) if not {"bench", "cli", "__pycache__"} & set(p.relative_to(pkg).parts)]
     files += sorted(recipes_dir().glob("*.yaml"))
@@ -119,7 +129,7 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
 
 # ------------------------------------------------------------------------------------------------- INT8
 
-INT8_VARIANT = "int8"
+INT8_FORM = "int8"
 NEEDS_CALIBRATION = ("onnx", "openvino")   # Core ML's int8 is weight-only
 
 
@@ -135,17 +145,32 @@ def has_recipe(model: str) -> bool:
     return True
 
 
-def variant_form(model: str, variant: str) -> tuple[bool, str]:
-    """(rewrite, precision) of a results variant. ``int8`` quantizes the rewritten form, or the model as written
-    for a family without an export recipe (a --plugin model), which cannot be rewritten."""
-    if variant == INT8_VARIANT:
+def form_spec(model: str, form: str) -> tuple[bool, str]:
+    """(rewrite, artifact precision) of a results form. ``int8`` quantizes the rewritten form, or the model as
+    written for a family without an export recipe (a --plugin model), which cannot be rewritten."""
+    if form == INT8_FORM:
         return has_recipe(model), "int8"
-    return variant == "rewritten", "fp32"
+    return form == "rewritten", "fp32"
 
 
-def fp32_variant(model: str) -> str:
-    """The FP32 variant an ``int8`` entry is compared with (``speedup_vs_fp32``): the form it was quantized from."""
-    return "rewritten" if variant_form(model, INT8_VARIANT)[0] else "original"
+def fp32_form(model: str) -> str:
+    """The FP32 form an ``int8`` entry is compared with (``speedup_vs_fp32``): the form it was quantized from."""
+    return "rewritten" if form_spec(model, INT8_FORM)[0] else "original"
+
+
+def validation_figures(v: dict | None) -> dict:
+    """The figures of an export's check a results entry keeps (:data:`KEPT_FIGURES`): the FP32 validation's or,
+    for an int8 artifact, the accuracy gate's."""
+    return {k: v[k] for k in KEPT_FIGURES if k in (v or {})}
+
+
+def entry_artifact(art: dict) -> dict:
+    """What a results entry records of the artifact it timed (from its ``bench-artifact.json``)."""
+    out = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"), "export_s": art.get("export_s"),
+           "exporter": art.get("exporter"), "validation": art.get("validation"), "size_bytes": art.get("size_bytes")}
+    if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
+        out["quantization"] = art["quantization"]
+    return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -267,7 +292,7 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
     quant = quant or {}
     rewrites = rewrite_names(model, fmt, rewrite)
     qfields = quantization_fields(model, fmt, **{k: quant.get(k) for k in (
-        "calibration", "calibration_size", "eval_data")}) if precision == INT8_VARIANT else None
+        "calibration", "calibration_size", "eval_data")}) if precision == INT8_FORM else None
     key, fields = artifact_key(model, fmt, rewrite=rewrite, rewrites=rewrites, input_size=input_size,
                                batch_size=batch_size, precision=precision, checkpoint=checkpoint,
                                quantization=qfields)
@@ -280,7 +305,7 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
         d.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         kwargs = {}
-        if precision == INT8_VARIANT and fmt in NEEDS_CALIBRATION:
+        if precision == INT8_FORM and fmt in NEEDS_CALIBRATION:
             kwargs = {k: quant.get(k) for k in ("calibration", "calibration_size", "eval_data")}
         res = session(rewrite).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision,
                                       **kwargs)
@@ -292,7 +317,7 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
         info = {
             "key": key, "fields": fields, "path": os.path.relpath(path, d) if path.is_relative_to(d) else str(path),
             "rewrites": list(res.rewrites), "input_shape": list(res.input_shape),
-            "validation": {k: v[k] for k in ("passed", "max_abs", "cosine", "top1", "top5") if k in v} or v,
+            "validation": validation_figures(v),
             "exporter": (res.entry or {}).get("exporter", "hvit_deploy.export"),
             "export_s": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "precision": precision, "size_bytes": (res.entry or {}).get("size_bytes"),

@@ -1,7 +1,7 @@
 """``hvit-bench compare BASELINE.json CANDIDATE.json``: per-entry verdicts for CI.
 
-Entries are matched by (model, backend, variant). For each pair whose settings and environment agree, the
-raw ``samples_ms`` are compared with :func:`.stats.compare_runs` (ratio of medians, bootstrap CI over block
+Entries are matched by (model, backend, form; the form is the file's ``variant`` key). For each pair whose
+settings and environment agree, the raw ``samples_ms`` are compared with :func:`.stats.compare_runs` (ratio of medians, bootstrap CI over block
 medians, Mann-Whitney U on block medians) and get a verdict:
 
 * ``regression`` / ``improvement`` — beyond the threshold *and* significant *and* the CI excludes 1;
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .environment import get_field
-from .results import SETTINGS_FIELDS, entry_key
 import numpy as np
 
 from ..runtimes import gpu_runtimes, list_runtimes
+from .environment import get_field
+from .results import SETTINGS_FIELDS
+from .schema import ResultsDoc, ResultsEntry, as_doc
 from .stats import compare_paired, compare_runs
 
 VERDICT_ORDER = ("regression", "missing", "not comparable", "improvement", "new", "unchanged")
@@ -42,7 +43,7 @@ INFORMATIONAL = ("git.commit", "versions.hvit-deploy", "versions.onnx", "version
 class Row:
     model: str
     backend: str
-    variant: str
+    form: str            # rewritten | original | int8 (``variant`` in JSON)
     verdict: str
     baseline_ms: float | None = None
     candidate_ms: float | None = None
@@ -56,10 +57,10 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.backend}/{self.variant}"
+        return f"{self.model}/{self.backend}/{self.form}"
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "variant": self.variant, "verdict": self.verdict,
+        return {"model": self.model, "backend": self.backend, "variant": self.form, "verdict": self.verdict,
                 "baseline_median_ms": self.baseline_ms, "candidate_median_ms": self.candidate_ms,
                 "ratio": self.ratio, "ratio_ci": list(self.ratio_ci) if self.ratio_ci else None,
                 "p_value": self.p_value, "detectable_slowdown": self.detectable, "inconclusive": self.inconclusive,
@@ -170,43 +171,94 @@ def _env_blockers(backend: str, diffs: list[EnvDiff]) -> list[str]:
     return out
 
 
-def _settings_blockers(a: dict, b: dict) -> list[str]:
+def _settings_blockers(a: ResultsEntry, b: ResultsEntry) -> list[str]:
     out = []
     for f in SETTINGS_FIELDS:
-        va, vb = a.get(f), b.get(f)
+        va, vb = getattr(a, f), getattr(b, f)
         if va is not None and vb is not None and va != vb:
             out.append(f"{f}: {_fmt(va)} vs {_fmt(vb)}")
     return out
 
 
-def _state(e: dict | None) -> str:
+def _state(e: ResultsEntry | None) -> str:
     if e is None:
         return "absent"
-    st = e.get("status", "ok")
-    why = e.get("reason") or e.get("error") or ""
-    return f"{st}: {why}" if why else st
+    why = e.why()
+    return f"{e.status}: {why}" if why else e.status
 
 
-def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: float = 0.01,
+def _test(b: ResultsEntry, c: ResultsEntry, paired: bool, *, threshold: float, alpha: float, seed: int):
+    """The statistical comparison of two comparable entries (pairwise rounds for an --against pair)."""
+    rb, rc = b.round_medians_ms, c.round_medians_ms
+    if paired and len(rb) == len(rc) >= 2:
+        return compare_paired(rb, rc, baseline_median=float(np.median(b.samples_ms)),
+                              candidate_median=float(np.median(c.samples_ms)), threshold=threshold, alpha=alpha,
+                              round_process=c.round_process, seed=seed,
+                              unit="block" if c.pairing_mode else "round")
+    return compare_runs(b.samples_ms, c.samples_ms, threshold=threshold, alpha=alpha, baseline_rounds=b.rounds,
+                        candidate_rounds=c.rounds, baseline_round_process=b.round_process,
+                        candidate_round_process=c.round_process, seed=seed)
+
+
+def _compare_pair(row: Row, b: ResultsEntry, c: ResultsEntry, diffs: list[EnvDiff], paired: bool, *,
+                  threshold: float, alpha: float, allow_env_diff: bool, seed: int) -> bool:
+    """Fill ``row`` for two measured entries; True when it was measured in one worker process per run only."""
+    blockers = _settings_blockers(b, c)
+    env_block = _env_blockers(row.backend, diffs)
+    if env_block and not allow_env_diff:
+        blockers += env_block
+    if blockers:
+        row.verdict = "not comparable"
+        row.notes.append("differs: " + "; ".join(blockers))
+        return False
+    if env_block:
+        row.notes.append("compared despite environment differences: " + "; ".join(env_block))
+    t = _test(b, c, paired, threshold=threshold, alpha=alpha, seed=seed)
+    row.verdict = t.verdict
+    row.ratio, row.ratio_ci, row.p_value = t.ratio, t.ratio_ci, t.p_value
+    row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
+    row.notes += t.notes
+    row.test = t.to_dict()
+    row.detectable = t.detectable
+    if b.iterations != c.iterations:
+        row.notes.append(f"iterations differ ({b.iterations} vs {c.iterations})")
+    paired_rounds = paired and len(b.round_medians_ms) == len(c.round_medians_ms) >= 2
+    return not paired_rounds and any((d.processes or 1) < 2 for d in (b, c))
+
+
+def _warnings(rows: list[Row], one_process: list[str], threshold: float, docs) -> list[str]:
+    warnings = []
+    if any((r.test or {}).get("too_noisy") for r in rows):
+        warnings.append(f"some runs are too noisy to resolve a ±{threshold:.0%} change; quieten the machine, "
+                        "use more iterations/rounds, or raise --threshold")
+    if one_process:
+        warnings.append(f"{len(one_process)} entr{'y was' if len(one_process) == 1 else 'ies were'} measured in a single "
+                        "worker process per run: process-to-process variation (memory layout, core placement; often "
+                        "a few %) is then outside the interval; record with --processes 3 or more (the ci profile does)")
+    for name, doc in docs:
+        if doc.status == "interrupted":
+            warnings.append(f"the {name} run was interrupted; its unfinished entries count as missing")
+    return warnings
+
+
+def compare_docs(base: ResultsDoc | dict, cand: ResultsDoc | dict, *, threshold: float = 0.05, alpha: float = 0.01,
                  allow_env_diff: bool = False, seed: int = 0) -> Comparison:
-    diffs = environment_diffs(base.get("environment") or {}, cand.get("environment") or {})
-    pb, pc = base.get("pairing") or {}, cand.get("pairing") or {}
+    base, cand = as_doc(base), as_doc(cand)
+    diffs = environment_diffs(base.environment or {}, cand.environment or {})
+    pb, pc = base.pairing or {}, cand.pairing or {}
     paired = bool(pb.get("run")) and pb.get("run") == pc.get("run") and pb.get("side") != pc.get("side")
-    bmap = {entry_key(e): e for e in base["results"]}
-    cmap = {entry_key(e): e for e in cand["results"]}
+    bmap = {e.key: e for e in base.results}
+    cmap = {e.key: e for e in cand.results}
     rows: list[Row] = []
     skipped_both: list[str] = []
-    warnings: list[str] = []
     one_process: list[str] = []
     for key in list(dict.fromkeys(list(bmap) + list(cmap))):
         b, c = bmap.get(key), cmap.get(key)
-        b_ok = b is not None and b.get("status", "ok") == "ok"
-        c_ok = c is not None and c.get("status", "ok") == "ok"
+        b_ok = b is not None and b.status == "ok"
+        c_ok = c is not None and c.status == "ok"
         row = Row(*key, verdict="unchanged")
-        if b_ok:
-            row.baseline_ms = b.get("median_ms")
-        if c_ok:
-            row.candidate_ms = c.get("median_ms")
+        row.baseline_ms = b.median_ms if b_ok else None
+        row.candidate_ms = c.median_ms if c_ok else None
         if not b_ok and not c_ok:
             skipped_both.append(f"{'/'.join(key)} (baseline {_state(b)}; candidate {_state(c)})")
             continue
@@ -217,50 +269,12 @@ def compare_docs(base: dict, cand: dict, *, threshold: float = 0.05, alpha: floa
             row.verdict = "new"
             if b is not None:
                 row.notes.append(f"baseline: {_state(b)}")
-        else:
-            blockers = _settings_blockers(b, c)
-            env_block = _env_blockers(key[1], diffs)
-            if env_block and not allow_env_diff:
-                blockers += env_block
-            if blockers:
-                row.verdict = "not comparable"
-                row.notes.append("differs: " + "; ".join(blockers))
-            else:
-                if env_block:
-                    row.notes.append("compared despite environment differences: " + "; ".join(env_block))
-                rb, rc = b.get("round_medians_ms") or [], c.get("round_medians_ms") or []
-                if paired and len(rb) == len(rc) >= 2:
-                    t = compare_paired(rb, rc, baseline_median=float(np.median(b["samples_ms"])),
-                                       candidate_median=float(np.median(c["samples_ms"])), threshold=threshold,
-                                       alpha=alpha, round_process=c.get("round_process"), seed=seed,
-                                       unit="block" if c.get("pairing_mode") else "round")
-                else:
-                    t = compare_runs(b["samples_ms"], c["samples_ms"], threshold=threshold, alpha=alpha,
-                                     baseline_rounds=b.get("rounds"), candidate_rounds=c.get("rounds"),
-                                     baseline_round_process=b.get("round_process"),
-                                     candidate_round_process=c.get("round_process"), seed=seed)
-                    if any((d.get("processes") or 1) < 2 for d in (b, c)):
-                        one_process.append(row.label)
-                row.verdict = t.verdict
-                row.ratio, row.ratio_ci, row.p_value = t.ratio, t.ratio_ci, t.p_value
-                row.baseline_ms, row.candidate_ms = t.baseline_median_ms, t.candidate_median_ms
-                row.notes += t.notes
-                row.test = t.to_dict()
-                row.detectable = t.detectable
-                if b.get("iterations") != c.get("iterations"):
-                    row.notes.append(f"iterations differ ({b.get('iterations')} vs {c.get('iterations')})")
+        elif _compare_pair(row, b, c, diffs, paired, threshold=threshold, alpha=alpha,
+                           allow_env_diff=allow_env_diff, seed=seed):
+            one_process.append(row.label)
         rows.append(row)
     rows.sort(key=_severity)
-    if any((r.test or {}).get("too_noisy") for r in rows):
-        warnings.append(f"some runs are too noisy to resolve a ±{threshold:.0%} change; quieten the machine, "
-                        "use more iterations/rounds, or raise --threshold")
-    if one_process:
-        warnings.append(f"{len(one_process)} entr{'y was' if len(one_process) == 1 else 'ies were'} measured in a single "
-                        "worker process per run: process-to-process variation (memory layout, core placement; often "
-                        "a few %) is then outside the interval; record with --processes 3 or more (the ci profile does)")
-    for name, doc in (("baseline", base), ("candidate", cand)):
-        if doc.get("status") == "interrupted":
-            warnings.append(f"the {name} run was interrupted; its unfinished entries count as missing")
+    warnings = _warnings(rows, one_process, threshold, (("baseline", base), ("candidate", cand)))
     cmp = Comparison(rows=rows, env_diffs=diffs, threshold=threshold, alpha=alpha, warnings=warnings,
                      skipped_both=skipped_both)
     cmp.paired = paired
@@ -273,7 +287,7 @@ def _severity(r: Row):
         return (rank, -(r.ratio or 0))
     if r.verdict == "improvement":
         return (rank, r.ratio or 0)
-    return (rank, r.model, r.backend, r.variant)
+    return (rank, r.model, r.backend, r.form)
 
 
 def parse_threshold(text: str) -> float:

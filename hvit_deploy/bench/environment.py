@@ -135,7 +135,9 @@ def git_record(root: Path | None = None) -> dict | None:
     """Commit of the checkout hvit_deploy runs from (or ``root``; CI's GITHUB_SHA as a fallback), and whether it
     has local changes."""
     own = root is None
-    root = Path(root) if root else Path(__file__).resolve().parents[2]
+    from ..resources import package_parent
+
+    root = Path(root) if root else package_parent()
     rec: dict = {}
     if (root / ".git").exists():
         def git(*args: str) -> str | None:

@@ -37,48 +37,50 @@ def _save(fig, path: str | Path) -> Path:
         raise
 
 
-def plot_results(doc: dict, path: str | Path) -> Path:
-    """One horizontal violin per (model, backend, variant), grouped by model, median marked."""
+def plot_results(doc, path: str | Path) -> Path:
+    """One horizontal violin per (model, backend, form), grouped by model, median marked."""
+    from .schema import as_doc
+
     plt = _plt()
-    entries = [e for e in doc["results"] if e.get("samples_ms")]
+    entries = [e for e in as_doc(doc).results if e.samples_ms]
     if not entries:
         raise OutputError("nothing to plot: no entry has samples")
-    models = list(dict.fromkeys(e["model"] for e in entries))
+    models = list(dict.fromkeys(e.model for e in entries))
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 1.0 + 0.55 * max(3, len(entries) / len(models)) * len(models)),
                              squeeze=False)
     for ax, model in zip(axes[:, 0], models):
-        es = [e for e in entries if e["model"] == model]
-        data = [_clip(np.asarray(e["samples_ms"], dtype=float)) for e in es]
-        labels = [f"{e['backend']} · {e.get('variant', '')}" for e in es]
+        es = [e for e in entries if e.model == model]
+        data = [_clip(np.asarray(e.samples_ms, dtype=float)) for e in es]
+        labels = [f"{e.backend} · {e.form}" for e in es]
         pos = np.arange(len(es))
         parts = ax.violinplot(data, positions=pos, vert=False, showextrema=False, widths=0.8)
         for body in parts["bodies"]:
             body.set_alpha(0.55)
-        ax.scatter([np.median(np.asarray(e["samples_ms"])) for e in es], pos, marker="|", s=200, color="black",
+        ax.scatter([np.median(np.asarray(e.samples_ms)) for e in es], pos, marker="|", s=200, color="black",
                    zorder=3, label="median")
         ax.set_yticks(pos, labels)
-        ax.set_title(f"{model} — batch 1, {es[0].get('threads')} threads", fontsize=10)
+        ax.set_title(f"{model} — batch 1, {es[0].threads} threads", fontsize=10)
         ax.set_xlabel("latency (ms)")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_compare(base: dict, cand: dict, cmp, path: str | Path) -> Path:
+def plot_compare(base, cand, cmp, path: str | Path) -> Path:
     """Baseline vs candidate distributions for every compared entry, verdict in the title."""
-    plt = _plt()
-    from .results import entry_key
+    from .schema import as_doc
 
-    bmap = {entry_key(e): e for e in base["results"] if e.get("samples_ms")}
-    cmap = {entry_key(e): e for e in cand["results"] if e.get("samples_ms")}
-    rows = [r for r in cmp.rows if (r.model, r.backend, r.variant) in bmap and (r.model, r.backend, r.variant) in cmap]
+    plt = _plt()
+    bmap = {e.key: e for e in as_doc(base).results if e.samples_ms}
+    cmap = {e.key: e for e in as_doc(cand).results if e.samples_ms}
+    rows = [r for r in cmp.rows if (r.model, r.backend, r.form) in bmap and (r.model, r.backend, r.form) in cmap]
     if not rows:
         raise OutputError("nothing to plot: no entry has samples in both files")
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 * len(rows) + 0.6), squeeze=False)
     for ax, r in zip(axes[:, 0], rows):
-        k = (r.model, r.backend, r.variant)
-        a = _clip(np.asarray(bmap[k]["samples_ms"], dtype=float))
-        b = _clip(np.asarray(cmap[k]["samples_ms"], dtype=float))
+        k = (r.model, r.backend, r.form)
+        a = _clip(np.asarray(bmap[k].samples_ms, dtype=float))
+        b = _clip(np.asarray(cmap[k].samples_ms, dtype=float))
         parts = ax.violinplot([a, b], positions=[1, 0], vert=False, showextrema=False, widths=0.85)
         for body, color in zip(parts["bodies"], ("tab:blue", "tab:orange")):
             body.set_facecolor(color)

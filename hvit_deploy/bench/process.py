@@ -15,8 +15,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..resources import package_parent
+from . import messages as m
+
 WORKER_MODULE = "hvit_deploy.bench.worker"
-PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding this hvit_deploy package
+PKG_ROOT = package_parent()  # the directory holding this hvit_deploy package
 QUIT_GRACE_S = 5.0
 
 
@@ -69,16 +72,17 @@ class Worker:
         self._r = r
         self._buf = b""
 
-    def send(self, cmd: dict) -> None:
+    def send(self, cmd: m.Command | dict) -> None:
         import json
 
+        wire = cmd if isinstance(cmd, dict) else cmd.to_wire()
         try:
-            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.write((json.dumps(wire) + "\n").encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise WorkerError(self._death_message()) from None
 
-    def _readline(self, timeout: float) -> dict:
+    def _readline(self, timeout: float) -> m.Reply:
         import json
 
         deadline = time.monotonic() + timeout
@@ -97,16 +101,16 @@ class Worker:
                 raise WorkerError(self._death_message())
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        return m.parse_reply(json.loads(line))
 
-    def request(self, cmd: dict, timeout: float, on_event: Callable[[dict], None] | None = None,
-                final: tuple[str, ...] = ()) -> dict:
-        """Send ``cmd`` and return the first reply whose event is in ``final`` (or any non-progress event);
-        ``timeout`` is the longest silence allowed between two messages."""
+    def request(self, cmd: m.Command | dict, timeout: float, on_event: Callable[[m.Reply], None] | None = None,
+                final: tuple[str, ...] = ()) -> m.Reply:
+        """Send ``cmd`` and return the first typed reply (:mod:`.messages`) whose event is in ``final`` (or any
+        non-progress event); ``timeout`` is the longest silence allowed between two messages."""
         self.send(cmd)
         while True:
             msg = self._readline(timeout)
-            ev = msg.get("event")
+            ev = msg.event
             if ev in ("progress", "warming", "loaded"):
                 if on_event:
                     on_event(msg)

@@ -18,15 +18,10 @@ from ..utils.io import load_yaml, parse_strict
 
 DEFAULT_PROFILE = "cpu-paper"
 
-# rewritten: the recipe's export form (FP32); original: the model as written; int8: the rewritten form quantized
-# to INT8 the way `hvit-export --precision int8` does it (calibration images needed for onnxruntime / openvino)
-VARIANT_NAMES = ("rewritten", "original", "int8")
-
-
-def __getattr__(name: str):
-    if name == "BACKEND_NAMES":  # the registered runtimes (kept under the old name)
-        return runtime_names()
-    raise AttributeError(name)
+# The forms an entry is timed in (the profile's key and the CLI's flag say "variants"): rewritten: the recipe's
+# export form (FP32); original: the model as written; int8: the rewritten form quantized to INT8 the way
+# `hvit-export --precision int8` does it (calibration images needed for onnxruntime / openvino)
+FORM_NAMES = ("rewritten", "original", "int8")
 
 
 def _known_runtime(name: str) -> str:
@@ -38,7 +33,7 @@ def _known_runtime(name: str) -> str:
 
 # the profile's word is "backends" (as the CLI's --backends); each one names a registered runtime
 Backend = Annotated[str, AfterValidator(_known_runtime)]
-Variant = Literal["rewritten", "original", "int8"]
+Form = Literal["rewritten", "original", "int8"]
 
 
 class _Strict(BaseModel):
@@ -75,7 +70,7 @@ class Profile(_Strict):
     description: str = ""
     models: list[str] = Field(default_factory=list, description="default models; empty = one per family")
     backends: list[Backend] = Field(default_factory=lambda: ["torch", "onnxruntime", "openvino"], min_length=1)
-    variants: list[Variant] = Field(default_factory=lambda: ["rewritten"], min_length=1)
+    variants: list[Form] = Field(default_factory=lambda: ["rewritten"], min_length=1)
     threads: int = Field(4, ge=1, le=1024, description="intra-op threads of every CPU runtime")
     iterations: int = Field(4000, ge=1, description="timed runs per entry")
     rounds: int = Field(1, ge=1, description="interleaved rounds: the entries of a model take turns, iterations/rounds runs each")

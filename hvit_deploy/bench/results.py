@@ -2,14 +2,15 @@
 
 Shape (``schema: hvit-bench/1``)::
 
-    {"schema": "hvit-bench/1", "created": ..., "finished": ..., "status": "complete" | "running" | "interrupted",
+    {"schema": "hvit-bench/1", "schema_version": 2, "created": ..., "finished": ..., "status": "complete" | "running" | "interrupted",
      "command": "hvit-bench ...", "settings": {profile fields}, "environment": {...}, "warnings": [...],
      "results": [{"model", "backend", "variant", "status": "ok" | "skipped" | "error" | "interrupted",
-                  "threads", "iterations", "warmup", "samples_ms": [...], "mean_ms", "median_ms", "std_ms",
+                  "artifact_precision", "compute_precision", "threads", "iterations", "warmup", "samples_ms": [...], "mean_ms", "median_ms", "std_ms",
                   "min_ms", "max_ms", "p90_ms", "p99_ms", "median_ci_ms": [lo, hi], "ci_level",
                   "first_inference_ms", "load_ms", "round_medians_ms", "speedup_vs_torch", ...}, ...]}
 
-Statistics are computed from ``samples_ms`` exactly as stored (rounded to the nanosecond), so
+The records are typed (:mod:`.schema`): the runner fills :class:`.schema.ResultsEntry` objects and
+:func:`load_results` returns a :class:`.schema.ResultsDoc`. Statistics are computed from ``samples_ms`` exactly as stored (rounded to the nanosecond), so
 ``median_ms == numpy.median(samples_ms)`` holds for every entry.
 """
 from __future__ import annotations
@@ -23,15 +24,15 @@ from pathlib import Path
 from ..errors import HvitError
 from ..utils.io import atomic_write_json
 from . import environment
-from .schema import SCHEMA, check
+from .schema import SCHEMA, SCHEMA_VERSION, ResultsDoc, ResultsEntry, as_doc, check
 from .stats import speedup, summarize
 
-# entry fields that must agree for two entries to be compared (besides model, backend, variant)
-SETTINGS_FIELDS = ("threads", "batch_size", "input_shape", "precision", "device")
+# entry fields that must agree for two entries to be compared (besides model, backend, form)
+SETTINGS_FIELDS = ("threads", "batch_size", "input_shape", "artifact_precision", "compute_precision", "device")
 
 
-def entry_key(e: dict) -> tuple[str, str, str]:
-    return (e.get("model", "?"), e.get("backend", "?"), e.get("variant", "rewritten"))
+def entry_key(e: ResultsEntry) -> tuple[str, str, str]:
+    return e.key
 
 
 def now() -> str:
@@ -39,77 +40,76 @@ def now() -> str:
 
 
 class ResultsFile:
-    """The document being written during a run; ``write()`` replaces the file atomically."""
+    """The document being written during a run (a :class:`.schema.ResultsDoc`); ``write()`` replaces the file
+    atomically."""
 
     def __init__(self, path: Path | None, profile, command: str, child_env: dict, root: Path | None = None):
         self.path = Path(path) if path else None
         self.profile = profile
-        self.warnings: list[str] = []
-        self.doc = {
-            "schema": SCHEMA,
-            "tool": "hvit-bench",
-            "created": now(),
-            "finished": None,
-            "status": "running",
-            "command": command,
-            "profile": profile.name,
-            "settings": profile.settings(),
-            "environment": environment.collect(threads=profile.threads, child_env=child_env, root=root),
-            "warnings": self.warnings,
-            "results": [],
-        }
-        self.pending: list[dict] = []
+        self.doc = ResultsDoc(
+            schema=SCHEMA, schema_version=SCHEMA_VERSION, tool="hvit-bench", created=now(), finished=None,
+            status="running", command=command, profile=profile.name, settings=profile.settings(),
+            environment=environment.collect(threads=profile.threads, child_env=child_env, root=root),
+            warnings=[], results=[])
+        self.pending: list[ResultsEntry] = []
         self._order: dict[int, int] = {}
 
     @property
-    def entries(self) -> list[dict]:
-        return self.doc["results"]
+    def warnings(self) -> list[str]:
+        return self.doc.warnings
 
-    def new_entry(self, model: str, backend: str, variant: str) -> dict:
+    @property
+    def entries(self) -> list[ResultsEntry]:
+        return self.doc.results
+
+    def new_entry(self, model: str, backend: str, form: str) -> ResultsEntry:
+        from ..runtimes import get_runtime
+
         p = self.profile
-        e = {
-            "model": model, "backend": backend, "variant": variant, "status": "pending",
-            "threads": p.threads, "batch_size": p.batch_size, "precision": "int8" if variant == "int8" else p.precision,
-            "iterations": 0, "rounds": p.rounds, "processes": p.processes,
-        }
+        e = ResultsEntry(
+            model=model, backend=backend, form=form, status="pending", threads=p.threads, batch_size=p.batch_size,
+            artifact_precision="int8" if form == "int8" else p.precision,
+            compute_precision=get_runtime(backend).compute_precision,  # the session's own word replaces it
+            iterations=0, rounds=p.rounds, processes=p.processes)
         self.pending.append(e)
         self._order[id(e)] = len(self._order)
         return e
 
-    def _publish(self, e: dict) -> None:
-        if e in self.pending:
-            self.pending.remove(e)
+    def _publish(self, e: ResultsEntry) -> None:
+        self.pending = [x for x in self.pending if x is not e]
         if not any(x is e for x in self.entries):
             self.entries.append(e)
 
-    def skip(self, e: dict, reason: str) -> None:
-        e.update(status="skipped", reason=reason)
+    def skip(self, e: ResultsEntry, reason: str) -> None:
+        e.status, e.reason = "skipped", reason
         self._publish(e)
 
-    def fail(self, e: dict, error: str, ns: list[int] | None = None, round_medians: list[float] | None = None) -> None:
-        e.update(status="error", error=error)
+    def fail(self, e: ResultsEntry, error: str, ns: list[int] | None = None,
+             round_medians: list[float] | None = None) -> None:
+        e.status, e.error = "error", error
         if ns:  # rounds finished before the failure are kept, marked as such
             self._fill(e, ns, round_medians or [])
-            e["status"] = "error"
+            e.status = "error"
         self._publish(e)
 
-    def update_samples(self, e: dict, ns: list[int], round_medians: list[float], complete: bool,
+    def update_samples(self, e: ResultsEntry, ns: list[int], round_medians: list[float], complete: bool,
                        round_process: list[int] | None = None) -> None:
         self._fill(e, ns, round_medians)
         if round_process is not None and self.profile.processes > 1:
-            e["round_process"] = list(round_process)
-        e["status"] = "ok" if complete else "incomplete"
+            e.round_process = list(round_process)
+        e.status = "ok" if complete else "incomplete"
         if complete:
-            e.pop("rounds_done", None)
+            e.drop("rounds_done")
         self._publish(e)
 
-    def _fill(self, e: dict, ns: list[int], round_medians: list[float]) -> None:
+    def _fill(self, e: ResultsEntry, ns: list[int], round_medians: list[float]) -> None:
         samples = [round(v / 1e6, 6) for v in ns]
-        e["iterations"] = len(samples)
-        e["rounds_done"] = len(round_medians)
-        e["round_medians_ms"] = list(round_medians)
-        e.update(summarize(samples, self.profile.ci_level))
-        e["samples_ms"] = samples  # last, so the file stays readable
+        e.iterations = len(samples)
+        e.rounds_done = len(round_medians)
+        e.round_medians_ms = list(round_medians)
+        for k, v in summarize(samples, self.profile.ci_level).items():
+            setattr(e, k, v)
+        e.samples_ms = samples
 
     def write(self) -> None:
         self.entries.sort(key=lambda e: self._order.get(id(e), len(self._order)))
@@ -118,21 +118,21 @@ class ResultsFile:
         except ValueError as e:
             raise RuntimeError(f"hvit-bench would write a results file that breaks its own schema: {e}") from None
         if self.path is not None:
-            atomic_write_json(self.path, self.doc)
+            atomic_write_json(self.path, self.doc.to_json())
 
     def finish(self, interrupted: bool) -> None:
-        for e in list(self.pending) + [x for x in self.entries if x.get("status") == "incomplete"]:
-            e["status"] = "interrupted"
-            e["reason"] = ("interrupted after %d of %d rounds" % (e.get("rounds_done", 0), e.get("rounds", 1))
-                           if e.get("samples_ms") else "interrupted before any timed run finished")
+        for e in list(self.pending) + [x for x in self.entries if x.status == "incomplete"]:
+            e.status = "interrupted"
+            e.reason = ("interrupted after %d of %d rounds" % (e.rounds_done or 0, e.rounds or 1)
+                        if e.samples_ms else "interrupted before any timed run finished")
             self._publish(e)
         add_speedups(self.entries)
-        self.doc["status"] = "interrupted" if interrupted else "complete"
-        self.doc["finished"] = now()
+        self.doc.status = "interrupted" if interrupted else "complete"
+        self.doc.finished = now()
         try:
             import os
 
-            self.doc["environment"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+            self.doc.environment["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
         except (AttributeError, OSError):
             pass
         self.write()
@@ -141,8 +141,9 @@ class ResultsFile:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def load_results(path: str | Path) -> dict:
-    """A results file, checked enough to be used; raises HvitError with one line otherwise."""
+def load_results(path: str | Path) -> ResultsDoc:
+    """A results file as a typed :class:`.schema.ResultsDoc` (older files migrated); raises HvitError with one
+    line when it cannot be used."""
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -158,10 +159,9 @@ def load_results(path: str | Path) -> dict:
         if not isinstance(e, dict) or not all(k in e for k in ("model", "backend")):
             raise HvitError(f"{p}: results[{i}] lacks model/backend")
     try:
-        check(doc)
+        return check(doc)
     except ValueError as e:
         raise HvitError(f"{p}: {e}") from None
-    return doc
 
 
 # -------------------------------------------------------------------------------------------------- ratios
@@ -181,37 +181,35 @@ def _reference_backend(backend: str) -> str | None:
     return next((r.name for r in list_runtimes() if r.format is None and r.device_kind == kind), None)
 
 
-def add_speedups(entries: list[dict]) -> None:
-    """``speedup_vs_torch`` (torch eager median / this median, same model and variant; torch-cuda for GPU
+def add_speedups(entries: list[ResultsEntry]) -> None:
+    """``speedup_vs_torch`` (torch eager median / this median, same model and form; torch-cuda for GPU
     backends; for ``int8`` the FP32 form it was quantized from), ``speedup_vs_original`` (original median /
     rewritten median, same model and backend) and, for ``int8`` entries, ``speedup_vs_fp32`` (the FP32 median of
     the form it was quantized from — ``fp32_variant``, rewritten unless the family has no recipe — / the INT8
     median, same model and backend), each with a block-bootstrap CI. Measured in the same run, so they are the
     numbers to quote."""
-    ok = {entry_key(e): e for e in entries if e.get("status") == "ok" and e.get("samples_ms")}
+    ok = {e.key: e for e in entries if e.status == "ok" and e.samples_ms}
 
-    def ratio(ref: dict, e: dict, label: str) -> dict:
-        s = speedup(ref["samples_ms"], e["samples_ms"], reference_rounds=ref.get("rounds"),
-                    other_rounds=e.get("rounds"), reference_round_process=ref.get("round_process"),
-                    other_round_process=e.get("round_process"))
+    def ratio(ref: ResultsEntry, e: ResultsEntry, label: str) -> dict:
+        s = speedup(ref.samples_ms, e.samples_ms, reference_rounds=ref.rounds, other_rounds=e.rounds,
+                    reference_round_process=ref.round_process, other_round_process=e.round_process)
         return {"reference": label, **_rounded(s)}
 
-    for (model, backend, variant), e in ok.items():
-        for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
-            e.pop(k, None)
-        fp32 = e.get("fp32_variant", "rewritten") if variant == "int8" else variant
+    for (model, backend, form), e in ok.items():
+        e.drop("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32")
+        fp32 = (e.fp32_form or "rewritten") if form == "int8" else form
         ref_b = _reference_backend(backend)
         ref = ok.get((model, ref_b, fp32)) if ref_b else None
         if ref is not None:
-            e["speedup_vs_torch"] = ratio(ref, e, f"{ref_b}/{fp32}")
-        if variant == "rewritten":
+            e.speedup_vs_torch = ratio(ref, e, f"{ref_b}/{fp32}")
+        if form == "rewritten":
             orig = ok.get((model, backend, "original"))
             if orig is not None:
-                e["speedup_vs_original"] = ratio(orig, e, f"{backend}/original")
-        if variant == "int8":
+                e.speedup_vs_original = ratio(orig, e, f"{backend}/original")
+        if form == "int8":
             base = ok.get((model, backend, fp32))
             if base is not None:
-                e["speedup_vs_fp32"] = ratio(base, e, f"{backend}/{fp32}")
+                e.speedup_vs_fp32 = ratio(base, e, f"{backend}/{fp32}")
 
 
 def _rounded(s: dict) -> dict:
@@ -220,8 +218,12 @@ def _rounded(s: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------------- tables
 
-COLUMNS = ["model", "backend", "variant", "threads", "median ms", "95% CI", "mean", "std", "p90", "p99",
-           "first ms", "load s", "× torch", "× original", "× fp32", "status"]
+COLUMNS = ["model", "backend", "variant", "compute", "threads", "median ms", "95% CI", "mean", "std", "p90",
+           "p99", "first ms", "load s", "× torch", "× original", "× fp32", "status"]
+CSV_KEYS = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
+            "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
+            "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason",
+            "artifact_precision", "compute_precision"]   # columns only ever added at the end
 
 
 def _f(v, digits=3) -> str:
@@ -234,79 +236,93 @@ def _x(s: dict | None) -> str:
     return f"{s['speedup']:.2f} ({s['ci'][0]:.2f}–{s['ci'][1]:.2f})"
 
 
-def summary_rows(doc: dict) -> list[dict]:
+def _status(e: ResultsEntry) -> str:
+    if e.status == "ok":
+        return "ok*" if e.notes else "ok"
+    return f"{e.status}: {e.why()}".strip()
+
+
+def summary_rows(doc: ResultsDoc | dict) -> list[dict]:
     rows = []
-    for e in doc["results"]:
-        st = e.get("status", "ok")
-        ci = e.get("median_ci_ms")
-        status = st if st == "ok" else f"{st}: {e.get('reason') or e.get('error') or ''}".strip()
-        if st == "ok" and e.get("notes"):
-            status = "ok*"
+    for e in as_doc(doc).results:
+        ci = e.median_ci_ms
         rows.append({
-            "model": e["model"], "backend": e["backend"], "variant": e.get("variant", ""),
-            "threads": e.get("threads"),
-            "median ms": _f(e.get("median_ms")),
+            "model": e.model, "backend": e.backend, "variant": e.form, "compute": e.compute_precision or "",
+            "threads": e.threads, "median ms": _f(e.median_ms),
             "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
-            "mean": _f(e.get("mean_ms")), "std": _f(e.get("std_ms")),
-            "p90": _f(e.get("p90_ms")), "p99": _f(e.get("p99_ms")),
-            "first ms": _f(e.get("first_inference_ms"), 1),
-            "load s": _f(e["load_ms"] / 1e3 if e.get("load_ms") is not None else None, 2),
-            "× torch": _x(e.get("speedup_vs_torch")),
-            "× original": _x(e.get("speedup_vs_original")),
-            "× fp32": _x(e.get("speedup_vs_fp32")),
-            "status": status,
+            "mean": _f(e.mean_ms), "std": _f(e.std_ms), "p90": _f(e.p90_ms), "p99": _f(e.p99_ms),
+            "first ms": _f(e.first_inference_ms, 1),
+            "load s": _f(e.load_ms / 1e3 if e.load_ms is not None else None, 2),
+            "× torch": _x(e.speedup_vs_torch), "× original": _x(e.speedup_vs_original),
+            "× fp32": _x(e.speedup_vs_fp32), "status": _status(e),
         })
     return rows
 
 
-def format_table(doc: dict, fmt: str = "table") -> str:
-    """The summary as a terminal table, Markdown, CSV or JSON (JSON and CSV carry no raw samples)."""
-    rows = summary_rows(doc)
-    if fmt == "json":
-        slim = [{k: v for k, v in e.items() if k not in ("samples_ms", "warmup_detail")} for e in doc["results"]]
-        return json.dumps({"environment": doc.get("environment"), "results": slim}, indent=2, default=str)
-    if fmt == "csv":
-        buf = io.StringIO()
-        keys = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
-                "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
-                "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason"]
-        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for e in doc["results"]:
-            row = dict(e)
-            ci = e.get("median_ci_ms") or [None, None]
-            row["median_ci_lo_ms"], row["median_ci_hi_ms"] = ci
-            for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
-                row[k] = (e.get(k) or {}).get("speedup")
-            row["reason"] = e.get("reason") or e.get("error") or ""
-            w.writerow(row)
-        return buf.getvalue()
+def _csv(doc: ResultsDoc) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_KEYS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for e in doc.results:
+        row = e.to_json()
+        row["median_ci_lo_ms"], row["median_ci_hi_ms"] = e.median_ci_ms or (None, None)
+        for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
+            row[k] = (getattr(e, k) or {}).get("speedup")
+        row["reason"] = e.why()
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _footer(doc: ResultsDoc, rows: list[dict], fmt: str) -> list[str]:
     from tabulate import tabulate
 
+    foot = ["", "× torch / × original / × fp32: how many times faster than torch eager / the original form / the "
+                "FP32 form an int8 entry was quantized from, median ratio from this run (95% block-bootstrap CI)."
+            ] if any(r["× torch"] or r["× original"] or r["× fp32"] for r in rows) else []
+    if any(r["compute"] for r in rows):
+        foot += ["", "compute: the precision each runtime session computed in (fp32, bf16, fp16), apart from what "
+                     "the artifact holds (an int8 entry's artifact is int8)."]
+    notes = [f"- {e.label}: {n}" for e in doc.results for n in e.notes]
+    if notes:
+        foot += ["", "Notes:"] + notes
+    for e in doc.results:
+        if e.op_profile:
+            ops = [[o["op"], f"{o['ms_per_run']:.3f}", f"{o['share']:.1%}", f"{o['calls_per_run']:g}"]
+                   for o in e.op_profile]
+            foot += ["", f"Top operators: {e.label}",
+                     tabulate(ops, headers=["op type", "ms/run", "share", "calls/run"],
+                              tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)]
+    return foot
+
+
+def format_table(doc: ResultsDoc | dict, fmt: str = "table") -> str:
+    """The summary as a terminal table, Markdown, CSV or JSON (JSON and CSV carry no raw samples)."""
+    doc = as_doc(doc)
+    if fmt == "json":
+        slim = [{k: v for k, v in e.to_json().items() if k not in ("samples_ms", "warmup_detail")}
+                for e in doc.results]
+        return json.dumps({"environment": doc.environment, "results": slim}, indent=2, default=str)
+    if fmt == "csv":
+        return _csv(doc)
+    from tabulate import tabulate
+
+    rows = summary_rows(doc)
     if not rows:
         return "(no results)"
     used = [c for c in COLUMNS if any(r[c] not in ("", None) for r in rows)]
     table = [[r[c] for c in used] for r in rows]
     text = tabulate(table, headers=used, tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
-    notes = [f"- {e['model']}/{e['backend']}/{e.get('variant', '')}: {n}" for e in doc["results"]
-             for n in e.get("notes", [])]
-    foot = ["", "× torch / × original / × fp32: how many times faster than torch eager / the original form / the "
-                "FP32 form an int8 entry was quantized from, median ratio from this run (95% block-bootstrap CI)."
-            ] if any(r["× torch"] or r["× original"] or r["× fp32"] for r in rows) else []
-    if notes:
-        foot += ["", "Notes:"] + notes
-    for e in doc["results"]:
-        if e.get("op_profile"):
-            ops = [[o["op"], f"{o['ms_per_run']:.3f}", f"{o['share']:.1%}", f"{o['calls_per_run']:g}"]
-                   for o in e["op_profile"]]
-            foot += ["", f"Top operators: {e['model']}/{e['backend']}/{e.get('variant', '')}",
-                     tabulate(ops, headers=["op type", "ms/run", "share", "calls/run"],
-                              tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)]
+    foot = _footer(doc, rows, fmt)
     return text + ("\n" + "\n".join(foot) if foot else "")
 
 
-def exit_code(doc: dict) -> int:
+def exit_code(doc: ResultsDoc | dict) -> int:
     """0 when every entry ran or was skipped for lack of hardware; 1 when any failed; 130 when interrupted."""
-    if doc.get("status") == "interrupted":
+    doc = as_doc(doc)
+    if doc.status == "interrupted":
         return 130
-    return 1 if any(e.get("status") not in ("ok", "skipped") for e in doc["results"]) else 0
+    return 1 if any(e.status not in ("ok", "skipped") for e in doc.results) else 0
+
+
+def failed_labels(doc: ResultsDoc) -> list[str]:
+    return [e.label for e in doc.results if e.status not in ("ok", "skipped")]

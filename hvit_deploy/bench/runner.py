@@ -1,6 +1,6 @@
 """The coordinator of ``hvit-bench``: plans the entries, runs each in its own worker process, writes results.
 
-Every (model, variant, backend) entry runs in a fresh worker process (:mod:`.worker`) whose environment carries
+Every (model, form, backend) entry runs in a fresh worker process (:mod:`.worker`) whose environment carries
 the thread settings before any runtime is imported, so a crash, a leaked thread pool or a runtime's global state
 cannot reach another entry. With ``rounds > 1`` the workers of one model stay alive together and take turns,
 ``iterations / rounds`` timed runs each per round, the order reversed every other round, so slow drift of a
@@ -10,8 +10,8 @@ The results file is rewritten atomically after every finished entry or round: Ct
 worker leave every completed measurement on disk.
 
 Parts: :mod:`.process` starts and talks to worker processes; :mod:`.artifacts` exports or reuses what a runtime
-times; this module plans the entries (:class:`Plan`, :class:`Job`, one :class:`Side` per checkout timed), and
-:class:`Runner` runs them: probe → artifacts → per model, setup and interleaved rounds → results.
+times; :class:`.request.BenchRequest` plans the entries (its ``jobs()``); this module runs them (one :class:`Job`
+per entry, one :class:`Side` per checkout timed): :class:`Runner`: probe → artifacts → per model, setup and interleaved rounds → results.
 """
 from __future__ import annotations
 
@@ -25,28 +25,17 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HvitError
+from ..runtimes import RuntimeSpec
 from . import artifacts
+from . import messages as m
 from .environment import available_cores
 from .process import PKG_ROOT, Worker, WorkerError, worker_env  # noqa: F401  (Worker, worker_env: for scripts)
-from .profiles import Profile
+from .request import BenchRequest
 from .results import ResultsFile
+from .schema import ResultsEntry
 from .stats import round_sizes
 
-# ----------------------------------------------------------------------------------------------------- plan
-
-
-@dataclass
-class Plan:
-    models: list[str]
-    backends: list[str]
-    variants: list[str]
-    profile: Profile
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    out: Path | None = None
-    command: str = ""
-    plugins: list[str] = field(default_factory=list)
-    against: Path | None = None        # another checkout timed side by side (interleaved) with this one
-    against_out: Path | None = None
+Plan = BenchRequest  # the name scripts used before the request was typed
 
 
 @dataclass
@@ -65,15 +54,15 @@ class Job:
     """One entry being measured."""
 
     model: str
-    variant: str
+    form: str
     backend: str
-    entry: dict
+    entry: ResultsEntry
     side: Side | None = None
     worker: Worker | None = None
     ns: list[int] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
     round_process: list[int] = field(default_factory=list)
-    art: dict | None = None
+    art: dict | Exception | None = None
     proc_idx: int = 0
     done: bool = False
     # the paired design (--against, profile pair_block > 0): the head job's worker also loads the base job's
@@ -84,11 +73,11 @@ class Job:
     @property
     def label(self) -> str:
         tag = f" [{self.side.name}]" if self.side is not None and not (self.side.own and self.side.name == "this") else ""
-        return f"{self.model}/{self.backend}/{self.variant}{tag}"
+        return f"{self.model}/{self.backend}/{self.form}{tag}"
 
 
 class Runner:
-    def __init__(self, plan: Plan, *, progress: bool = True, log: Callable[[str], None] | None = None):
+    def __init__(self, plan: BenchRequest, *, progress: bool = True, log: Callable[[str], None] | None = None):
         self.plan = plan
         self.p = plan.profile
         self.show_progress = progress
@@ -107,7 +96,7 @@ class Runner:
                           Side("base", root, env, other, own=False)]
             run_id = uuid.uuid4().hex[:12]
             for side in self.sides:
-                side.results.doc["pairing"] = {"run": run_id, "side": side.name, "root": str(side.root)}
+                side.results.doc.pairing = {"run": run_id, "side": side.name, "root": str(side.root)}
         self.active: list[Worker] = []
         self.bar = None
         self.interrupted = False
@@ -134,7 +123,7 @@ class Runner:
         if w in self.active:
             self.active.remove(w)
 
-    def _one_shot(self, label: str, cmd: dict, timeout: float, side: Side | None = None) -> dict:
+    def _one_shot(self, label: str, cmd: m.Command, timeout: float, side: Side | None = None) -> m.Reply:
         w = self._spawn(label, side)
         try:
             msg = w.request(cmd, timeout)
@@ -157,70 +146,76 @@ class Runner:
                 undecided.append(b)
         if undecided:
             try:
-                msg = self._one_shot("probe", {"cmd": "probe", "backends": undecided}, timeout=300)
+                msg = self._one_shot("probe", m.ProbeCmd(backends=undecided), timeout=300)
             except WorkerError as e:
-                msg = {"event": "error", "error": str(e)}
-            if msg.get("event") == "probe":
-                out.update(msg["available"])
+                msg = m.Failed(error=str(e))
+            if isinstance(msg, m.Probed):
+                out.update(msg.available)
             else:
-                out.update({b: f"availability check failed: {msg.get('error')}" for b in undecided})
+                out.update({b: f"availability check failed: {m.describe(msg)}" for b in undecided})
         return out
 
     def prepare_artifacts(self, model: str, jobs: list["Job"], cache: dict, side: Side) -> None:
-        """Fill ``cache[(side, model, fmt, rewrite)]`` with the artifact manifest, or the error, for every job of
+        """Fill ``cache[(side, model, fmt, form)]`` with the artifact manifest, or the error, for every job of
         ``model``; what the cache lacks is exported in one child process (the model is built once). Another
         checkout's artifacts are always asked of its own export process (its sources make its cache keys)."""
         missing: list[tuple] = []
-        variants: list[tuple[str, str]] = []      # (fmt, variant) of each request in ``missing``
+        forms: list[tuple[str, str]] = []      # (fmt, form) of each request in ``missing``
         for job in jobs:
             fmt = artifacts.runtime_format(job.backend)
-            k = (side.name, model, fmt, job.variant)
-            if fmt is None or k in cache or (fmt, job.variant) in variants:
+            k = (side.name, model, fmt, job.form)
+            if fmt is None or k in cache or (fmt, job.form) in forms:
                 continue
             try:
-                rewrite, precision = artifacts.variant_form(model, job.variant)
-                request, quant = self._artifact_request(model, fmt, rewrite, precision)
-                if not side.own:
-                    missing.append(request)
-                    variants.append((fmt, job.variant))
-                    continue
-                names = artifacts.rewrite_names(model, fmt, rewrite)
-                key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names,
-                                                input_size=self.p.input_size, batch_size=self.p.batch_size,
-                                                precision=precision, checkpoint=self.plan.checkpoints.get(model),
-                                                quantization=quant)
+                request, found = self._cached_artifact(model, fmt, job.form, side)
             except HvitError as e:
                 cache[k] = WorkerError(str(e))
                 continue
-            info = artifacts.lookup(model, fmt, rewrite, key, precision)
-            if info:
-                info["cached"] = True
-                cache[k] = info
+            if found:
+                cache[k] = found
             else:
                 missing.append(request)
-                variants.append((fmt, job.variant))
-        if not missing:
-            return
-        what = ", ".join(f"{fmt} ({v})" for fmt, v in variants)
+                forms.append((fmt, job.form))
+        if missing:
+            self._export(model, missing, forms, cache, side)
+
+    def _cached_artifact(self, model: str, fmt: str, form: str, side: Side) -> tuple[tuple, dict | None]:
+        """The export request for one artifact, and its cached manifest when this checkout has it."""
+        rewrite, precision = artifacts.form_spec(model, form)
+        request, quant = self._artifact_request(model, fmt, rewrite, precision)
+        if not side.own:
+            return request, None
+        names = artifacts.rewrite_names(model, fmt, rewrite)
+        key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names, input_size=self.p.input_size,
+                                        batch_size=self.p.batch_size, precision=precision,
+                                        checkpoint=self.plan.checkpoints.get(model), quantization=quant)
+        info = artifacts.lookup(model, fmt, rewrite, key, precision)
+        if info:
+            info["cached"] = True
+        return request, info
+
+    def _export(self, model: str, missing: list[tuple], forms: list[tuple[str, str]], cache: dict,
+                side: Side) -> None:
+        what = ", ".join(f"{fmt} ({v})" for fmt, v in forms)
         self.log(f"{model}: exporting {what}{'' if side.own else f' with {side.root}'} ...")
+        cmd = m.ExportCmd(model=model, requests=[list(r) for r in missing], input_size=self.p.input_size,
+                          checkpoint=self.plan.checkpoints.get(model), batch_size=self.p.batch_size,
+                          precision=self.p.precision)
         try:
-            msg = self._one_shot(f"export-{model}-{side.name}", {
-                "cmd": "export", "model": model, "requests": missing, "input_size": self.p.input_size,
-                "checkpoint": self.plan.checkpoints.get(model), "batch_size": self.p.batch_size,
-                "precision": self.p.precision}, timeout=self.p.timeout_s, side=side)
+            msg = self._one_shot(f"export-{model}-{side.name}", cmd, timeout=self.p.timeout_s, side=side)
         except WorkerError as e:
-            msg = {"event": "error", "error": str(e)}
-        for i, (fmt, variant) in enumerate(variants):
-            k = (side.name, model, fmt, variant)
-            if msg.get("event") != "exported":
-                cache[k] = WorkerError(f"export to {fmt} failed: {msg.get('error') or msg.get('reason')}")
+            msg = m.Failed(error=str(e))
+        for i, (fmt, form) in enumerate(forms):
+            k = (side.name, model, fmt, form)
+            if not isinstance(msg, m.Exported):
+                cache[k] = WorkerError(f"export to {fmt} failed: {m.describe(msg)}")
                 continue
-            r = msg["results"][i]
-            if r["ok"]:
-                cache[k] = r["info"]
-                self.log(f"  {fmt}: exported and validated in {r['info'].get('export_s', 0):.1f} s → {r['info']['path']}")
+            r = msg.results[i]
+            if r.ok:
+                cache[k] = r.info
+                self.log(f"  {fmt}: exported and validated in {r.info.get('export_s', 0):.1f} s → {r.info['path']}")
             else:
-                cache[k] = WorkerError(f"export to {fmt} failed: {r['error']}")
+                cache[k] = WorkerError(f"export to {fmt} failed: {r.error}")
 
     def _artifact_request(self, model: str, fmt: str, rewrite: bool, precision: str) -> tuple[tuple, dict | None]:
         """The export request for one artifact, and for INT8 the fields its cache key adds (calibration digest,
@@ -237,132 +232,117 @@ class Runner:
 
     def check_side(self, side: Side) -> None:
         """Another checkout must have a worker that speaks this protocol."""
-        from ..errors import HvitError as _E
         from .worker import PROTOCOL
 
         try:
-            msg = self._one_shot(f"hello-{side.name}", {"cmd": "hello"}, timeout=300, side=side)
+            msg = self._one_shot(f"hello-{side.name}", m.HelloCmd(), timeout=300, side=side)
         except WorkerError as e:
-            raise _E(f"--against {side.root}: its hvit-bench worker does not start: {e}") from None
-        if msg.get("event") != "hello" or msg.get("protocol") != PROTOCOL:
-            raise _E(f"--against {side.root}: its hvit-bench worker speaks another protocol "
-                     f"({msg.get('protocol', 'none')}, this one {PROTOCOL}); use a checkout with the same hvit-bench")
-        pkg = Path(msg.get("package", "")).resolve()
+            raise HvitError(f"--against {side.root}: its hvit-bench worker does not start: {e}") from None
+        if not isinstance(msg, m.Hello) or msg.protocol != PROTOCOL:
+            got = msg.protocol if isinstance(msg, m.Hello) else "none"
+            raise HvitError(f"--against {side.root}: its hvit-bench worker speaks another protocol "
+                            f"({got}, this one {PROTOCOL}); use a checkout with the same hvit-bench")
+        pkg = Path(msg.package).resolve()
         if side.root not in pkg.parents:
-            raise _E(f"--against {side.root}: its worker imported hvit_deploy from {pkg.parent}, not from that checkout")
-        side.results.doc["environment"]["versions"]["hvit-deploy"] = msg.get("version")
+            raise HvitError(f"--against {side.root}: its worker imported hvit_deploy from {pkg.parent}, not from "
+                            "that checkout")
+        side.results.doc.environment["versions"]["hvit-deploy"] = msg.version
 
     def artifact(self, job: "Job", cache: dict) -> dict | None:
         fmt = artifacts.runtime_format(job.backend)
         if fmt is None:
-            if job.variant == artifacts.INT8_VARIANT:
+            if job.form == artifacts.INT8_FORM:
                 raise _Skip(f"{job.backend} runs the PyTorch module, which has no INT8 form here; the int8 variant "
                             "is timed on onnxruntime and openvino (and weight-only on coreml)")
             return None
-        got = cache[(job.side.name, job.model, fmt, job.variant)]
+        got = cache[(job.side.name, job.model, fmt, job.form)]
         if isinstance(got, Exception):
             raise got
         return got
 
-    def setup_job(self, job: Job, art: dict | None, first: bool = True) -> None:
+    def setup_cmd(self, job: Job, art: dict | None) -> m.SetupCmd:
         from ..factory import resolve_input_size
         from ..registry import get_spec
 
-        spec_m = get_spec(job.model)
-        size = resolve_input_size(spec_m, self.p.input_size)
-        spec = {
-            "model": job.model, "backend": job.backend, "variant": job.variant,
-            "rewrite": job.variant == "rewritten", "threads": self.p.threads,
-            "batch_size": self.p.batch_size, "input_size": self.p.input_size,
-            "input_shape": [self.p.batch_size, *size],
-            "checkpoint": self.plan.checkpoints.get(job.model),
-            "artifact": art["path"] if art else None,
-            "warmup": self.p.warmup.model_dump(),
-        }
-        if job.partner is not None:
-            spec["artifact_b"] = job.partner.art["path"]
+        size = resolve_input_size(get_spec(job.model), self.p.input_size)
+        spec = RuntimeSpec(model=job.model, backend=job.backend, form=job.form, rewrite=job.form == "rewritten",
+                           threads=self.p.threads, batch_size=self.p.batch_size, input_size=self.p.input_size,
+                           input_shape=[self.p.batch_size, *size], checkpoint=self.plan.checkpoints.get(job.model),
+                           artifact=art["path"] if art else None)
+        return m.SetupCmd(spec=spec, warmup=m.WarmupConfig(**self.p.warmup.model_dump()),
+                          artifact_b=job.partner.art["path"] if job.partner is not None else None)
+
+    def setup_job(self, job: Job, art: dict | None, first: bool = True) -> None:
         job.worker = self._spawn(job.label, job.side)
         self.log(f"{job.label}: loading ..." if first else
                  f"{job.label}: process {job.proc_idx + 1}/{self.p.processes}: loading ...")
 
         def on_event(msg):
-            if msg["event"] == "loaded":
-                self.log(f"  loaded in {msg['load_ms'] / 1e3:.2f} s, first inference {msg['first_inference_ms']:.1f} ms; warming up ...")
+            if isinstance(msg, m.Loaded):
+                self.log(f"  loaded in {msg.load_ms / 1e3:.2f} s, first inference {msg.first_inference_ms:.1f} ms; "
+                         "warming up ...")
 
-        msg = job.worker.request({"cmd": "setup", "spec": spec}, self.p.timeout_s, on_event=on_event)
-        ev = msg.get("event")
-        if ev == "skipped":
-            raise _Skip(msg["reason"])
-        if ev != "ready":
-            raise WorkerError(msg.get("error", f"unexpected answer {ev!r}"))
-        e = job.entry
-        wu = msg["warmup"]
-        e.setdefault("process_runs", []).append({
-            "pid": msg.get("pid"), "load_ms": msg["load_ms"], "first_inference_ms": msg["first_inference_ms"],
-            "warmup": wu["runs"] + 1, "warmup_settled": wu["settled"]})
-        if job.partner is not None:  # the base entry was loaded and warmed in the same process
-            pm = msg["partner"]
-            job.partner.entry.setdefault("process_runs", []).append({
-                "pid": msg.get("pid"), "load_ms": pm["load_ms"], "first_inference_ms": pm["first_inference_ms"],
-                "warmup": wu["runs"] + 1, "warmup_settled": wu["settled"]})
+        msg = job.worker.request(self.setup_cmd(job, art), self.p.timeout_s, on_event=on_event)
+        if isinstance(msg, m.Skipped):
+            raise _Skip(msg.reason)
+        if not isinstance(msg, m.Ready):
+            raise WorkerError(m.describe(msg))
+        wu = msg.warmup
+        pairs = [(job, msg)] + ([(job.partner, msg.partner)] if job.partner is not None else [])
+        for j, own in pairs:  # a paired base entry was loaded and warmed in the same process
+            j.entry.process_runs.append({
+                "pid": msg.pid, "load_ms": own.load_ms, "first_inference_ms": own.first_inference_ms,
+                "warmup": wu.runs + 1, "warmup_settled": wu.settled})
         if not first:
-            if not wu["settled"]:
-                e.setdefault("notes", []).append(
-                    f"process {job.proc_idx + 1}: warm-up did not settle: {wu.get('not_settled_because', '')}")
+            if not wu.settled:
+                job.entry.note(f"process {job.proc_idx + 1}: warm-up did not settle: {wu.not_settled_because or ''}")
             return
-        e.update({
-            "device": msg["device"], "input_shape": msg["input_shape"], "timing": msg["timing"],
-            "threads_readback": msg["readback"], "load_ms": msg["load_ms"],
-            "first_inference_ms": msg["first_inference_ms"], "warmup": wu["runs"] + 1,
-            "warmup_settled": wu["settled"], "warmup_detail": wu, "processes": self.p.processes,
-        })
-        self._describe(e, job, art, msg, msg, wu)
+        for j, own in pairs:
+            self._describe(j, msg, own)
         if job.partner is not None:
-            pe = job.partner.entry
-            pe.update({"device": msg["device"], "input_shape": pm["input_shape"], "timing": msg["timing"],
-                       "threads_readback": pm["readback"], "load_ms": pm["load_ms"],
-                       "first_inference_ms": pm["first_inference_ms"], "warmup": wu["runs"] + 1,
-                       "warmup_settled": wu["settled"], "warmup_detail": wu, "processes": self.p.processes})
-            self._describe(pe, job.partner, job.partner.art, msg, pm, wu)
             design = {"design": "in-process ABBA", "block": self.p.pair_block,
                       "note": "base and head artifacts loaded in one worker process per round group, timed in "
                               "alternating blocks; per-block ratios are what compare pairs"}
-            e["pairing_mode"] = pe["pairing_mode"] = design
-        self.log(f"  ready: warm-up {wu['runs'] + 1} runs in {wu['seconds']:.1f} s"
-                 f" ({'settled' if wu['settled'] else 'NOT settled'})")
+            job.entry.pairing_mode = job.partner.entry.pairing_mode = design
+        self.log(f"  ready: warm-up {wu.runs + 1} runs in {wu.seconds:.1f} s"
+                 f" ({'settled' if wu.settled else 'NOT settled'})")
 
-    def _describe(self, e: dict, job: Job, art: dict | None, msg: dict, own: dict, wu: dict) -> None:
-        """The artifact, rewrites and notes of an entry just set up (``own``: its part of the ready message)."""
+    def _describe(self, job: Job, msg: m.Ready, own: m.Ready | m.PartnerLoad) -> None:
+        """What an entry just set up records: how it runs, its artifact, rewrites and notes (``own``: its part
+        of the ready message)."""
+        e, wu, art = job.entry, msg.warmup, job.art
+        e.device, e.input_shape, e.timing = msg.device, own.input_shape, msg.timing
+        e.threads_readback, e.load_ms, e.first_inference_ms = own.readback, own.load_ms, own.first_inference_ms
+        e.warmup, e.warmup_settled, e.warmup_detail = wu.runs + 1, wu.settled, wu.to_wire()
+        e.processes = self.p.processes
+        if own.compute_precision is not None:
+            e.compute_precision = own.compute_precision  # what the session reports (OpenVINO: the hint in force)
         if art is not None:
-            e["artifact"] = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"),
-                             "export_s": art.get("export_s"), "exporter": art.get("exporter"),
-                             "validation": art.get("validation"), "size_bytes": art.get("size_bytes")}
-            if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
-                e["artifact"]["quantization"] = art["quantization"]
-                e["fp32_variant"] = artifacts.fp32_variant(job.model)
-            e["rewrites"] = art.get("rewrites", [])
+            e.artifact = artifacts.entry_artifact(art)
+            if art.get("quantization"):
+                e.fp32_form = artifacts.fp32_form(job.model)
+            e.rewrites = art.get("rewrites", [])
         else:
-            e["rewrites"] = msg.get("rewrites") or []
-        notes = list(own.get("notes") or [])
-        notes += thread_checks(job.backend, self.p.threads, own["readback"])
-        if not wu["settled"]:
-            notes.append(f"warm-up did not settle: {wu.get('not_settled_because', '')}")
-        if notes:
-            e.setdefault("notes", []).extend(notes)
-            for n in notes:
-                self.log(f"  note: {n}")
+            e.rewrites = msg.rewrites or []
+        notes = list(own.notes)
+        notes += thread_checks(job.backend, self.p.threads, own.readback)
+        if not wu.settled:
+            notes.append(f"warm-up did not settle: {wu.not_settled_because or ''}")
+        for n in notes:
+            e.note(n)
+            self.log(f"  note: {n}")
 
     def pair_jobs(self, group: list[Job]) -> None:
         """With --against and ``pair_block``, pair each head entry of a runtime that runs an artifact with the
-        base entry of the same model, variant and runtime: one worker times both (:meth:`run_pair_round`).
+        base entry of the same model, form and runtime: one worker times both (:meth:`run_pair_round`).
         Torch entries (whose code is the checkout itself) and runtimes whose code differs between the two
         checkouts keep one process per side."""
         if len(self.sides) < 2 or not self.p.pair_block:
             return
         by: dict[tuple, dict[str, Job]] = {}
         for j in group:
-            by.setdefault((j.model, j.variant, j.backend), {})[j.side.name] = j
-        for (model, variant, backend), d in by.items():
+            by.setdefault((j.model, j.form, j.backend), {})[j.side.name] = j
+        for (model, form, backend), d in by.items():
             head, base = d.get("head"), d.get("base")
             if head is None or base is None or artifacts.runtime_format(backend) is None:
                 continue
@@ -371,7 +351,7 @@ class Runner:
             same, why = same_runtime_code(backend, self.sides[0].root, self.sides[1].root)
             if not same:
                 for j in (head, base):
-                    j.entry.setdefault("notes", []).append(f"timed in separate processes: {why}")
+                    j.entry.note(f"timed in separate processes: {why}")
                 continue
             head.partner, base.paired_into = base, head
 
@@ -383,13 +363,13 @@ class Runner:
         blocks = max(1, math.ceil(n / k))
         if self.bar is not None:
             self.bar.set_description_str(f"{job.label} (paired) r{rnd + 1}/{rounds}")
-        msg = job.worker.request({"cmd": "run_pair", "blocks": blocks, "block": k, "warm": warm,
-                                  "start_with_b": rnd % 2 == 1}, self.p.timeout_s)
-        if msg.get("event") != "samples_pair":
-            raise WorkerError(msg.get("error", f"unexpected answer {msg.get('event')!r}"))
+        msg = job.worker.request(m.RunPairCmd(blocks=blocks, block=k, warm=warm, start_with_b=rnd % 2 == 1),
+                                 self.p.timeout_s)
+        if not isinstance(msg, m.SamplesPair):
+            raise WorkerError(m.describe(msg))
         if self.bar is not None:
             self.bar.update(2 * n)
-        for j, ns in ((job, msg["a"]), (job.partner, msg["b"])):
+        for j, ns in ((job, msg.a), (job.partner, msg.b)):
             j.ns.extend(ns)
             for i in range(blocks):
                 j.round_medians.append(round(statistics.median(ns[i * k:(i + 1) * k]) / 1e6, 6))
@@ -401,13 +381,13 @@ class Runner:
         base = self.bar.n if self.bar is not None else 0
 
         def on_event(msg):
-            if self.bar is not None and msg["event"] == "progress":
-                self.bar.update(base + msg["done"] - self.bar.n)
+            if self.bar is not None and isinstance(msg, m.Progress):
+                self.bar.update(base + msg.done - self.bar.n)
 
-        msg = job.worker.request({"cmd": "run", "n": n, "warm": warm}, self.p.timeout_s, on_event=on_event)
-        if msg.get("event") != "samples":
-            raise WorkerError(msg.get("error", f"unexpected answer {msg.get('event')!r}"))
-        ns = msg["ns"]
+        msg = job.worker.request(m.RunCmd(n=n, warm=warm), self.p.timeout_s, on_event=on_event)
+        if not isinstance(msg, m.Samples):
+            raise WorkerError(m.describe(msg))
+        ns = msg.ns
         if self.bar is not None:
             self.bar.update(base + n - self.bar.n)
         job.ns.extend(ns)
@@ -442,7 +422,7 @@ class Runner:
         """Worker logs are kept only when an entry failed (its error names the log)."""
         import shutil
 
-        if any(e.get("status") == "error" for side in self.sides for e in side.results.entries):
+        if any(e.status == "error" for side in self.sides for e in side.results.entries):
             self.log(f"worker logs: {self.log_dir}")
         else:
             shutil.rmtree(self.log_dir, ignore_errors=True)
@@ -460,19 +440,7 @@ class Runner:
         available = self.probe()
         for side in self.sides[1:]:
             self.check_side(side)
-        jobs_by_model: dict[str, list[Job]] = {}
-        for model in self.plan.models:
-            for variant in self.plan.variants:
-                for backend in self.plan.backends:
-                    for side in self.sides:
-                        e = side.results.new_entry(model, backend, variant)
-                        job = Job(model, variant, backend, e, side=side)
-                        reason = available.get(backend)
-                        if reason:
-                            side.results.skip(e, reason)
-                            self.log(f"{job.label}: skipped — {reason}")
-                            continue
-                        jobs_by_model.setdefault(model, []).append(job)
+        jobs_by_model = self._jobs(available)
         total = sum(p.iterations for jobs in jobs_by_model.values() for _ in jobs)
         if self.show_progress and total:
             from tqdm import tqdm
@@ -487,6 +455,22 @@ class Runner:
                 self.prepare_artifacts(model, [j for j in jobs if j.side is side], art_cache, side)
             for group in [jobs] if p.rounds > 1 else [[j] for j in jobs]:
                 self._run_group(group, art_cache)
+
+    def _jobs(self, available: dict[str, str | None]) -> dict[str, list[Job]]:
+        """The request's jobs (:meth:`.request.BenchRequest.jobs`), one per side, by model; entries of runtimes
+        that cannot run here are recorded as skipped."""
+        jobs_by_model: dict[str, list[Job]] = {}
+        for spec in self.plan.jobs():
+            for side in self.sides:
+                e = side.results.new_entry(spec.model, spec.backend, spec.form)
+                job = Job(spec.model, spec.form, spec.backend, e, side=side)
+                reason = available.get(spec.backend)
+                if reason:
+                    side.results.skip(e, reason)
+                    self.log(f"{job.label}: skipped — {reason}")
+                    continue
+                jobs_by_model.setdefault(spec.model, []).append(job)
+        return jobs_by_model
 
     def _run_group(self, group: list[Job], art_cache: dict) -> None:
         p = self.p
@@ -543,43 +527,46 @@ class Runner:
                 for side in self.sides:
                     side.results.write()
         for job in live:
-            paired_base = job.paired_into is not None and job.entry.get("status") != "error"
-            if job.worker is None and not paired_base:
-                continue
-            job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
-                                            round_process=job.round_process)
-            rm = job.round_medians
-            if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
-                job.entry.setdefault("notes", []).append(
-                    f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
-                    "the run (the lowest round is the least disturbed); compare entries by their ratios")
-            if p.op_profile.enabled and job.worker is not None:
-                self._op_profile(job)
-            self._release(job.worker)
-            job.worker = None
-            job.side.results.write()
-            self.log(f"{job.label}: median {job.entry['median_ms']:.3f} ms "
-                     f"[{job.entry['median_ci_ms'][0]:.3f}, {job.entry['median_ci_ms'][1]:.3f}]")
+            self._finish_job(job)
+
+    def _finish_job(self, job: Job) -> None:
+        """A job whose rounds are done: complete samples, the drift note, the op profile, its worker released."""
+        paired_base = job.paired_into is not None and job.entry.status != "error"
+        if job.worker is None and not paired_base:
+            return
+        job.side.results.update_samples(job.entry, job.ns, job.round_medians, complete=True,
+                                        round_process=job.round_process)
+        rm = job.round_medians
+        if len(rm) > 1 and min(rm) > 0 and max(rm) / min(rm) > 1.25:
+            job.entry.note(
+                f"round medians range {min(rm):.3f}–{max(rm):.3f} ms: the machine was busier during part of "
+                "the run (the lowest round is the least disturbed); compare entries by their ratios")
+        if self.p.op_profile.enabled and job.worker is not None:
+            self._op_profile(job)
+        self._release(job.worker)
+        job.worker = None
+        job.side.results.write()
+        lo, hi = job.entry.median_ci_ms
+        self.log(f"{job.label}: median {job.entry.median_ms:.3f} ms [{lo:.3f}, {hi:.3f}]")
 
     def _op_profile(self, job: Job) -> None:
         if self.bar is not None:
             self.bar.set_description_str(f"{job.label} op profile")
         try:
-            msg = job.worker.request({"cmd": "op_profile", "runs": self.p.op_profile.runs,
-                                      "top": self.p.op_profile.top}, self.p.timeout_s)
+            msg = job.worker.request(m.OpProfileCmd(runs=self.p.op_profile.runs, top=self.p.op_profile.top),
+                                     self.p.timeout_s)
         except WorkerError as err:
-            job.entry.setdefault("notes", []).append(f"op profile failed: {err}")
+            job.entry.note(f"op profile failed: {err}")
             return
-        if msg.get("event") == "op_profile":
-            job.entry["op_profile"] = msg["ops"]
+        if isinstance(msg, m.OpProfiled):
+            job.entry.op_profile = msg.ops
         else:
-            job.entry.setdefault("notes", []).append(
-                f"op profile: {msg.get('reason') or msg.get('error', 'failed')}")
+            job.entry.note(f"op profile: {m.describe(msg)}")
 
     def _fail(self, job: Job, err: Exception) -> None:
         text = " ".join(str(err).split())
         if job.worker is not None:
-            job.entry["worker_log"] = str(job.worker.log_path)
+            job.entry.worker_log = str(job.worker.log_path)
             self._release(job.worker, kill=True)
             job.worker = None
         job.side.results.fail(job.entry, text, job.ns, job.round_medians)
@@ -622,8 +609,8 @@ def thread_checks(backend: str, threads: int, readback: dict) -> list[str]:
     return get_runtime(backend).thread_notes(threads, readback)
 
 
-def run(plan: Plan, **kw) -> ResultsFile:
+def run(plan: BenchRequest, **kw) -> ResultsFile:
     return Runner(plan, **kw).run()
 
 
-__all__ = ["Plan", "Runner", "Side", "run", "worker_env"]
+__all__ = ["BenchRequest", "Job", "Plan", "Runner", "Side", "run", "worker_env"]

@@ -21,6 +21,8 @@ import sys
 import time
 import traceback
 
+from . import messages as m
+
 PROGRESS_INTERVAL_NS = 250_000_000
 PROTOCOL = 1  # bumped when commands or replies change; `hvit-bench --against` needs both checkouts to agree
 # (run_pair is answered by this checkout's worker only: the base checkout's worker is never asked for it)
@@ -30,8 +32,8 @@ class Channel:
     def __init__(self, fd: int):
         self.out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
-    def send(self, event: str, **payload) -> None:
-        self.out.write(json.dumps({"event": event, **payload}, default=str) + "\n")
+    def send(self, msg: m.Reply) -> None:
+        self.out.write(json.dumps(msg.to_wire(), default=str) + "\n")
         self.out.flush()
 
 
@@ -65,13 +67,14 @@ def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL
     return out
 
 
-def warm_up(call, cfg: dict, progress=None) -> dict:
+def warm_up(call, cfg: m.WarmupConfig | dict, progress=None) -> m.WarmupReport:
     """At least ``min_runs`` runs, then windows of ``window`` runs until latency stops improving (see
     :func:`.stats.settled`); capped by ``max_runs`` and ``max_seconds``."""
     import statistics
 
     from .stats import settled
 
+    cfg = cfg.model_dump() if isinstance(cfg, m.WarmupConfig) else cfg
     t_start = time.perf_counter()
     deadline = t_start + float(cfg["max_seconds"])
     runs = 0
@@ -96,11 +99,58 @@ def warm_up(call, cfg: dict, progress=None) -> dict:
         w = timed_runs(call, window)
         runs += window
         medians.append(statistics.median(w) / 1e6)
-    return {
-        "runs": runs, "settled": is_settled, "seconds": round(time.perf_counter() - t_start, 3),
-        "window_medians_ms": [round(m, 4) for m in medians[-6:]],
-        **({"not_settled_because": reason} if not is_settled else {}),
-    }
+    return m.WarmupReport(runs=runs, settled=is_settled, seconds=round(time.perf_counter() - t_start, 3),
+                          window_medians_ms=[round(x, 4) for x in medians[-6:]],
+                          not_settled_because=None if is_settled else reason)
+
+
+def handle(ch: Channel, cmd: m.Command, session):
+    """Answer one command; returns the session (set up by ``setup``)."""
+    if isinstance(cmd, m.HelloCmd):
+        from .. import __version__
+        from ..resources import package_dir
+
+        ch.send(m.Hello(protocol=PROTOCOL, package=str(package_dir() / "__init__.py"), version=__version__))
+    elif isinstance(cmd, m.ProbeCmd):
+        from ..runtimes import get_runtime
+
+        ch.send(m.Probed(available={b: get_runtime(b).availability() for b in cmd.backends}))
+    elif isinstance(cmd, m.ExportCmd):
+        from .artifacts import export_many
+
+        results = export_many(cmd.model, [tuple(r) for r in cmd.requests], input_size=cmd.input_size,
+                              checkpoint=cmd.checkpoint, batch_size=cmd.batch_size, precision=cmd.precision)
+        ch.send(m.Exported(results=results))
+    elif isinstance(cmd, m.SetupCmd):
+        return setup(ch, cmd)
+    elif isinstance(cmd, m.RunCmd):
+        if session is None:
+            raise RuntimeError("run before setup")
+        if cmd.warm:
+            timed_runs(session.call, cmd.warm)
+        ns = timed_runs(session.call, cmd.n, lambda i: ch.send(m.Progress(done=i)))
+        ch.send(m.Samples(ns=ns))
+    elif isinstance(cmd, m.RunPairCmd):
+        if session is None or getattr(session, "partner", None) is None:
+            raise RuntimeError("run_pair before a paired setup")
+        a, b = paired_blocks(session.call, session.partner.call, cmd.blocks, cmd.block, cmd.warm,
+                             start_with_b=cmd.start_with_b)
+        ch.send(m.SamplesPair(a=a, b=b))
+    elif isinstance(cmd, m.OpProfileCmd):
+        if session is None:
+            raise RuntimeError("op_profile before setup")
+        ch.send(m.OpProfiled(ops=session.op_profile(cmd.runs, cmd.top)))
+    return session
+
+
+def _failure(e: Exception) -> m.Reply:
+    from ..errors import HvitError
+    from ..runtimes import Unavailable
+
+    if isinstance(e, Unavailable):
+        return m.Skipped(reason=one_line(e))
+    return m.Failed(error=f"{type(e).__name__}: {one_line(e)}" if not isinstance(e, HvitError) else one_line(e),
+                    traceback=traceback.format_exc(limit=8)[-3000:])
 
 
 def main(argv=None) -> int:
@@ -114,64 +164,19 @@ def main(argv=None) -> int:
 
         load_from_env()
     except Exception as e:  # noqa: BLE001
-        ch.send("error", error=one_line(e))
+        ch.send(m.Failed(error=one_line(e)))
         return 1
     try:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            cmd = json.loads(line)
-            kind = cmd.get("cmd")
-            if kind == "quit":
-                break
             try:
-                if kind == "hello":
-                    from .. import __file__ as pkg_file, __version__
-
-                    ch.send("hello", protocol=PROTOCOL, package=pkg_file, version=__version__)
-                elif kind == "probe":
-                    from ..runtimes import get_runtime
-
-                    ch.send("probe", available={b: get_runtime(b).availability() for b in cmd["backends"]})
-                elif kind == "export":
-                    from .artifacts import export_many
-
-                    results = export_many(cmd["model"], [tuple(r) for r in cmd["requests"]],
-                                          input_size=cmd.get("input_size"), checkpoint=cmd.get("checkpoint"),
-                                          batch_size=cmd.get("batch_size", 1), precision=cmd.get("precision", "fp32"))
-                    ch.send("exported", results=results)
-                elif kind == "setup":
-                    session = setup(ch, cmd["spec"])
-                elif kind == "run":
-                    if session is None:
-                        raise RuntimeError("run before setup")
-                    warm = int(cmd.get("warm", 0))
-                    if warm:
-                        timed_runs(session.call, warm)
-                    ns = timed_runs(session.call, int(cmd["n"]), lambda i: ch.send("progress", done=i))
-                    ch.send("samples", ns=ns)
-                elif kind == "run_pair":
-                    if session is None or getattr(session, "partner", None) is None:
-                        raise RuntimeError("run_pair before a paired setup")
-                    a, b = paired_blocks(session.call, session.partner.call, int(cmd["blocks"]), int(cmd["block"]),
-                                         int(cmd.get("warm", 0)), start_with_b=bool(cmd.get("start_with_b")))
-                    ch.send("samples_pair", a=a, b=b)
-                elif kind == "op_profile":
-                    if session is None:
-                        raise RuntimeError("op_profile before setup")
-                    ch.send("op_profile", ops=session.op_profile(int(cmd["runs"]), int(cmd["top"])))
-                else:
-                    raise ValueError(f"unknown command {kind!r}")
+                cmd = m.parse_command(json.loads(line))
+                if isinstance(cmd, m.QuitCmd):
+                    break
+                session = handle(ch, cmd, session)
             except Exception as e:  # noqa: BLE001 - every failure goes back to the coordinator as one line
-                from ..runtimes import Unavailable
-
-                if isinstance(e, Unavailable):
-                    ch.send("skipped", reason=one_line(e))
-                else:
-                    from ..errors import HvitError
-
-                    ch.send("error", error=f"{type(e).__name__}: {one_line(e)}" if not isinstance(e, HvitError)
-                            else one_line(e), traceback=traceback.format_exc(limit=8)[-3000:])
+                ch.send(_failure(e))
     finally:
         if session is not None:
             session.close()
@@ -205,27 +210,29 @@ def paired_blocks(call_a, call_b, blocks: int, block: int, warm: int = 0,
     return a, b
 
 
-def _load(ch: Channel, spec: dict, tag: str = ""):
+def _load(ch: Channel, spec, tag: str = ""):
     from ..runtimes import open_runtime
 
     t0 = time.perf_counter()
-    session = open_runtime(spec["backend"], spec)
+    session = open_runtime(spec.backend, spec)
     load_s = session.load_s or (time.perf_counter() - t0)
     session.prepare()
     t1 = time.perf_counter_ns()
     session.call()
     first_ms = (time.perf_counter_ns() - t1) / 1e6
     if not tag:
-        ch.send("loaded", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3))
+        ch.send(m.Loaded(load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3)))
     return session, load_s, first_ms
 
 
-def setup(ch: Channel, spec: dict):
-    session, load_s, first_ms = _load(ch, spec)
+def setup(ch: Channel, cmd: m.SetupCmd):
+    session, load_s, first_ms = _load(ch, cmd.spec)
     session.partner = None
-    extra = {}
-    if spec.get("artifact_b"):  # the paired design: the other checkout's artifact, same runtime, same process
-        partner, load_b, first_b = _load(ch, {**spec, "artifact": spec["artifact_b"]}, tag="b")
+    partner_load = None
+    warming = lambda n: ch.send(m.Warming(runs=n))  # noqa: E731
+    if cmd.artifact_b:  # the paired design: the other checkout's artifact, same runtime, same process
+        spec_b = cmd.spec.model_copy(update={"artifact": cmd.artifact_b})
+        partner, load_b, first_b = _load(ch, spec_b, tag="b")
         session.partner = partner
         calls = (session.call, partner.call)
         state = [0]
@@ -234,16 +241,16 @@ def setup(ch: Channel, spec: dict):
             calls[state[0] % 2]()
             state[0] += 1
 
-        wu = warm_up(both, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
-        extra = {"partner": {"load_ms": round(load_b * 1e3, 3), "first_inference_ms": round(first_b, 3),
-                             "readback": partner.readback, "input_shape": partner.input_shape,
-                             "notes": partner.notes}}
+        wu = warm_up(both, cmd.warmup, progress=warming)
+        partner_load = m.PartnerLoad(load_ms=round(load_b * 1e3, 3), first_inference_ms=round(first_b, 3),
+                                     readback=partner.readback, input_shape=partner.input_shape,
+                                     notes=partner.notes, compute_precision=partner.compute_precision)
     else:
-        wu = warm_up(session.call, spec["warmup"], progress=lambda n: ch.send("warming", runs=n))
-    ch.send("ready", load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3), warmup=wu,
-            readback=session.readback, device=session.device, timing=session.timing,
-            input_shape=session.input_shape, notes=session.notes,
-            rewrites=getattr(session, "rewrites", None), pid=os.getpid(), **extra)
+        wu = warm_up(session.call, cmd.warmup, progress=warming)
+    ch.send(m.Ready(load_ms=round(load_s * 1e3, 3), first_inference_ms=round(first_ms, 3), warmup=wu,
+                    readback=session.readback, device=session.device, timing=session.timing,
+                    input_shape=session.input_shape, notes=session.notes, rewrites=getattr(session, "rewrites", None),
+                    pid=os.getpid(), compute_precision=session.compute_precision, partner=partner_load))
     return session
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..errors import HvitError, OutputError
 
-FORMATS = ("table", "md", "csv", "json")
+TABLE_FORMATS = ("table", "md", "csv", "json")   # how the summary is printed (not export formats)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "smallest variant of every family)")
     ap.add_argument("--backends", nargs="+", metavar="RUNTIME",
                     help="runtimes to time (the registered ones: " + ", ".join(runtime_names()) + ")")
-    from ..bench.profiles import VARIANT_NAMES
+    from ..bench.request import FORMS
 
-    ap.add_argument("--variants", nargs="+", metavar="VARIANT", choices=VARIANT_NAMES,
+    ap.add_argument("--variants", nargs="+", metavar="FORM", choices=FORMS,
                     help="forms to time side by side: rewritten (default), original, int8 (the rewritten form "
                          "quantized as hvit-export --precision int8 does it; needs --calibration)")
     ap.add_argument("--calibration", metavar="DIR", help="calibration images for the int8 variant (searched "
@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
     ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
                     help="official weights (timing does not depend on them; accepted for completeness)")
+    _add_elsewhere_flags(ap)
+    ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
+    ap.add_argument("--out", metavar="FILE.json",
+                    help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
+    ap.add_argument("--format", choices=TABLE_FORMATS, default="table", help="summary printed at the end")
+    ap.add_argument("--plot", metavar="FILE.png", help="latency distributions per model and backend")
+    ap.add_argument("--timeout", type=float, metavar="S", help="stop a worker silent for this long")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
+    ap.add_argument("--list-backends", action="store_true", help="say which backends can run here and exit")
+    return ap
+
+
+def _add_elsewhere_flags(ap: argparse.ArgumentParser) -> None:
+    """Flags that time somewhere else too: another checkout (--against), a Ray cluster (--cluster), plugins."""
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="also time another hvit-deploy checkout (e.g. the base branch), interleaved round by round "
                          "with this one, for a side-by-side `hvit-bench compare` (needs --rounds 2 or more)")
@@ -85,16 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "per node (needs hvit-deploy[cluster]; see docs/cluster.md)")
     ap.add_argument("--targets", nargs="+", metavar="LABEL",
                     help="with --cluster: the custom resources naming the nodes to time on (results-LABEL.json)")
-    ap.add_argument("--op-profile", action="store_true", help="also list the top operator types by time")
-    ap.add_argument("--out", metavar="FILE.json",
-                    help="results file, rewritten after every entry (default: results-<date>-<time>.json)")
-    ap.add_argument("--format", choices=FORMATS, default="table", help="summary printed at the end")
-    ap.add_argument("--plot", metavar="FILE.png", help="latency distributions per model and backend")
-    ap.add_argument("--timeout", type=float, metavar="S", help="stop a worker silent for this long")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ap.add_argument("--list-profiles", action="store_true", help="list the shipped profiles and exit")
-    ap.add_argument("--list-backends", action="store_true", help="say which backends can run here and exit")
-    return ap
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
@@ -124,81 +129,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
     return ap
 
 
-# ------------------------------------------------------------------------------------------------ resolving
-
-
-def resolve_backends(names: list[str]) -> list[str]:
-    """--backends values (runtime names or their aliases: ort, ov, cuda, ...) as registered runtime names."""
-    from ..runtimes import canonical_runtime
-
-    return list(dict.fromkeys(canonical_runtime(n) for n in names))
-
-
-def default_models() -> list[str]:
-    """The smallest variant (by parameter count) of every registered family."""
-    from ..registry import _MODELS, list_families, list_models
-
-    picks = []
-    for fam in list_families():
-        names = list_models(fam)
-        picks.append(min(names, key=lambda n: (_MODELS[n].params or float("inf"), names.index(n))))
-    return picks
-
-
-def resolve_models(names: list[str] | None) -> list[str]:
-    from ..registry import canonical_name
-
-    if not names:
-        return default_models()
-    out = []
-    for n in names:
-        c = canonical_name(n)  # UnknownModelError with suggestions
-        if c not in out:
-            out.append(c)
-    return out
-
-
-def parse_checkpoints(items: list[str] | None, models: list[str]) -> dict[str, str]:
-    from ..registry import canonical_name
-
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" in item and not Path(item).exists():
-            m, path = item.split("=", 1)
-            out[canonical_name(m)] = path
-        elif len(models) == 1:
-            out[models[0]] = item
-        else:
-            raise HvitError(f"--checkpoint {item}: with several models, write MODEL=PATH")
-    for m, path in out.items():
-        if not Path(path).is_file():
-            raise HvitError(f"--checkpoint for {m}: no such file {path}")
-    return out
-
-
-def check_int8(prof, flags: list[str]):
-    """The int8 variant's data, checked before anything runs: a calibration folder when an int8 entry runs on
-    onnxruntime/openvino-format runtimes; folders made absolute (the export process may run elsewhere);
-    calibration flags without the int8 variant are refused."""
-    from ..bench import profiles
-    from ..bench.artifacts import NEEDS_CALIBRATION, runtime_format
-    from ..quantize.calibration import find_images
-
-    if "int8" not in prof.variants:
-        if flags:
-            raise HvitError(f"{flags[0]} goes with --variants ... int8")
-        return prof
-    needs = [b for b in prof.backends if runtime_format(b) in NEEDS_CALIBRATION]
-    if needs and not prof.calibration:
-        raise HvitError(f"--variants int8 on {', '.join(needs)} needs calibration images: --calibration DIR "
-                        "(or the profile's calibration field)")
-    fields = {}
-    for name, role in (("calibration", "calibration"), ("eval_data", "--eval-data")):
-        folder = getattr(prof, name)
-        if folder:
-            find_images(folder, role)  # a missing or empty folder: one line now, not after the FP32 runs
-            fields[name] = str(Path(folder).expanduser().resolve())
-    return profiles.override(prof, **fields)
+# ------------------------------------------------------------------------------------------------ checking
 
 
 def check_out_path(path: Path) -> None:
@@ -253,122 +184,119 @@ def main(argv: list[str] | None = None) -> int:
     return run_main("hvit-bench", lambda: bench_main(argv))
 
 
+def request_from_args(args: argparse.Namespace, argv: list[str]):
+    """The one :class:`~hvit_deploy.bench.request.BenchRequest` of this command line (checked: one line on bad
+    input)."""
+    from ..bench.request import build_request
+
+    out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    check_out_path(out)
+    req = build_request(
+        profile=args.profile, models=args.models, checkpoints=args.checkpoint, plugins=args.plugin, out=out,
+        command="hvit-bench " + " ".join(shlex.quote(a) for a in argv),
+        against=None if args.cluster else args.against, against_out=None if args.cluster else args.against_out,
+        backends=args.backends, forms=args.variants, no_rewrite=args.no_rewrite, threads=args.threads,
+        iterations=args.iters, rounds=args.rounds, processes=args.processes, input_size=args.input_size,
+        timeout_s=args.timeout, pair_block=args.pair_block, calibration=args.calibration,
+        calibration_size=args.calibration_size, eval_data=args.eval_data, warmup=args.warmup,
+        op_profile=args.op_profile)
+    if req.against_out is not None:
+        check_out_path(req.against_out)
+    if args.plot:
+        check_plot_path(Path(args.plot))
+    return req
+
+
 def bench_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.cluster:
         from ..cluster._ray import require_ray
 
         require_ray()  # one line saying how to install it, before any work
+        if args.against:
+            raise HvitError("--against and --cluster do not go together: run --against on the target machine itself")
     elif args.targets:
         raise HvitError("--targets goes with --cluster ADDRESS")
-    from ..bench import profiles
-
     if args.list_profiles:
-        for name in profiles.list_profiles():
-            p = profiles.load_profile(name)
-            print(f"{name:12s} {' '.join(p.description.split())}")
-        return 0
-    prof = profiles.load_profile(args.profile)
-    variants = ["original"] if args.no_rewrite else args.variants
-    if args.no_rewrite and args.variants and args.variants != ["original"]:
-        raise HvitError("--no-rewrite and --variants contradict each other; use one")
-    backends = resolve_backends(args.backends) if args.backends else None
-    processes = args.processes
-    if processes is None and args.rounds is not None and args.rounds < prof.processes:
-        processes = args.rounds  # fewer rounds than the profile's processes: one process per round
-    prof = profiles.override(
-        prof, threads=args.threads, iterations=args.iters, rounds=args.rounds, processes=processes, input_size=args.input_size,
-        backends=backends, variants=variants, timeout_s=args.timeout, pair_block=args.pair_block,
-        calibration=args.calibration, calibration_size=args.calibration_size, eval_data=args.eval_data,
-        **{"warmup.min_runs": args.warmup, "op_profile.enabled": True if args.op_profile else None})
-    prof = check_int8(prof, [f for f, v in (("--calibration", args.calibration), ("--calibration-size",
-                                             args.calibration_size), ("--eval-data", args.eval_data)) if v is not None])
-    if args.warmup is not None and prof.warmup.max_runs < prof.warmup.min_runs:
-        prof = profiles.override(prof, **{"warmup.max_runs": prof.warmup.min_runs})
+        return list_profiles()
     if args.list_backends:
-        from ..runtimes import runtime_names
-
-        return list_backends(prof.backends if args.backends else list(runtime_names()))
-    from ..bench import plugins
-
-    plugin_list = plugins.normalise(args.plugin or [])
-    plugins.load(plugin_list)
-    models = resolve_models(args.models or prof.models)
-    checkpoints = parse_checkpoints(args.checkpoint, models)
-    out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    check_out_path(out)
-    if args.cluster:  # the same run on each target node of a Ray cluster (hvit_deploy/cluster/bench.py)
+        return list_backends(args)
+    req = request_from_args(args, argv)
+    if args.cluster:  # the same jobs on each target node of a Ray cluster (hvit_deploy/cluster/bench.py)
         from ..cluster import bench as cluster_bench
 
-        if args.plot:
-            check_plot_path(Path(args.plot))
-        return cluster_bench.run(args, argv, build_parser(), out, plugin_list)
-    against = against_out = None
-    if args.against:
-        against = Path(args.against).resolve()
-        if not (against / "hvit_deploy" / "bench" / "worker.py").is_file():
-            raise HvitError(f"--against {args.against}: not the root of an hvit-deploy checkout with hvit-bench "
-                            "(no hvit_deploy/bench/worker.py there)")
-        if against == Path(__file__).resolve().parents[2]:
-            raise HvitError(f"--against {args.against} is this checkout; give another one")
-        if prof.rounds < 2:
-            raise HvitError("--against times the two checkouts in interleaved rounds: use --rounds 2 or more")
-        against_out = Path(args.against_out) if args.against_out else out.with_name(f"{out.stem}-base{out.suffix}")
-        check_out_path(against_out)
-    elif args.against_out:
-        raise HvitError("--against-out needs --against")
-    if args.plot:
-        check_plot_path(Path(args.plot))
+        return cluster_bench.run(req, cluster=args.cluster, targets=args.targets or [], table_format=args.format,
+                                 plot=args.plot)
+    return run_local(req, table_format=args.format, plot=args.plot, progress=not args.no_progress)
 
-    from ..bench.results import exit_code, format_table
-    from ..bench.runner import Plan, Runner
 
-    command = "hvit-bench " + " ".join(shlex.quote(a) for a in argv)
-    plan = Plan(models=models, backends=list(prof.backends), variants=list(prof.variants), profile=prof,
-                checkpoints=checkpoints, out=out, command=command, plugins=plugin_list, against=against,
-                against_out=against_out)
-    print(f"hvit-bench: profile {prof.name}: {len(models)} model(s) × {len(prof.backends)} backend(s) × "
+def run_local(req, *, table_format: str = "table", plot: str | None = None, progress: bool = True) -> int:
+    """Run ``req`` here, print its table (and the side-by-side comparison with --against); the exit code."""
+    from ..bench.results import exit_code, failed_labels, format_table
+    from ..bench.runner import Runner
+
+    prof = req.profile
+    print(f"hvit-bench: profile {prof.name}: {len(req.models)} model(s) × {len(prof.backends)} backend(s) × "
           f"{len(prof.variants)} variant(s), {prof.iterations} runs in {prof.rounds} round(s), "
-          f"{prof.threads} thread(s) → {out}", file=sys.stderr)
-    runner = Runner(plan, progress=not args.no_progress)
-    results = runner.run()
-    doc = results.doc
-    print(format_table(doc, args.format))
-    if against is not None:
-        from ..bench.compare import compare_docs
-        from ..bench.report import terminal
-
-        base_doc = runner.sides[1].results.doc
-        if args.format in ("table", "md"):
-            print(f"\n--against {against} (results: {against_out}):")
-            print(format_table(base_doc, args.format))
-        cmp = compare_docs(base_doc, doc)
-        print(f"\nthis checkout vs {against}, side by side: " + terminal(cmp), file=sys.stderr)
-        print(f"verdict: hvit-bench compare {against_out} {out}", file=sys.stderr)
-    if args.plot:
-        try:
-            from ..bench.plot import plot_results
-
-            print(f"plot: {plot_results(doc, args.plot)}", file=sys.stderr)
-        except OutputError as e:
-            print(f"hvit-bench: plot not written: {e}", file=sys.stderr)
-    print(f"results: {out}", file=sys.stderr)
-    code = max(exit_code(doc), exit_code(runner.sides[1].results.doc) if against is not None else 0)
+          f"{prof.threads} thread(s) → {req.out}", file=sys.stderr)
+    runner = Runner(req, progress=progress)
+    doc = runner.run().doc
+    print(format_table(doc, table_format))
+    base_doc = runner.sides[1].results.doc if req.against is not None else None
+    if base_doc is not None:
+        _print_against(req, doc, base_doc, table_format)
+    if plot:
+        _plot(doc, plot)
+    print(f"results: {req.out}", file=sys.stderr)
+    code = max(exit_code(doc), exit_code(base_doc) if base_doc is not None else 0)
     if code == 1:
-        failed = [f"{e['model']}/{e['backend']}/{e.get('variant')}" for e in doc["results"]
-                  if e.get("status") not in ("ok", "skipped")]
+        failed = failed_labels(doc)
         print(f"hvit-bench: {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: {', '.join(failed)}",
               file=sys.stderr)
     return code
 
 
-def list_backends(backends: list[str]) -> int:
-    from ..bench.runner import Runner, Plan
-    from ..bench.profiles import Profile
+def _print_against(req, doc, base_doc, table_format: str) -> None:
+    from ..bench.compare import compare_docs
+    from ..bench.report import terminal
+    from ..bench.results import format_table
 
-    plan = Plan(models=[], backends=backends, variants=["rewritten"], profile=Profile(name="probe"))
-    r = Runner(plan, progress=False)
-    avail = r.probe()
+    if table_format in ("table", "md"):
+        print(f"\n--against {req.against} (results: {req.against_out}):")
+        print(format_table(base_doc, table_format))
+    cmp = compare_docs(base_doc, doc)
+    print(f"\nthis checkout vs {req.against}, side by side: " + terminal(cmp), file=sys.stderr)
+    print(f"verdict: hvit-bench compare {req.against_out} {req.out}", file=sys.stderr)
+
+
+def _plot(doc, plot: str, prog: str = "hvit-bench") -> None:
+    from ..bench.plot import plot_results
+
+    try:
+        print(f"plot: {plot_results(doc, plot)}", file=sys.stderr)
+    except OutputError as e:
+        print(f"{prog}: plot not written: {e}", file=sys.stderr)
+
+
+def list_profiles() -> int:
+    from ..bench import profiles
+
+    for name in profiles.list_profiles():
+        p = profiles.load_profile(name)
+        print(f"{name:12s} {' '.join(p.description.split())}")
+    return 0
+
+
+def list_backends(args: argparse.Namespace) -> int:
+    """``--list-backends``: which runtimes (the asked ones, else every registered one) can run here."""
+    from ..bench.profiles import Profile, override
+    from ..bench.request import BenchRequest, resolve_backends
+    from ..bench.runner import Runner
+    from ..runtimes import runtime_names
+
+    backends = resolve_backends(args.backends) if args.backends else list(runtime_names())
+    req = BenchRequest(profile=override(Profile(name="probe"), backends=backends), models=[])
+    avail = Runner(req, progress=False).probe()
     for b in backends:
         why = avail.get(b)
         print(f"{b:18s} {'available' if not why else 'unavailable here: ' + why}")
@@ -400,8 +328,7 @@ def compare_main(argv: list[str]) -> int:
         cmp.require_power(*_power_targets(args.require_power))
     cmp.baseline_name, cmp.candidate_name = args.baseline, args.candidate
     for meta, doc in ((cmp.baseline_meta, base), (cmp.candidate_meta, cand)):
-        meta.update(commit=((doc.get("environment") or {}).get("git") or {}).get("commit"),
-                    created=doc.get("created"), profile=doc.get("profile"))
+        meta.update(commit=doc.git_commit(), created=doc.created, profile=doc.profile)
     if args.format == "json":
         import json
 

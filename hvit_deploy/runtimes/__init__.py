@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from .base import (
+    RUNTIMES,
     Runtime,
+    RuntimeSpec,
     Unavailable,
     UnknownRuntimeError,
     canonical_runtime,
@@ -17,7 +19,7 @@ from .base import (
 )
 
 __all__ = [
-    "Runtime", "Unavailable", "UnknownRuntimeError", "canonical_runtime", "get_runtime",
+    "RUNTIMES", "Runtime", "RuntimeSpec", "Unavailable", "UnknownRuntimeError", "canonical_runtime", "get_runtime",
     "gpu_runtimes", "list_runtimes", "open_runtime", "register_runtime", "run_artifact", "runtime_names",
     "runtimes_for_format",
 ]

@@ -29,26 +29,18 @@ Adding a runtime is one new module in this package (found and imported when the 
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
 import time
 from importlib import metadata
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import HvitError
-
-
-def _runtime_modules() -> list[str]:
-    """Every module of this package but this one: each registers one runtime when imported."""
-    import pkgutil
-    from pathlib import Path
-
-    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                  if m.name not in ("base", "__init__") and not m.name.startswith("_"))
+from ..utils.registry import Registry
 
 
 class Unavailable(Exception):
@@ -86,12 +78,51 @@ def top_ops(totals: dict[str, float], counts: dict[str, int], runs: int, top: in
     return rows
 
 
+class RuntimeSpec(BaseModel):
+    """What one runtime session loads: the typed ``spec`` of :class:`Runtime` (``open_runtime(name, spec)``).
+
+    A plain dict is still accepted everywhere a spec is (it is validated into this model). Keys a runtime
+    defines for itself (Core ML's ``compute_units``) are kept as extra fields (``spec.model_extra``)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    schema_version: int = 1
+    threads: int = 0                          # 0: the runtime's own default
+    artifact: Optional[str] = None            # the exported file (artifact runtimes)
+    input_shape: Optional[list[int]] = None   # the shape to time (default: the artifact's own)
+    # the torch runtimes build the module themselves
+    model: Optional[str] = None
+    rewrite: bool = False
+    checkpoint: Optional[str] = None
+    input_size: Optional[int] = None
+    batch_size: int = 1
+    # what hvit-bench adds (recorded, not read by the runtimes)
+    backend: Optional[str] = None
+    form: Optional[str] = Field(None, alias="variant")   # rewritten | original | int8 (JSON key: variant)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):  # an explicit null means the default (old callers pass threads=None)
+            data = {k: v for k, v in data.items() if v is not None or k not in ("threads", "batch_size", "rewrite")}
+            if data.get("artifact") is not None:
+                data["artifact"] = str(data["artifact"])
+        return data
+
+    def get(self, key: str, default=None):
+        """The value of a field or an extra key (runtime-specific settings such as ``compute_units``)."""
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        return (self.model_extra or {}).get(key, default)
+
+
 class Runtime:
     """One model loaded on one runtime.
 
-    ``spec`` keys: ``threads`` (0 or absent: the runtime's default), ``artifact`` (path of the exported file;
-    artifact runtimes), ``input_shape`` (the shape to time; default the artifact's own), and for the torch
-    runtimes ``model``, ``rewrite``, ``checkpoint``, ``input_size``, ``batch_size``.
+    ``spec``: a :class:`RuntimeSpec` (or a dict of its fields): ``threads`` (0: the runtime's default),
+    ``artifact`` (path of the exported file; artifact runtimes), ``input_shape`` (the shape to time; default the
+    artifact's own), and for the torch runtimes ``model``, ``rewrite``, ``checkpoint``, ``input_size``,
+    ``batch_size``.
 
     ``__init__`` loads the model (``load_s`` records how long); :meth:`prepare` places one input where the
     runtime reads it and sets :attr:`call`, the only thing inside the timed region.
@@ -110,15 +141,18 @@ class Runtime:
     needs_probe: ClassVar[bool] = False
     # where it is listed (CLI help, docs, --list-backends): CPU runtimes first
     order: ClassVar[int] = 50
+    # what a session computes in (fp32, bf16, fp16), apart from what the artifact holds; a runtime that learns
+    # it from the runtime itself (OpenVINO's INFERENCE_PRECISION_HINT) sets the instance attribute after loading
+    compute_precision: Optional[str] = "fp32"
 
     # --- per session ---
     device: str = "cpu"
     timing: str = ""
 
-    def __init__(self, spec: dict):
-        self.spec = dict(spec)
-        self.threads = int(spec.get("threads") or 0)
-        self.input_shape = list(spec["input_shape"]) if spec.get("input_shape") else None
+    def __init__(self, spec: RuntimeSpec | dict):
+        self.spec = spec if isinstance(spec, RuntimeSpec) else RuntimeSpec.model_validate(spec)
+        self.threads = self.spec.threads
+        self.input_shape = list(self.spec.input_shape) if self.spec.input_shape else None
         self.readback: dict = {}
         self.notes: list[str] = []
         self.load_s = 0.0
@@ -190,46 +224,26 @@ class Runtime:
 
 # ---------------------------------------------------------------------------------------------------- registry
 
-_RUNTIMES: dict[str, type[Runtime]] = {}
-_ALIASES: dict[str, str] = {}
-_loaded = False
+RUNTIMES: Registry[type[Runtime]] = Registry("backend", discover=__package__, error=UnknownRuntimeError)
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
-    """Class decorator: add a runtime to the registry under ``cls.name`` and its aliases."""
+    """Class decorator: add a runtime to the registry under ``cls.name`` and its aliases (a new runtime is one
+    module in this package holding one such class; the registry finds it by name)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _RUNTIMES or cls.name in _ALIASES:
-        raise ValueError(f"runtime {cls.name!r} registered twice")
-    _RUNTIMES[cls.name] = cls
-    for a in cls.aliases:
-        if a in _RUNTIMES or _ALIASES.get(a, cls.name) != cls.name:
-            raise ValueError(f"runtime alias {a!r} of {cls.name!r} is already taken")
-        _ALIASES[a] = cls.name
+    RUNTIMES.add(cls.name, cls, aliases=cls.aliases)
     return cls
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _runtime_modules():
-        importlib.import_module(f"{__package__}.{mod}")
-    ordered = sorted(_RUNTIMES.values(), key=lambda r: (r.order, r.name))
-    _RUNTIMES.clear()
-    _RUNTIMES.update((r.name, r) for r in ordered)
+def list_runtimes() -> list[type[Runtime]]:
+    """Every registered runtime class, CPU runtimes first (each class's ``order``)."""
+    return sorted(RUNTIMES.values(), key=lambda r: (r.order, r.name))
 
 
 def runtime_names() -> tuple[str, ...]:
     """Every registered runtime, CPU runtimes first (each class's ``order``)."""
-    _ensure_loaded()
-    return tuple(_RUNTIMES)
-
-
-def list_runtimes() -> list[type[Runtime]]:
-    _ensure_loaded()
-    return list(_RUNTIMES.values())
+    return tuple(r.name for r in list_runtimes())
 
 
 def gpu_runtimes() -> tuple[str, ...]:
@@ -243,23 +257,14 @@ def runtimes_for_format(fmt: str | None) -> tuple[str, ...]:
 def canonical_runtime(name: str) -> str:
     """The registered name for ``name`` or an alias (``ort``, ``ov``, ``cuda``, ...); unknown names get a
     one-line error with close names."""
-    _ensure_loaded()
-    key = name.strip().lower().replace("_", "-")
-    if key in _RUNTIMES:
-        return key
-    if key in _ALIASES:
-        return _ALIASES[key]
-    names = list(_RUNTIMES)
-    close = difflib.get_close_matches(key, names, n=2, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(names)}"
-    raise UnknownRuntimeError(f"unknown backend {name!r}{hint}")
+    return RUNTIMES.canonical(name)
 
 
 def get_runtime(name: str) -> type[Runtime]:
-    return _RUNTIMES[canonical_runtime(name)]
+    return RUNTIMES.get(name)
 
 
-def open_runtime(name: str, spec: dict) -> Runtime:
+def open_runtime(name: str, spec: RuntimeSpec | dict) -> Runtime:
     """Load ``spec`` on runtime ``name`` (raises :class:`Unavailable` when it cannot run here)."""
     return get_runtime(name)(spec)
 

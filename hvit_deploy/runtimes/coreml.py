@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Runtime, Unavailable, on_macos, random_input, register_runtime, timed_load
+from .base import Runtime, Unavailable, on_macos, random_input, register_runtime, timed_load, RuntimeSpec
 
 
 @register_runtime
@@ -17,6 +17,7 @@ class CoremlRuntime(Runtime):
     description = "Core ML through coremltools (macOS)"
     device_kind = "auto"
     needs_probe = True
+    compute_precision = None  # Core ML picks the unit, and with it the arithmetic; nothing reads it back
 
     @classmethod
     def quick_check(cls) -> tuple[bool, str | None]:
@@ -36,14 +37,14 @@ class CoremlRuntime(Runtime):
             raise Unavailable(cls._not_macos())
         super().check()
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         self.check()
         super().__init__(spec)
         import coremltools as ct
 
-        units = spec.get("compute_units", "ALL")  # validation asks for CPU_ONLY
+        units = self.spec.get("compute_units", "ALL")  # validation asks for CPU_ONLY
         self.mlmodel, self.load_s = timed_load(
-            lambda: ct.models.MLModel(str(spec["artifact"]), compute_units=getattr(ct.ComputeUnit, units)))
+            lambda: ct.models.MLModel(str(self.spec.artifact), compute_units=getattr(ct.ComputeUnit, units)))
         desc = self.mlmodel.get_spec().description
         self.input_name = desc.input[0].name
         self.output_name = desc.output[0].name

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops
+from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
 
 
 def session_options(threads: int, profiling_prefix: str | None = None):
@@ -69,10 +69,10 @@ class OrtRuntime(Runtime):
     def _session(self, profiling_prefix: str | None = None):
         import onnxruntime as ort
 
-        return ort.InferenceSession(str(self.spec["artifact"]), session_options(self.threads, profiling_prefix),
+        return ort.InferenceSession(str(self.spec.artifact), session_options(self.threads, profiling_prefix),
                                     providers=self._providers())
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         super().__init__(spec)
         import onnxruntime as ort
 

@@ -2,7 +2,7 @@
 input and outputs bound on the GPU, each timed call ended by ``synchronize_outputs``."""
 from __future__ import annotations
 
-from .base import Unavailable, register_runtime
+from .base import Unavailable, register_runtime, RuntimeSpec
 from .onnxruntime_cpu import OrtRuntime
 
 
@@ -26,7 +26,7 @@ class OrtCudaRuntime(OrtRuntime):
         if cls.provider not in have:
             raise Unavailable("onnxruntime-gpu is not installed here (providers: " + ", ".join(have) + ")")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         self.check()
         super().__init__(spec)
         self.device = "cuda:0"

@@ -12,10 +12,14 @@ import collections
 
 import numpy as np
 
-from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops
+from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
 
 READBACK_KEYS = ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                  "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE", "EXECUTION_DEVICES")
+
+
+# OpenVINO's element types as the project's compute-precision words
+PRECISION_WORDS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 def plain(v):
@@ -53,7 +57,7 @@ class OvRuntime(Runtime):
             raise Unavailable(f"OpenVINO has no {self.ov_device} device here (devices: "
                               + ", ".join(core.available_devices) + ")")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         super().__init__(spec)
         import openvino as ov
 
@@ -68,6 +72,9 @@ class OvRuntime(Runtime):
                 self.readback[key] = plain(self.compiled.get_property(key))
             except Exception:  # noqa: BLE001 - property not supported by this plugin
                 pass
+        hint = self.readback.get("INFERENCE_PRECISION_HINT")  # the hint actually in force, as read back
+        if hint is not None:
+            self.compute_precision = PRECISION_WORDS.get(str(hint).lower(), str(hint).lower())
         try:
             self.readback["device_name"] = self.core.get_property(self.ov_device, "FULL_DEVICE_NAME")
         except Exception:  # noqa: BLE001
@@ -76,7 +83,7 @@ class OvRuntime(Runtime):
                        "once before timing, as benchmark_app does")
 
     def _compile(self):
-        self.model = self.core.read_model(str(self.spec["artifact"]))
+        self.model = self.core.read_model(str(self.spec.artifact))
         if self.input_shape and self.model.input(0).get_partial_shape().is_dynamic:
             # time the static shape asked for, as exported
             self.model.reshape({self.model.input(0): self.ov.PartialShape(self.input_shape)})

@@ -2,7 +2,7 @@
 memory where the plugin offers remote tensors."""
 from __future__ import annotations
 
-from .base import Unavailable, register_runtime
+from .base import Unavailable, register_runtime, RuntimeSpec
 from .openvino_cpu import OvRuntime
 
 
@@ -31,7 +31,7 @@ class OvGpuRuntime(OvRuntime):
             cfg["PERF_COUNT"] = "YES"
         return cfg
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         super().__init__(spec)
         self.device = "GPU"
 

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Runtime, os_threads, random_input, register_runtime, timed_load, top_ops
+from .base import Runtime, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
 
 # what the rewritten torch entry applies: the ONNX recipe (the form every other runtime is exported from)
 REWRITE_FORMAT = "onnx"
 
 
-def build_model(spec: dict):
+def build_model(spec: RuntimeSpec | dict):
     import torch
 
     from ..factory import create_model
     from ..rewriting import rewrite as apply_rewrite
 
+    spec = spec if isinstance(spec, RuntimeSpec) else RuntimeSpec.model_validate(spec)
     torch.manual_seed(0)  # reproducible random weights when no checkpoint is given
-    m = create_model(spec["model"], spec.get("checkpoint"), input_size=spec.get("input_size"))
-    if spec.get("rewrite"):
-        m = apply_rewrite(m, REWRITE_FORMAT, batch_size=spec.get("batch_size", 1))
+    m = create_model(spec.model, spec.checkpoint, input_size=spec.input_size)
+    if spec.rewrite:
+        m = apply_rewrite(m, REWRITE_FORMAT, batch_size=spec.batch_size)
     return m
 
 
@@ -51,7 +52,7 @@ class TorchRuntime(Runtime):
     thread_keys = ("intra_op_threads",)
     torch_device = "cpu"
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         super().__init__(spec)
         import torch
 
@@ -63,9 +64,9 @@ class TorchRuntime(Runtime):
         except RuntimeError:  # already set once in this process
             pass
         before = os_threads()
-        self.model, self.load_s = timed_load(lambda: build_model(spec))
+        self.model, self.load_s = timed_load(lambda: build_model(self.spec))
         self.rewrites = list(getattr(self.model, "hvit_rewrites", []))
-        self.input_shape = [spec.get("batch_size", 1), *self.model.hvit_input_size]
+        self.input_shape = [self.spec.batch_size, *self.model.hvit_input_size]
         self.model.to(self.torch_device)
         self._mode = torch.inference_mode()
         self._mode.__enter__()

@@ -1,7 +1,7 @@
 """``torch-cuda``: the PyTorch module in eager mode on a CUDA GPU, each timed call ended by a synchronisation."""
 from __future__ import annotations
 
-from .base import Unavailable, register_runtime
+from .base import Unavailable, register_runtime, RuntimeSpec
 from .torch_cpu import TorchRuntime
 
 
@@ -22,7 +22,7 @@ class TorchCudaRuntime(TorchRuntime):
         if not torch.cuda.is_available():
             raise Unavailable("no CUDA device here (torch.cuda.is_available() is False)")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: RuntimeSpec | dict):
         self.check()
         super().__init__(spec)
         torch = self.torch
