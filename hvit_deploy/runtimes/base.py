@@ -96,6 +96,7 @@ class RuntimeSpec(BaseModel):
     checkpoint: Optional[str] = None
     input_size: Optional[int] = None
     batch_size: int = 1
+    compile_mode: Optional[str] = None        # torch.compile's mode (the torch-compile runtimes)
     # what hvit-bench adds (recorded, not read by the runtimes)
     backend: Optional[str] = None
     form: Optional[str] = Field(None, alias="variant")   # rewritten | original | int8 (JSON key: variant)

@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..metrics import compare
-from .base import Unavailable, register_runtime
+from .base import RuntimeSpec, Unavailable, register_runtime
 from .torch_cpu import TorchRuntime
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -32,9 +32,10 @@ REL_OF_SCALE = 1e-3
 MIN_COSINE = 0.9999
 
 
-def compile_mode(spec: dict, default: str) -> str:
+def compile_mode(spec, default: str) -> str:
     """The inductor mode asked for (spec ``compile_mode``, else ``HVIT_COMPILE_MODE``, else ``default``)."""
-    mode = spec.get("compile_mode") or os.environ.get("HVIT_COMPILE_MODE") or default
+    spec = RuntimeSpec.model_validate(spec) if isinstance(spec, dict) else spec
+    mode = spec.compile_mode or os.environ.get("HVIT_COMPILE_MODE") or default
     if mode not in MODES:
         raise ValueError(f"unknown torch.compile mode {mode!r}; choose from {', '.join(MODES)}")
     return mode
@@ -113,7 +114,7 @@ class TorchCompileRuntime(CompiledMixin, TorchRuntime):
         if _cxx_compiler() is None:
             raise Unavailable("torch.compile on the CPU needs a C++ compiler (g++ or clang++; none found)")
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec):
         self.check()
         self.compile_mode = compile_mode(spec, self.default_mode)
         super().__init__(spec)
