@@ -123,3 +123,20 @@ def test_limit_and_no_eager(cli, setup):
                        "--input-size", SIZE)
     assert rc == 0 and onnx_path.name in table and "pytorch (eager)" not in table
     assert table.splitlines()[-1].split()[1] == "4"
+
+
+def test_trust_checkpoint(cli, setup, tmp_path):
+    """A training file with an object outside the safe list is refused (one line, exit 2) unless
+    --trust-checkpoint is given; then it loads and the eager model runs."""
+    from fractions import Fraction
+
+    root, data, _ = setup
+    ckpt = tmp_path / "custom.pth"
+    torch.save({"model": torch.load(root / "w2.pth"), "lr": Fraction(1, 3)}, ckpt)
+    args = [NAME, "--data", data, "--checkpoint", ckpt, "--input-size", SIZE, "--limit", "2", "--json"]
+    rc, _, err = cli(eval_main, *args)
+    assert rc == 2 and "--trust-checkpoint" in _one_line(err) and "Fraction" in err
+    rc, out, err = cli(eval_main, *args, "--trust-checkpoint")
+    assert rc == 0, err
+    (r,) = json.loads(out)["results"]
+    assert r["name"] == "pytorch (eager)" and r["images"] == 2
