@@ -83,7 +83,12 @@ def test_compare_nan_is_flagged_and_judged_on_the_finite_part():
     ref = np.array([[1.0, 2.0, 3.0]])
     out = np.array([[1.0, np.nan, np.inf]])
     fig = compare([(ref, out)])
-    assert not fig.finite and fig.max_abs == 3.0  # NaN and Inf taken as 0
+    assert fig.finite is False and fig.max_abs == 3.0  # NaN and Inf taken as 0
+    assert fig.as_dict()["finite"] is False
+    ref5 = np.array([[5.0, 1.0, 1.0]])
+    for bad in (np.nan, np.inf, -np.inf):  # each non-finite value is judged as exactly 0
+        assert compare([(ref5, np.array([[bad, 1.0, 1.0]]))]).max_abs == 5.0
+        assert compare([(-ref5, np.array([[bad, -1.0, -1.0]]))]).max_abs == 5.0
     assert failures(fig, Tol(atol=10, rtol=0, min_cosine=-1, min_top1=0, min_top5=0)) == ["outputs hold NaN or Inf"]
 
 
@@ -118,6 +123,8 @@ def test_failures_each_bound_and_its_message():
     # at the bounds exactly: passes (> and <, not >= and <=)
     edge = Figures(max_abs=0.0101, max_rel=0.00101, min_cosine=0.999, top1=1.0, top5=0.8, inputs=1)
     assert failures(edge, Tol(), max_ref=10.0) == []
+    # no relative error recorded (max_rel 0): the bound is atol alone
+    assert failures(Figures(0.0005, 0.0, 1.0, 1.0, 1.0, 1), Tol()) == ["max|diff| 0.0005 > 0.0001"]
     # zero error: no division by zero, nothing fails
     assert failures(Figures(0.0, 0.0, 1.0, 1.0, 1.0, 1), Tol()) == []
 
