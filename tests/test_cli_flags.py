@@ -138,8 +138,9 @@ def test_list_profiles(cli):
     assert rc == 0
     from hvit_deploy.resources import profiles_dir
 
-    for f in Path(profiles_dir()).glob("*.yaml"):
-        assert f.stem in out
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert names and sorted(names) == sorted(f.stem for f in Path(profiles_dir()).glob("*.yaml"))
+    assert "ci" in names
 
 
 @pytest.mark.slow

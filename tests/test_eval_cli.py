@@ -94,7 +94,7 @@ def test_artifact_against_eager_with_num_classes(cli, setup):
                        "--num-classes", "2", "--input-size", SIZE, "--json")
     assert rc == 0, err
     doc = json.loads(out)
-    assert doc["classes"] == 2 and doc["preprocessing"]["input_size"][-1] == SIZE
+    assert doc["classes"] == 2 and doc["preprocessing"]["size"] == [SIZE, SIZE]
     res = {r["name"]: r for r in doc["results"]}
     eager, art = res["pytorch (eager)"], res[onnx_path.name]
     assert eager["images"] == art["images"] == 6
