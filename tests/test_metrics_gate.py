@@ -224,3 +224,32 @@ def test_gate_failures_each_bar_and_message():
     assert gate_failures({**strict, "finite": False, "top1_agreement": 1.0}, gate) == ["non-finite logits"]
     assert gate_failures({k: v for k, v in strict.items() if k != "finite"} | {"top1_agreement": 1.0},
                          gate) == ["non-finite logits"]
+
+
+# --- pinned by the mutants that survived the first mutmut run (docs/testing.md) --------------------------------
+
+def test_cosine_rows_float64_small_and_huge_rows():
+    big = np.full((1, 2), 1e30, dtype=np.float32)  # float32 products would overflow to inf
+    np.testing.assert_allclose(cosine_rows(big, big), [1.0], rtol=1e-12)
+    np.testing.assert_allclose(cosine_rows(big, -big), [-1.0], rtol=1e-12)
+    # norms below 1 (denominator 0.125): still a real cosine, not a clamp
+    assert cosine_rows(np.array([[0.5, 0.0]]), np.array([[0.25, 0.0]])).tolist() == [1.0]
+    assert cosine_rows(np.array([[0.5, 0.0]]), np.array([[0.0, 0.25]])).tolist() == [0.0]
+
+
+def test_topk_last_axis_of_a_3d_array_and_stable_ties():
+    a = np.array([[[0.0, 3.0, 1.0], [2.0, 0.0, 1.0]]])  # (1, 2, 3): the last axis has 3 entries
+    assert topk(a, 5).tolist() == [[[1, 2, 0], [0, 2, 1]]]
+    assert topk(a, 2).tolist() == [[[1, 2], [0, 2]]]
+    ties = np.zeros((1, 100))
+    ties[0, [70, 30]] = 1.0
+    assert topk(ties, 5).tolist() == [[30, 70, 0, 1, 2]]  # ties keep index order
+
+
+def test_compare_scales_below_one_and_two_classes_and_per_row_best():
+    ref, out = np.array([[0.5, 0.1]]), np.array([[0.25, 0.1]])
+    fig = compare([(ref, out)])
+    assert fig.max_abs == 0.25 and fig.max_rel == pytest.approx(0.5)  # relative to max|ref| 0.5, not 1
+    assert compare([(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))]).top1 == 0.0  # two classes still judged
+    rows = np.array([[2.0, 1.0, 0.0], [10.0, 0.0, 0.0]])  # each row against its own best
+    assert compare([(rows, rows)]).top1 == 1.0
