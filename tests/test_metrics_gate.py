@@ -253,3 +253,13 @@ def test_compare_scales_below_one_and_two_classes_and_per_row_best():
     assert compare([(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))]).top1 == 0.0  # two classes still judged
     rows = np.array([[2.0, 1.0, 0.0], [10.0, 0.0, 0.0]])  # each row against its own best
     assert compare([(rows, rows)]).top1 == 1.0
+
+
+def test_gate_non_finite_values_count_as_zero_and_default_margin_is_strict():
+    ref = np.array([[1.0, 0.0, 0.0]])
+    for bad in (np.nan, np.inf, -np.inf):
+        fig = gate_figures(ref, np.array([[bad, 1.0, 0.0]]))
+        assert fig["finite"] is False and fig["mean_cosine"] == 0.0 and fig["min_cosine"] == 0.0
+        assert fig["top1_agreement"] == 0.0
+    near = gate_figures(np.array([[1.0, 0.99]]), np.array([[0.99, 1.0]]))  # tie_margin defaults to 0: strict
+    assert near["tie_margin"] == 0.0 and near["top1_agreement_within_tie"] == 0.0 and near["near_tie_images"] == 0
