@@ -263,3 +263,9 @@ def test_gate_non_finite_values_count_as_zero_and_default_margin_is_strict():
         assert fig["top1_agreement"] == 0.0
     near = gate_figures(np.array([[1.0, 0.99]]), np.array([[0.99, 1.0]]))  # tie_margin defaults to 0: strict
     assert near["tie_margin"] == 0.0 and near["top1_agreement_within_tie"] == 0.0 and near["near_tie_images"] == 0
+
+
+def test_gate_near_tie_is_strictly_below_the_margin_with_two_or_three_classes():
+    assert gate_figures(np.array([[1.0, 0.5, 0.0]]), np.array([[1.0, 0.5, 0.0]]), tie_margin=0.5)["near_tie_images"] == 0
+    assert gate_figures(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), tie_margin=0.5)["near_tie_images"] == 0
+    assert gate_figures(np.array([[1.0, 0.75]]), np.array([[1.0, 0.75]]), tie_margin=0.5)["near_tie_images"] == 1
