@@ -117,8 +117,11 @@ class FailedEntry(_Record):
     rewritten: bool | None = None
 
 
-def failed_entry(model: str, fmt: str, error: str, *, rewritten: bool | None = None) -> dict[str, Any]:
-    """The JSON form of a :class:`FailedEntry` (``format`` may name several formats, comma-joined)."""
+def failed_entry(model: str, formats: str | list[str], error: str, *, rewritten: bool | None = None) -> dict[str, Any]:
+    """The manifest record of an export that produced nothing, built here only: a model whose checkpoint is
+    missing or that did not build (``formats``: every format asked, comma-joined), or one export that failed
+    (``rewritten`` set). The JSON form of a :class:`FailedEntry`."""
+    fmt = formats if isinstance(formats, str) else ",".join(formats)
     kw = {"rewritten": rewritten} if rewritten is not None else {}
     return FailedEntry(model=model, format=fmt, status="failed", error=error, **kw).to_json()
 

@@ -18,22 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import HvitError
 from ..registry import canonical_name, get_spec, list_families, list_models
+from .manifest import failed_entry  # noqa: F401  (the one builder of a failed record; callers import it from here too)
 
 Form = Literal["rewritten", "original"]
 QUANTIZED = ("int8", "w4")  # the precisions the precision stage (hvit_deploy.quantize) makes
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".safetensors")
-
-
-def failed_entry(model: str, formats: str | list[str], error: str, *, rewritten: bool | None = None) -> dict:
-    """The manifest record of an export that produced nothing (the one place it is built): a model whose
-    checkpoint is missing or that did not build (``formats``: every format asked, joined by commas), or one
-    export that failed (``rewritten`` set)."""
-    entry = {"model": model, "format": formats if isinstance(formats, str) else ",".join(formats),
-             "status": "failed"}
-    if rewritten is not None:
-        entry["rewritten"] = bool(rewritten)
-    entry["error"] = error
-    return entry
 
 
 def internal_error(e: BaseException) -> str:
