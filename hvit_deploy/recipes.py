@@ -208,6 +208,17 @@ def load_recipe_file(path: str | os.PathLike) -> Recipe:
     return parse_recipe(load_yaml(p), _display(p))
 
 
+def has_recipe(family: str) -> bool:
+    """Whether the family ships an export recipe (our five do; a family a --plugin registers may not)."""
+    return (recipes_dir() / f"{family}.yaml").exists()
+
+
+def recipe_or_default(family: str) -> Recipe:
+    """The family's recipe, or for a family without one (a --plugin model) the default recipe: no rewrites,
+    the default tolerances and quantization settings, so the model exports as written."""
+    return load_recipe(family) if has_recipe(family) else Recipe(family=family)
+
+
 @functools.lru_cache(maxsize=None)
 def load_recipe(family: str) -> Recipe:
     path = recipes_dir() / f"{family}.yaml"

@@ -166,9 +166,8 @@ def test_h200_results_on_record_load_and_hold_the_figures_in_the_docs():
     from hvit_deploy.bench.results import load_results
 
     a, b = (load_results(RESULTS / f"gpu-h200-{s}.json") for s in "ab")
-    med = {(e["model"], e["backend"]): e.get("median_ms") for d in (a, b) for e in d["results"]
-           if e["status"] == "ok"}
-    assert a["environment"]["gpu"][0]["name"] == "NVIDIA H200" and a["environment"]["versions"]["torch"] == "2.11.0"
+    med = {(e.model, e.backend): e.median_ms for d in (a, b) for e in d.results if e.status == "ok"}
+    assert a.environment["gpu"][0]["name"] == "NVIDIA H200" and a.environment["versions"]["torch"] == "2.11.0"
     families = {m for m, _ in med}
     assert {"efficientmod_s", "smt_t", "twins_pcpvt_s", "crossvit_9_dagger", "acmix_swin_t",
             "acmix_resnet26"} <= families
@@ -198,8 +197,8 @@ def test_device_script_dry_runs_to_all_skipped(tmp_path):
     assert exit_code(doc) == 0 and not (tmp_path / "compile.json").exists()  # one hvit-bench run in a dry run
     forms = {"torch-cuda", "torch-cuda-fp16", "torch-cuda-graphs", "torch-cuda-graphs-fp16",
              "torch-cuda-graphs-bf16", "torch-compile-cuda"}
-    assert {(e["model"], e["backend"]) for e in doc["results"]} == {(m, f) for m in ("efficientmod_s", "smt_t")
+    assert {(e.model, e.backend) for e in doc.results} == {(m, f) for m in ("efficientmod_s", "smt_t")
                                                                     for f in forms}
-    assert all(e["status"] == "skipped" and "CUDA" in e["reason"] for e in doc["results"])
+    assert all(e.status == "skipped" and "CUDA" in e.reason for e in doc.results)
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("skipped") == 12 and "| torch-compile-cuda |" in summary

@@ -16,7 +16,7 @@ import torch
 from ..errors import ExportError, HvitError, RewriteError, ValidationError
 from ..factory import check_num_classes, create_model, resolve_input_size
 from ..labels import check_labels, labels_sha256, read_labels
-from ..recipes import Recipe, load_recipe, load_recipe_file
+from ..recipes import Recipe, load_recipe_file, recipe_or_default
 from ..preprocess import preprocessing_for
 from ..registry import get_spec
 from ..rewrites import get_rewrite
@@ -38,9 +38,10 @@ SUFFIX = {f: get_format(f).suffix for f in FORMATS}  # kept for callers; the tab
 
 
 def _recipe(spec, recipe: Recipe | str | os.PathLike | None) -> Recipe:
-    """The family's recipe, a given one, or one read from a YAML file."""
+    """The family's recipe (the default one for a --plugin family without a YAML), a given one, or one read from
+    a YAML file."""
     if recipe is None:
-        return load_recipe(spec.family)
+        return recipe_or_default(spec.family)
     if isinstance(recipe, Recipe):
         return recipe
     return load_recipe_file(recipe)
