@@ -99,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _formats(values: list[str]) -> list[str]:
-    from ..export.formats import parse_formats
+    from ..export.formats import parse_formats, skipped_by_all
 
-    return parse_formats(values)
+    formats = parse_formats(values)
+    if any(v.strip().lower() == "all" for value in values for v in value.split(",")):
+        for name, why in skipped_by_all().items():
+            print(f"{PROG}: note: --to all skips {name}: {why}", file=sys.stderr)
+    return formats
 
 
 def _find_checkpoint(directory: Path, name: str) -> Path | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 # the modules that register formats, in the order `--to all` exports them
-EXPORTER_MODULES = ("onnx_exporter", "openvino_exporter", "coreml_exporter")
+EXPORTER_MODULES = ("onnx_exporter", "openvino_exporter", "coreml_exporter", "..formats.executorch", "..formats.litert")
 
 
 @dataclass
@@ -48,6 +48,10 @@ class Format:
     sidecars: tuple[str, ...] = ()                # files written beside the main one (OpenVINO's ".bin")
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # the format whose recipe rewrites this one takes (until recipes say ``executorch: {like: onnx}``)
+    rewrites_like: str | None = None
+    # None when the packages it needs are installed, else the one-line reason (how to install them)
+    missing: Callable[[], str | None] = lambda: None
 
     def files(self, path: Path) -> list[Path]:
         return [path] + [path.with_suffix(s) for s in self.sidecars]
@@ -72,7 +76,7 @@ def _ensure_loaded() -> None:
     if not _loaded:
         _loaded = True
         for mod in EXPORTER_MODULES:
-            importlib.import_module(f"{__package__}.{mod}")
+            importlib.import_module(mod if mod.startswith(".") else f".{mod}", __package__)
 
 
 def format_names() -> tuple[str, ...]:
@@ -92,12 +96,28 @@ def get_format(name: str) -> Format:
 
 
 def parse_formats(values: list[str]) -> list[str]:
-    """``--to`` values (names, aliases, ``all``, comma lists) as format names, each once, in order."""
+    """``--to`` values (names, aliases, ``all``, comma lists) as format names, each once, in order. ``all`` leaves
+    out the formats whose packages are not installed (:func:`skipped_by_all` says which); a format named
+    explicitly whose packages are missing is refused with the one-line install hint."""
+    from ..errors import BackendUnavailableError
+
     out: list[str] = []
     for v in values:
         for f in v.split(","):
             f = f.strip().lower()
             if not f:
                 continue
-            out.extend(format_names() if f == "all" else [get_format(f).name])
+            if f == "all":
+                out.extend(n for n in format_names() if _FORMATS[n].missing() is None)
+                continue
+            fmt = get_format(f)
+            if fmt.missing() is not None:
+                raise BackendUnavailableError(fmt.missing())
+            out.append(fmt.name)
     return list(dict.fromkeys(out))
+
+
+def skipped_by_all() -> dict[str, str]:
+    """The formats ``--to all`` leaves out here, with the reason (their packages are not installed)."""
+    _ensure_loaded()
+    return {n: why for n, f in _FORMATS.items() if (why := f.missing()) is not None}

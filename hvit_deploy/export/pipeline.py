@@ -197,6 +197,7 @@ class ExportSession:
         if not rewrite:
             return self.reference_model, [], {}
         try:
+            fmt = get_format(fmt).rewrites_like or fmt  # executorch, litert: the onnx rewrites
             m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
                               names=self.recipe.rewrites_for(fmt, self.name), dynamic_batch=self.dynamic_batch)
         except RewriteError:
@@ -223,7 +224,7 @@ class ExportSession:
             raise HvitError(f"{fmt} export takes {', '.join(form.precisions)}, not {precision}"
                             + (f"; use --precision {precision} with {' or '.join(others)}" if others else ""))
         if self.dynamic_batch and rewrite:  # refused up front, with the rewrite's name, before any work
-            for name in self.recipe.rewrites_for(fmt, self.name):
+            for name in self.recipe.rewrites_for(form.rewrites_like or fmt, self.name):
                 if get_rewrite(name).batch == "static":
                     raise RewriteError(f"{self.name} -> {fmt}: rewrite {name!r} bakes the batch size into the graph, "
                                        f"so the rewritten model cannot take a dynamic batch; export a static --batch "
@@ -332,7 +333,7 @@ class ExportSession:
             for side in files[1:]:  # OpenVINO's weights: bin_sha256
                 entry[f"{side.suffix.lstrip('.')}_sha256"] = sha256_of(side)
         for key in ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
-                    "minimum_deployment_target", "program", "op_types", "export_s"):
+                    "minimum_deployment_target", "program", "op_types", "export_s", "delegation"):
             if key in info:
                 entry[key] = info[key]
         if r.format == "coreml" and self.labels is not None and r.ok:
