@@ -22,10 +22,17 @@ _OP_RE = re.compile(r"\b(aten[.:]+[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|torch\.ops\.
 
 def missing(fmt: str) -> str | None:
     """None when ``fmt``'s packages are importable, else the one-line reason (no import is done)."""
-    absent = [m for m in EXTRA_MODULES[fmt] if importlib.util.find_spec(m) is None]
+    absent = [m for m in EXTRA_MODULES[fmt] if not _findable(m)]
     if not absent:
         return None
     return f"the {fmt} format needs the mobile extra ({', '.join(absent)} not installed): {INSTALL_HINT}"
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require(fmt: str) -> None:
