@@ -160,3 +160,11 @@ print(json.dumps({{"rc": rc, "err": err.getvalue(), "all": fmts, "notes": notes.
     notes = [ln for ln in got["notes"].splitlines() if "--to all skips" in ln]
     assert len(notes) == 2 and all("hvit-deploy[mobile]" in n for n in notes)
     assert {"executorch", "litert"} <= set(got["runtimes"]) and "not installed" in got["et"]
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_int8_is_refused_in_one_line_until_it_exists(fmt):
+    from hvit_deploy.quantize.export import QuantizationError, check_request
+
+    with pytest.raises(QuantizationError, match=f"int8 is not available for {fmt}"):
+        check_request(fmt, "int8", "calibration_dir")

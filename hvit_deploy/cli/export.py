@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("models", nargs="*", metavar="NAME", help="canonical names or aliases (see --list)")
     p.add_argument("--to", nargs="+", default=["onnx"], metavar="FORMAT",
-                   help="onnx, openvino, coreml or all (several allowed; default onnx)")
+                   help="onnx, openvino, coreml, executorch, litert or all (several allowed; default onnx; "
+                        "executorch and litert need the mobile extra)")
     p.add_argument("--out", default="exports", metavar="DIR", help="output directory (default ./exports)")
     p.add_argument("--family", action="append", default=[], help="export every variant of this family")
     p.add_argument("--checkpoint", metavar="PATH", help="official weights for the one model named")

@@ -3,9 +3,9 @@ partitioner, then ``to_executorch``.
 
 What XNNPACK does not take stays on ExecuTorch's portable CPU kernels, which are many times slower (a ViT ran
 37x slower than on ONNX Runtime that way, pytorch/executorch#6961), so the share of the graph delegated is
-recorded (``delegation`` in the manifest) and heavy ops left undelegated (conv, linear, matmul, softmax, ...) are
-named in a note. A ``.pte`` has no metadata field: the table of :mod:`hvit_deploy.export.metadata` is written
-beside it as ``NAME.pte.json``. Validation runs the candidate on the ``executorch`` runtime
+recorded (``delegation`` in the manifest) and heavy ops left undelegated (conv, linear, matmul, softmax, layer
+norm, ...) are named in a note. A ``.pte`` has no metadata field: the table of :mod:`hvit_deploy.export.metadata`
+is written beside it as ``NAME.pte.json``. Validation runs the candidate on the ``executorch`` runtime
 (:mod:`hvit_deploy.runtimes.executorch`), set up as ``hvit-bench`` sets it up.
 
 The ``mobile`` extra (``executorch``) is imported only inside these functions.
@@ -76,7 +76,8 @@ def _note(facts: dict) -> None:
     line = (f"note: executorch: {facts['delegated_ops']} of {facts['delegated_ops'] + facts['undelegated_ops']} "
             f"ops delegated to XNNPACK ({share:.0%}) in {facts['subgraphs']} subgraph(s)")
     if facts["heavy_undelegated"]:
-        line += "; heavy ops left on the portable kernels (slow): " + ", ".join(facts["heavy_undelegated"])
+        line += ("; heavy ops left outside XNNPACK (on ExecuTorch's own CPU kernels): "
+                 + ", ".join(facts["heavy_undelegated"]))
     print(line, file=sys.stderr)
 
 
