@@ -107,5 +107,5 @@ register_format(Format(
     name="litert", suffix=".tflite", export=export_litert, precisions=("fp32",),
     default_precision=lambda recipe: "fp32", tools=("torch", "litert-torch", "ai-edge-litert"), runtime="litert",
     rewrites_like="onnx", missing=lambda: _mobile.missing("litert"),
-    aliases=("tflite", "tfl"),
+    aliases=("tfl",),
     description="LiteRT .tflite (litert_torch.convert; needs the mobile extra)"))

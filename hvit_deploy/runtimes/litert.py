@@ -19,7 +19,7 @@ class LiteRtRuntime(Runtime):
     order = 33
     format = "litert"
     package = "ai_edge_litert"
-    aliases = ("tflite", "litert-cpu", "litert-xnnpack")
+    aliases = ("litert-cpu", "litert-xnnpack")
     description = "LiteRT interpreter, XNNPACK delegate (CPU)"
     thread_keys = ("num_threads",)
 
