@@ -46,13 +46,15 @@ def delegation(edge) -> dict:
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(edge.exported_program().graph_module)
-    total = info.num_delegated_nodes + info.num_non_delegated_nodes
-    left = {op: b.non_delegated for op, b in sorted(info.delegation_by_operator.items()) if b.non_delegated}
-    heavy = sorted(op for op in left if _mobile.is_heavy(op))
+    # getitem nodes only pick an output out of a tuple (layer norm's, split's): not ops that run
+    ops = {op: b for op, b in sorted(info.delegation_by_operator.items()) if op != "getitem"}
+    done = sum(b.delegated for b in ops.values())
+    left = {op: b.non_delegated for op, b in ops.items() if b.non_delegated}
+    total = done + sum(left.values())
     return {"backend": "XnnpackBackend", "subgraphs": info.num_delegated_subgraphs,
-            "delegated_ops": info.num_delegated_nodes, "undelegated_ops": info.num_non_delegated_nodes,
-            "share": round(info.num_delegated_nodes / total, 4) if total else 0.0,
-            "undelegated": left, "heavy_undelegated": heavy}
+            "delegated_ops": done, "undelegated_ops": total - done,
+            "share": round(done / total, 4) if total else 0.0,
+            "undelegated": left, "heavy_undelegated": sorted(op for op in left if _mobile.is_heavy(op))}
 
 
 def _convert(job, tmp: Path) -> dict:
