@@ -168,3 +168,13 @@ def test_int8_is_refused_in_one_line_until_it_exists(fmt):
 
     with pytest.raises(QuantizationError, match=f"int8 is not available for {fmt}"):
         check_request(fmt, "int8", "calibration_dir")
+
+
+def test_heavy_ops_are_told_from_cheap_ones():
+    """The names get_delegation_info gives (aten_<op>_<overload>), as ACmix's undelegated softmax came out."""
+    for op in ("aten__softmax_default", "aten_native_layer_norm_default", "aten_convolution_default",
+               "aten_bmm_default", "aten_linear_default", "aten_addmm_default"):
+        assert _mobile.is_heavy(op), op
+    for op in ("aten_add_tensor", "aten_expand_copy_default", "aten_mean_dim", "aten_squeeze_copy_dims",
+               "aten_sum_dim_int_list", "getitem"):
+        assert not _mobile.is_heavy(op), op

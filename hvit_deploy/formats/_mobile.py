@@ -55,7 +55,7 @@ def reason(e: BaseException) -> str:
 
 def is_heavy(op: str) -> bool:
     base = op.split(".")[-1] if op.startswith("aten.") else op
-    base = base.replace("aten_", "").split(".")[0].lower()
+    base = base.replace("aten_", "", 1).split(".")[0].lower().lstrip("_")  # aten__softmax_default: softmax
     return any(base == h or base.startswith(h + "_") or base == h + "_default" for h in HEAVY_OPS)
 
 
