@@ -25,7 +25,7 @@ def test_list_rewrites(cli):
 
 @pytest.mark.parametrize("args,message", [
     (["twins_svt_smal", "--to", "onnx"], "unknown model 'twins_svt_smal'; did you mean twins_svt_small"),
-    (["twins_svt_s", "--to", "tflite"], "unknown format 'tflite'"),
+    (["twins_svt_s", "--to", "tensorrt"], "unknown format 'tensorrt'"),
     (["twins_svt_s", "--checkpoint", "/nonexistent/w.pth"], "checkpoint not found: /nonexistent/w.pth"),
     (["twins_svt_s", "crossvit_ti", "--checkpoint", __file__], "--checkpoint goes with exactly one model"),
     (["--family", "resnet"], "unknown family 'resnet'"),

@@ -72,12 +72,12 @@ def test_missing_artifact(cli, tmp_path):
 
 def test_unknown_artifact_type(cli, tmp_path):
     data = _image_folder(tmp_path / "data", 1)
-    weird = tmp_path / "model.tflite"
+    weird = tmp_path / "model.engine"
     weird.write_bytes(b"\0" * 16)
     rc, _, err = cli(eval_main, NAME, weird, "--data", data, "--no-eager")
     assert rc == 2
-    assert _one_line(err) == ("hvit-eval: error: model.tflite: unknown artifact type "
-                              "(expected .onnx, .xml or .mlpackage)")
+    assert _one_line(err) == ("hvit-eval: error: model.engine: unknown artifact type "
+                              "(expected .onnx, .xml, .mlpackage, .pte or .tflite)")
 
 
 def test_unknown_model(cli, tmp_path):

@@ -134,8 +134,8 @@ def test_metrics_detect_a_wrong_output():
 
 
 def test_unknown_format(crossvit_session, tmp_path):
-    with pytest.raises(HvitError, match="unknown format 'tflite'"):
-        crossvit_session.export("tflite", tmp_path)
+    with pytest.raises(HvitError, match="unknown format 'tensorrt'"):
+        crossvit_session.export("tensorrt", tmp_path)
 
 
 @pytest.mark.macos

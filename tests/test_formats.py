@@ -38,14 +38,15 @@ def test_a_path_names_its_format_and_files(path, fmt, files):
 
 
 def test_unknown_names_and_suffixes_are_one_line():
-    with pytest.raises(UnknownFormatError, match=r"^unknown format 'tflite'; choose from onnx, openvino, coreml or all$"):
-        get_format("tflite")
+    with pytest.raises(UnknownFormatError,
+                       match=r"^unknown format 'tensorrt'; choose from onnx, openvino, coreml, executorch, litert or all$"):
+        get_format("tensorrt")
     with pytest.raises(UnknownFormatError, match="did you mean onnx"):
         get_format("onx")
-    with pytest.raises(UnknownFormatError, match=r"^m.tflite: unknown artifact type \(expected .onnx, .xml or "
-                                                 r"\.mlpackage\)$"):
-        format_of_path("m.tflite")
-    assert format_of_path("m.tflite", strict=False) is None
+    with pytest.raises(UnknownFormatError, match=r"^m.engine: unknown artifact type \(expected .onnx, .xml, "
+                                                 r"\.mlpackage, \.pte or \.tflite\)$"):
+        format_of_path("m.engine")
+    assert format_of_path("m.engine", strict=False) is None
 
 
 def test_formats_sits_below_export_and_quantize():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hvit_deploy.errors import HvitError
+from hvit_deploy.export.formats import format_names
 from hvit_deploy.runtimes import (
     Runtime, canonical_runtime, get_runtime, gpu_runtimes, list_runtimes, run_artifact, runtime_names,
     runtimes_for_format)
@@ -24,7 +25,7 @@ def test_registry_lists_every_runtime_with_its_facts():
     assert set(runtimes_for_format(None)) >= {"torch", "torch-cuda"}
     for rt in list_runtimes():
         assert issubclass(rt, Runtime) and rt.package and rt.description
-        assert rt.format in (None, "onnx", "openvino", "coreml")
+        assert rt.format is None or rt.format in format_names()
         decided, reason = rt.quick_check()
         assert decided or rt.needs_probe  # only runtimes that need a probe process stay undecided
         if decided and reason is None:

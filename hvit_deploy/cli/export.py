@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("models", nargs="*", metavar="NAME", help="canonical names or aliases (see --list)")
     p.add_argument("--to", nargs="+", default=["onnx"], metavar="FORMAT",
-                   help="onnx, openvino, coreml or all (several allowed; default onnx)")
+                   help="onnx, openvino, coreml, executorch, litert or all (several allowed; default onnx; "
+                        "executorch and litert need the mobile extra)")
     p.add_argument("--out", default="exports", metavar="DIR", help="output directory (default ./exports)")
     p.add_argument("--family", action="append", default=[], help="export every variant of this family")
     p.add_argument("--checkpoint", metavar="PATH", help="official weights for the one model named")
@@ -200,11 +201,21 @@ def _prepare(args) -> list[str]:
     return items
 
 
+def _note_skipped_by_all(values: list[str]) -> None:
+    """``--to all``: one note per format left out because its extra is not installed."""
+    if any(v.strip().lower() == "all" for value in values for v in value.split(",")):
+        from ..formats import skipped_by_all
+
+        for name, why in skipped_by_all().items():
+            print(f"{PROG}: note: --to all skips {name}: {why}", file=sys.stderr)
+
+
 def request_from_args(args, plugins: list[str] | None = None):
     """The :class:`~hvit_deploy.export.request.ExportRequest` of ``hvit-export``'s arguments (checked)."""
     from ..export.request import ExportRequest
 
     forms = ["rewritten", "original"] if args.both else ["original" if args.no_rewrite else "rewritten"]
+    _note_skipped_by_all(args.to)
     return ExportRequest(
         models=args.models, families=args.family, formats=args.to, forms=forms, precision=args.precision,
         input_size=args.input_size, batch=args.batch, dynamic_batch=args.dynamic_batch, checkpoint=args.checkpoint,

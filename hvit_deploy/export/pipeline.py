@@ -211,6 +211,7 @@ class ExportSession:
         if not rewrite:
             return self.reference_model, [], {}
         try:
+            fmt = get_format(fmt).rewrites_like or fmt  # executorch, litert: the onnx recipe's rewrites
             m = rewrite_model(self.model, fmt, input_size=self.input_size, batch_size=self.batch,
                               names=self.recipe.rewrites_for(fmt, self.name), dynamic_batch=self.dynamic_batch)
         except RewriteError:
@@ -238,7 +239,7 @@ class ExportSession:
             raise HvitError(f"{fmt} export takes {', '.join(form.precisions)}, not {precision}"
                             + (f"; use --precision {precision} with {' or '.join(others)}" if others else ""))
         if self.dynamic_batch and rewrite:  # refused up front, with the rewrite's name, before any work
-            for name in self.recipe.rewrites_for(fmt, self.name):
+            for name in self.recipe.rewrites_for(get_format(fmt).rewrites_like or fmt, self.name):
                 if get_rewrite(name).batch == "static":
                     raise RewriteError(f"{self.name} -> {fmt}: rewrite {name!r} bakes the batch size into the graph, "
                                        f"so the rewritten model cannot take a dynamic batch; export a static --batch "
@@ -418,7 +419,7 @@ class ExportSession:
 
 # the exporter's facts a manifest entry keeps (an artifact of the precision stage keeps its FP32 source's)
 EXPORTER_FACTS = ("exporter", "opset", "nodes", "nodes_exported", "onnxsim", "double_tensors", "attempts",
-                  "minimum_deployment_target", "program", "op_types", "export_s")
+                  "minimum_deployment_target", "program", "op_types", "export_s", "delegation")
 
 
 def _compute_precision(fmt: str, precision: str, info: dict) -> str:

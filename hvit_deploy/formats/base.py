@@ -65,6 +65,10 @@ class Format:
     order: int = 100                              # where it comes in ``--to all`` (smaller first)
     aliases: tuple[str, ...] = ()
     description: str = ""
+    # the format whose recipe section (rewrites) this one takes (ExecuTorch and LiteRT: onnx's)
+    rewrites_like: str | None = None
+    # None when the packages it needs are installed, else the one-line reason (how to install them)
+    missing: Callable[[], str | None] = lambda: None
 
     def files(self, path: Path) -> list[Path]:
         """The main file and its side files (``model.xml`` -> ``[model.xml, model.bin]``)."""
@@ -110,15 +114,30 @@ def _unknown(name: str) -> str:
 
 
 def parse_formats(values: list[str]) -> list[str]:
-    """``--to`` values (names, aliases, ``all``, comma lists) as format names, each once, in order."""
+    """``--to`` values (names, aliases, ``all``, comma lists) as format names, each once, in order. ``all`` leaves
+    out the formats whose packages are not installed (:func:`skipped_by_all` says which); a format named
+    explicitly whose packages are missing is refused with the one-line install hint."""
+    from ..errors import BackendUnavailableError
+
     out: list[str] = []
     for v in values:
         for f in v.split(","):
             f = f.strip().lower()
             if not f:
                 continue
-            out.extend(format_names() if f == "all" else [get_format(f).name])
+            if f == "all":
+                out.extend(n for n in format_names() if get_format(n).missing() is None)
+                continue
+            fmt = get_format(f)
+            if (why := fmt.missing()) is not None:
+                raise BackendUnavailableError(why)
+            out.append(fmt.name)
     return list(dict.fromkeys(out))
+
+
+def skipped_by_all() -> dict[str, str]:
+    """The formats ``--to all`` leaves out here, with the reason (their packages are not installed)."""
+    return {n: why for n in format_names() if (why := get_format(n).missing()) is not None}
 
 
 def format_of_path(path: str | os.PathLike, *, strict: bool = True) -> str | None:

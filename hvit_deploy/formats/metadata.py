@@ -101,7 +101,8 @@ def apply_coreml(mlmodel, meta: dict[str, str] | None) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata table of a saved ``.onnx``, ``.xml`` (OpenVINO IR) or ``.mlpackage``."""
+    """The metadata table of a saved ``.onnx``, ``.xml`` (OpenVINO IR), ``.mlpackage``, ``.pte`` (ExecuTorch,
+    its ``NAME.pte.json``) or ``.tflite`` (LiteRT)."""
     p = Path(path)
     if p.suffix == ".onnx":
         import onnx
@@ -123,4 +124,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         spec = ct.utils.load_spec(str(p))
         return {k: v for k, v in spec.description.metadata.userDefined.items()
                 if not k.startswith("com.github.apple.coremltools.")}
+    if p.suffix == ".pte":  # ExecuTorch: NAME.pte.json beside it
+        from ..formats.executorch import read_pte_metadata
+
+        return read_pte_metadata(p)
+    if p.suffix == ".tflite":
+        from ..formats.litert import read_tflite_metadata
+
+        return read_tflite_metadata(p)
     raise ValueError(f"not an artifact this package writes: {p.name}")

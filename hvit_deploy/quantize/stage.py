@@ -55,6 +55,8 @@ def warn(msg: str) -> None:
 def check_request(fmt: str, precision: str, calibration) -> None:
     if precision == "w4" and fmt != "coreml":
         raise QuantizationError(f"--precision w4 (4-bit weights) is for coreml only, not {fmt}")
+    if precision == "int8" and fmt not in ("onnx", "openvino", "coreml"):  # executorch, litert: PT2E not wired yet
+        raise QuantizationError(f"--precision int8 is not available for {fmt} yet; it exports fp32 only")
     if precision == "int8" and fmt in ("onnx", "openvino") and not calibration:
         raise QuantizationError(f"--precision int8 for {fmt} needs calibration images: --calibration DIR "
                                 "(Core ML's int8 is weight-only and needs none)")

@@ -1,0 +1,73 @@
+"""``litert``: a LiteRT ``.tflite`` on ai-edge-litert's interpreter (CPU, its XNNPACK delegate applied by default).
+
+Threads: the interpreter's ``num_threads`` = threads (0: the interpreter's default, which is one thread); the
+XNNPACK delegate takes the same count. The interpreter reports no thread count back, so the readback records what
+it was given and, as an independent check, how many OS threads creating it added (XNNPACK's pool adds
+threads - 1). The timed call is ``Interpreter.invoke`` with the input set once before timing; outputs stay in the
+interpreter's own tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load
+
+
+@register_runtime
+class LiteRtRuntime(Runtime):
+    name = "litert"
+    order = 33
+    format = "litert"
+    package = "ai_edge_litert"
+    aliases = ("litert-cpu", "litert-xnnpack")
+    description = "LiteRT interpreter, XNNPACK delegate (CPU)"
+    thread_keys = ("num_threads",)
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise Unavailable(f"ai-edge-litert is not installed ({e})") from None
+        before = os_threads()
+        self.interp, self.load_s = timed_load(lambda: self._load(Interpreter))
+        after = os_threads()
+        self.inp = self.interp.get_input_details()[0]
+        self.outs = self.interp.get_output_details()
+        self.readback = {
+            "num_threads": self.threads or 1,
+            "delegate": "XNNPACK (the interpreter's default)",
+            "os_threads_added_by_interpreter": (after - before) if (after is not None and before is not None) else None,
+        }
+        self.timing = "wall clock (perf_counter_ns) around Interpreter.invoke; the input set once before timing"
+
+    def _load(self, interpreter_cls):
+        interp = interpreter_cls(model_path=str(self.spec["artifact"]), num_threads=self.threads or None)
+        interp.allocate_tensors()
+        return interp
+
+    @classmethod
+    def thread_notes(cls, threads: int, readback: dict) -> list[str]:
+        notes = super().thread_notes(threads or 1, readback)
+        added = readback.get("os_threads_added_by_interpreter")
+        if added is not None and added > max(threads, 1):
+            notes.append(f"{cls.name} interpreter added {added} OS threads for {threads} threads")
+        return notes
+
+    def prepare(self, seed: int = 0) -> None:
+        want = [int(d) for d in self.inp["shape"]]
+        if self.input_shape and list(self.input_shape) != want:
+            raise Unavailable(f"the .tflite takes {want}, not {list(self.input_shape)} (static shape)")
+        self.input_shape = want
+        self.x = random_input(self.input_shape, seed)
+        self.interp.set_tensor(self.inp["index"], self.x)
+        self.call = self.interp.invoke
+
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
+        results = []
+        for x in inputs:
+            self.interp.set_tensor(self.inp["index"], np.ascontiguousarray(x, dtype=np.float32))
+            self.interp.invoke()
+            got = [self.interp.get_tensor(o["index"]) for o in self.outs]
+            results.append(tuple(got) if all_outputs else got[0])
+        return results

@@ -1,0 +1,180 @@
+"""ExecuTorch (.pte) and LiteRT (.tflite): export with validation on their own runtimes, metadata read back, the
+delegated share, threads honoured, hvit-bench timing, a graph a converter cannot take, and the one-line install
+hint where the mobile extra is missing. Runs on the tiny model of tests/bench_models.py (64x64)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hvit_deploy.formats import _mobile
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = Path(__file__).parent / "bench_models.py"
+NEEDS_EXTRA = pytest.mark.skipif(bool(_mobile.missing("executorch") or _mobile.missing("litert")),
+                                 reason=f"the mobile extra is not installed ({_mobile.INSTALL_HINT})")
+BLOCK = ("import importlib.abc, sys\n"
+         "class Block(importlib.abc.MetaPathFinder):\n"
+         "    def find_spec(self, name, path=None, target=None):\n"
+         "        if name.split('.')[0] in ('executorch', 'litert_torch', 'ai_edge_litert'):\n"
+         "            raise ModuleNotFoundError(name)\n"
+         "sys.meta_path.insert(0, Block())\n")
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import bench_models  # noqa: F401 - registers bench_tiny
+    from hvit_deploy.export import ExportSession, update_manifest
+    from hvit_deploy.recipes import load_recipe
+
+    out = tmp_path_factory.mktemp("mobile")
+    session = ExportSession("bench_tiny", recipe=load_recipe("efficientmod"))  # its tolerances; no rewrites
+    results = {fmt: session.export(fmt, out, rewrite=False) for fmt in ("executorch", "litert")}
+    update_manifest(out, [r.entry for r in results.values()])  # as hvit-export records them
+    return session, results, out
+
+
+@NEEDS_EXTRA
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_export_validates_and_carries_metadata(exported, fmt):
+    from hvit_deploy.export.metadata import read_metadata
+
+    session, results, out = exported
+    r = results[fmt]
+    assert r.ok, r.error
+    v = r.entry["validation"]
+    assert v["max_abs"] < 1e-4 and v["min_cosine"] > 0.99999 and v["top1"] == 1.0
+    assert v["inputs_used"] and len(v["inputs_used"]) >= 2  # seeded inputs and a real photo
+    meta = read_metadata(r.path)
+    assert meta == session.metadata(fmt) and json.loads(meta["input_shape"]) == [1, 3, 64, 64]
+    assert meta["layout"] == "NCHW"
+    assert (out / r.entry["path"]).is_file() and not list(out.glob(".*"))  # no temporary left behind
+
+
+@NEEDS_EXTRA
+def test_executorch_side_file_and_delegation(exported):
+    _, results, out = exported
+    e = results["executorch"].entry
+    assert e["files"] == [e["path"], e["path"] + ".json"] and (out / (e["path"] + ".json")).is_file()
+    d = e["delegation"]
+    assert d["delegated_ops"] > 0 and 0 < d["share"] <= 1
+    assert d["share"] == round(d["delegated_ops"] / (d["delegated_ops"] + d["undelegated_ops"]), 4)
+    text = (out / "manifest.json").read_text()
+    assert '"format": "executorch"' in text and '"delegated_ops": %d' % d["delegated_ops"] in text
+
+
+@NEEDS_EXTRA
+@pytest.mark.parametrize("fmt,key", [("executorch", "threadpool_threads"), ("litert", "num_threads")])
+def test_threads_honoured_and_read_back(exported, fmt, key):
+    from hvit_deploy.runtimes import get_runtime, open_runtime
+
+    session, results, _ = exported
+    rt = open_runtime(fmt, {"artifact": str(results[fmt].path), "threads": 2})
+    try:
+        assert rt.readback[key] == 2 and get_runtime(fmt).thread_notes(2, rt.readback) == []
+        rt.prepare()
+        assert rt.input_shape == [1, 3, 64, 64]  # NCHW, as the metadata says
+        rt.call()
+        x = session.inputs[0][1]
+        np.testing.assert_allclose(rt.predict([x])[0], session.references[0], atol=1e-4)
+        with pytest.raises(Exception):  # a wrong-shaped input is refused, not run
+            rt.predict([np.zeros((1, 3, 32, 32), np.float32)])
+    finally:
+        rt.close()
+
+
+class _FFT(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.rfft2(x).abs().mean((2, 3))
+
+
+@NEEDS_EXTRA
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_a_graph_the_converter_cannot_take_names_the_op(tmp_path, fmt):
+    from hvit_deploy.errors import ExportError
+    from hvit_deploy.export.formats import ExportJob, get_format
+
+    job = ExportJob(model=_FFT(), example=torch.randn(1, 3, 16, 16), path=tmp_path / f"fft{get_format(fmt).suffix}",
+                    recipe=None, validate=None, precision="fp32", options={"metadata": {}})
+    with pytest.raises(ExportError) as e:
+        get_format(fmt).export(job)
+    msg = str(e.value)
+    assert "\n" not in msg and "aten" in msg and "conversion failed" in msg
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@NEEDS_EXTRA
+def test_hvit_bench_times_both(tmp_path, monkeypatch):
+    from hvit_deploy.cli.bench import main
+
+    monkeypatch.setenv("HVIT_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "r.json"
+    code = main(["--models", "bench_tiny", "--backends", "executorch", "litert", "--variants", "original",
+                 "--iters", "20", "--threads", "2", "--out", str(out), "--plugin", str(PLUGIN),
+                 "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"])
+    doc = json.loads(out.read_text())
+    assert code == 0, doc
+    by = {e["backend"]: e for e in doc["results"]}
+    assert set(by) == {"executorch", "litert"}
+    for e in by.values():
+        assert e["status"] == "ok" and e["iterations"] == 20 and e["median_ms"] > 0 and e["threads"] == 2
+        assert not [n for n in e.get("notes", []) if "threads" in n and "not the" in n]
+    assert by["executorch"]["threads_readback"]["threadpool_threads"] == 2
+    assert by["litert"]["threads_readback"]["num_threads"] == 2
+
+
+def test_without_the_extra_one_line_says_how_to_install_it(tmp_path):
+    """The extra's imports made to fail in a fresh interpreter: the package, the format table and the runtime
+    registry still load; --to executorch is refused in one line (exit 2) before any model is built; --to all
+    leaves the two formats out with a note."""
+    code = BLOCK + f"""
+import contextlib, io, json
+from hvit_deploy.cli.export import _formats, main
+from hvit_deploy.runtimes import get_runtime, runtime_names
+err, notes = io.StringIO(), io.StringIO()
+with contextlib.redirect_stderr(err):
+    rc = main(['bench_tiny', '--plugin', {str(PLUGIN)!r}, '--to', 'executorch', '--out', {str(tmp_path)!r}])
+with contextlib.redirect_stderr(notes):
+    fmts = _formats(['all'])
+print(json.dumps({{"rc": rc, "err": err.getvalue(), "all": fmts, "notes": notes.getvalue(),
+                  "runtimes": list(runtime_names()), "et": get_runtime("executorch").availability()}}))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in got["err"].splitlines() if ln.strip()]
+    assert got["rc"] == 2 and len(lines) == 1, got["err"]
+    assert lines[0].startswith("hvit-export: error:") and 'pip install "hvit-deploy[mobile]"' in lines[0]
+    assert not (tmp_path / "manifest.json").exists()
+    assert got["all"] == ["onnx", "openvino", "coreml"]
+    notes = [ln for ln in got["notes"].splitlines() if "--to all skips" in ln]
+    assert len(notes) == 2 and all("hvit-deploy[mobile]" in n for n in notes)
+    assert {"executorch", "litert"} <= set(got["runtimes"]) and "not installed" in got["et"]
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_int8_is_refused_in_one_line_until_it_exists(fmt):
+    from hvit_deploy.quantize.export import QuantizationError, check_request
+
+    with pytest.raises(QuantizationError, match=f"int8 is not available for {fmt}"):
+        check_request(fmt, "int8", "calibration_dir")
+
+
+def test_heavy_ops_are_told_from_cheap_ones():
+    """The names get_delegation_info gives (aten_<op>_<overload>), as ACmix's undelegated softmax came out."""
+    for op in ("aten__softmax_default", "aten_native_layer_norm_default", "aten_convolution_default",
+               "aten_bmm_default", "aten_linear_default", "aten_addmm_default"):
+        assert _mobile.is_heavy(op), op
+    for op in ("aten_add_tensor", "aten_expand_copy_default", "aten_mean_dim", "aten_squeeze_copy_dims",
+               "aten_sum_dim_int_list", "getitem"):
+        assert not _mobile.is_heavy(op), op
