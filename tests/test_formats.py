@@ -19,8 +19,10 @@ PKG = Path(hvit_deploy.__file__).resolve().parent
 
 
 def test_every_format_module_is_found_and_ordered():
-    assert format_names() == ("onnx", "openvino", "coreml")
-    assert parse_formats(["all"]) == ["onnx", "openvino", "coreml"]
+    assert format_names() == ("onnx", "openvino", "coreml", "executorch", "litert")
+    # `all`: every format whose packages are installed (the mobile ones need the mobile extra), in table order
+    assert parse_formats(["all"]) == [n for n in format_names() if get_format(n).missing() is None]
+    assert parse_formats(["all"])[:3] == ["onnx", "openvino", "coreml"]
     assert parse_formats(["ir,onnx", "ov", "mlpackage"]) == ["openvino", "onnx", "coreml"]
 
 
@@ -121,5 +123,5 @@ def test_a_missing_checkpoint_is_planned_as_one_failed_entry(tmp_path):
     (mp,) = plan(req)
     assert mp.jobs == [] and mp.error == f"no checkpoint for smt_t in {tmp_path}"
     assert failed_entry(mp.model, req.formats, mp.error) == {
-        "model": "smt_t", "format": "onnx,openvino", "status": "failed", "error": mp.error}
+        "schema_version": 2, "model": "smt_t", "format": "onnx,openvino", "status": "failed", "error": mp.error}
     assert failed_entry("smt_t", "onnx", "boom", rewritten=False)["rewritten"] is False

@@ -47,7 +47,7 @@ def exported(tmp_path_factory):
 @NEEDS_EXTRA
 @pytest.mark.parametrize("fmt", ["executorch", "litert"])
 def test_export_validates_and_carries_metadata(exported, fmt):
-    from hvit_deploy.export.metadata import read_metadata
+    from hvit_deploy.formats.metadata import read_metadata
 
     session, results, out = exported
     r = results[fmt]
@@ -102,7 +102,7 @@ class _FFT(torch.nn.Module):
 @pytest.mark.parametrize("fmt", ["executorch", "litert"])
 def test_a_graph_the_converter_cannot_take_names_the_op(tmp_path, fmt):
     from hvit_deploy.errors import ExportError
-    from hvit_deploy.export.formats import ExportJob, get_format
+    from hvit_deploy.formats import ExportJob, get_format
 
     job = ExportJob(model=_FFT(), example=torch.randn(1, 3, 16, 16), path=tmp_path / f"fft{get_format(fmt).suffix}",
                     recipe=None, validate=None, precision="fp32", options={"metadata": {}})
@@ -139,13 +139,15 @@ def test_without_the_extra_one_line_says_how_to_install_it(tmp_path):
     leaves the two formats out with a note."""
     code = BLOCK + f"""
 import contextlib, io, json
-from hvit_deploy.cli.export import _formats, main
+from hvit_deploy.cli.export import _note_skipped_by_all, main
+from hvit_deploy.formats import parse_formats
 from hvit_deploy.runtimes import get_runtime, runtime_names
 err, notes = io.StringIO(), io.StringIO()
 with contextlib.redirect_stderr(err):
     rc = main(['bench_tiny', '--plugin', {str(PLUGIN)!r}, '--to', 'executorch', '--out', {str(tmp_path)!r}])
 with contextlib.redirect_stderr(notes):
-    fmts = _formats(['all'])
+    fmts = parse_formats(['all'])
+    _note_skipped_by_all(['all'])
 print(json.dumps({{"rc": rc, "err": err.getvalue(), "all": fmts, "notes": notes.getvalue(),
                   "runtimes": list(runtime_names()), "et": get_runtime("executorch").availability()}}))
 """
@@ -164,7 +166,7 @@ print(json.dumps({{"rc": rc, "err": err.getvalue(), "all": fmts, "notes": notes.
 
 @pytest.mark.parametrize("fmt", ["executorch", "litert"])
 def test_int8_is_refused_in_one_line_until_it_exists(fmt):
-    from hvit_deploy.quantize.export import QuantizationError, check_request
+    from hvit_deploy.quantize.stage import QuantizationError, check_request
 
     with pytest.raises(QuantizationError, match=f"int8 is not available for {fmt}"):
         check_request(fmt, "int8", "calibration_dir")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hvit_deploy.errors import HvitError
-from hvit_deploy.export.formats import format_names
+from hvit_deploy.formats import format_names
 from hvit_deploy.runtimes import (
     Runtime, canonical_runtime, get_runtime, gpu_runtimes, list_runtimes, run_artifact, runtime_names,
     runtimes_for_format)

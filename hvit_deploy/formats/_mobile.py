@@ -12,6 +12,11 @@ from pathlib import Path
 from ..errors import BackendUnavailableError
 
 INSTALL_HINT = 'pip install "hvit-deploy[mobile]"'
+# litert-torch (the LiteRT converter) pins xdsl, which caps typing-extensions below what pydantic needs: pip cannot
+# resolve it together with hvit-deploy, so it is a second step, and typing-extensions is put back after it
+LITERT_HINT = (INSTALL_HINT + ' && pip install litert-torch && pip install -U "typing-extensions>=4.14.1" '
+               "(litert-torch's xdsl pin downgrades typing-extensions below what pydantic needs)")
+HINTS = {"executorch": INSTALL_HINT, "litert": LITERT_HINT}
 # the distributions the mobile formats and runtimes import (import names)
 EXTRA_MODULES = {"executorch": ("executorch",), "litert": ("litert_torch", "ai_edge_litert")}
 # ops whose being left to slow fallback kernels costs most of a vision transformer's time
@@ -25,7 +30,7 @@ def missing(fmt: str) -> str | None:
     absent = [m for m in EXTRA_MODULES[fmt] if not _findable(m)]
     if not absent:
         return None
-    return f"the {fmt} format needs the mobile extra ({', '.join(absent)} not installed): {INSTALL_HINT}"
+    return f"the {fmt} format needs the mobile extra ({', '.join(absent)} not installed): {HINTS[fmt]}"
 
 
 def _findable(module: str) -> bool:

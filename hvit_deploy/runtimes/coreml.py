@@ -42,7 +42,7 @@ class CoremlRuntime(Runtime):
         super().__init__(spec)
         import coremltools as ct
 
-        units = self.spec.get("compute_units", "ALL")  # validation asks for CPU_ONLY
+        units = getattr(self.spec, "compute_units", None) or "ALL"  # validation asks for CPU_ONLY
         self.mlmodel, self.load_s = timed_load(
             lambda: ct.models.MLModel(str(self.spec.artifact), compute_units=getattr(ct.ComputeUnit, units)))
         desc = self.mlmodel.get_spec().description

@@ -33,7 +33,7 @@ class ExecuTorchRuntime(Runtime):
             portable_lib._unsafe_reset_threadpool(self.threads)
         before = os_threads()
         program, self.load_s = timed_load(
-            lambda: EtRuntime.get().load_program(str(self.spec["artifact"]), verification=Verification.Minimal))
+            lambda: EtRuntime.get().load_program(str(self.spec.artifact), verification=Verification.Minimal))
         self.method = program.load_method("forward")
         after = os_threads()
         self.program = program

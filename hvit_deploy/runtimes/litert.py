@@ -42,7 +42,7 @@ class LiteRtRuntime(Runtime):
         self.timing = "wall clock (perf_counter_ns) around Interpreter.invoke; the input set once before timing"
 
     def _load(self, interpreter_cls):
-        interp = interpreter_cls(model_path=str(self.spec["artifact"]), num_threads=self.threads or None)
+        interp = interpreter_cls(model_path=str(self.spec.artifact), num_threads=self.threads or None)
         interp.allocate_tensors()
         return interp
 
