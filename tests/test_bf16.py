@@ -189,3 +189,34 @@ def test_bench_bf16_with_a_bf16_cpu_gates_then_times_and_reads_back(tmp_path, cl
     if not REAL_BF16:
         assert any("INFERENCE_PRECISION_HINT=bf16" in n for n in ov_e["notes"])
     assert "bf16 accuracy gate against eager FP32" in err and "estimated " in err
+
+
+def test_the_gate_images_eval_data_then_the_calibration_split_then_the_photos(tmp_path):
+    from int8_helpers import make_images
+
+    from hvit_deploy.bench.request import build_request
+    from hvit_deploy.errors import HvitError
+    from hvit_deploy.export.request import ExportRequest
+    from hvit_deploy.preprocess import preprocessing_for
+    from hvit_deploy.quantize.calibration import held_out_set, split_sets
+
+    pre = preprocessing_for("bench_tiny")
+    make_images(tmp_path / "eval", 2, seed=3)                       # ImageFolder: labels, so accuracy too
+    make_images(tmp_path / "calib", 3, seed=4, labelled=False)
+    ev = held_out_set(eval_data=tmp_path / "eval", preprocess=pre)
+    assert ev.arrays.shape == (4, 3, 64, 64) and ev.labels == [0, 0, 1, 1]
+    split = held_out_set(calibration=tmp_path / "calib", holdout=2, preprocess=pre)
+    assert split.hashes == split_sets(tmp_path / "calib", holdout=2)[1].hashes   # INT8's held-out images
+    photos = held_out_set(preprocess=pre)
+    assert sorted(p.name for p in photos.paths) == ["chelsea.png", "coffee.png"]
+    # the flags that carry them: --eval-data and --calibration go with bf16, --calibration-size does not
+    req = build_request(profile="ci", models=["efficientmod_xxs"], backends=["openvino"], forms=["bf16"],
+                        eval_data=str(tmp_path / "eval"))
+    assert req.profile.eval_data == str((tmp_path / "eval").resolve())
+    with pytest.raises(HvitError, match="--calibration-size goes with --variants ... int8$"):
+        build_request(profile="ci", models=["efficientmod_xxs"], forms=["bf16"], calibration_size=4)
+    r = ExportRequest(models=["efficientmod_xxs"], formats=["openvino"], precision="bf16",
+                      eval_data=str(tmp_path / "eval"))
+    assert r.export_options()["eval_data"] == str(tmp_path / "eval") and r.converted and not r.quantized
+    with pytest.raises(HvitError, match="--calibration-size goes with --precision int8"):
+        ExportRequest(models=["efficientmod_xxs"], formats=["openvino"], precision="bf16", calibration_size=4)
