@@ -151,13 +151,13 @@ def precision_gate(cmd: m.GateCmd) -> dict:
     from ..factory import resolve_input_size
     from ..preprocess import preprocessing_for
     from ..quantize import compute_gate, eager_logits, held_out_set
-    from ..recipes import QuantizationOptions, recipe_or_default
+    from ..recipes import recipe_or_default
     from ..registry import get_spec
     from ..runtimes.torch_cpu import build_model
 
     spec = cmd.spec
     model_spec = get_spec(spec.model)
-    q = recipe_or_default(model_spec.family).quantization or QuantizationOptions()
+    q = recipe_or_default(model_spec.family).quantization   # its gate thresholds and held-out split size
     size = resolve_input_size(model_spec, spec.input_size)
     held = held_out_set(eval_data=cmd.eval_data, calibration=cmd.calibration, holdout=q.holdout_size,
                         preprocess=preprocessing_for(model_spec, size))

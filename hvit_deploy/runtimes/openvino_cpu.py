@@ -116,9 +116,13 @@ class OvRuntime(Runtime):
 
     def _compile(self):
         self.model = self.core.read_model(str(self.spec.artifact))
-        asked = self.spec.compute_precision or ir_precision_hint(self.model) or "fp32"
-        if asked not in HINTS:
-            raise Unavailable(f"OpenVINO's CPU plugin has no {asked} inference precision")
+        asked = self.spec.compute_precision  # checked against compute_precisions when the session was opened
+        if asked is None:
+            asked = ir_precision_hint(self.model) or "fp32"
+            if asked not in self.compute_precisions or asked not in HINTS:
+                self.notes.append(f"the IR's rt_info asks for INFERENCE_PRECISION_HINT {asked}, which {self.name} "
+                                  "does not offer; compiled with f32")
+                asked = "fp32"
         self.asked_precision = asked
         if self.input_shape and self.model.input(0).get_partial_shape().is_dynamic:
             # time the static shape asked for, as exported
