@@ -29,6 +29,7 @@ from ..resources import package_dir, recipes_dir
 from ..runtimes import get_runtime
 from ..runtimes.torch_cpu import REWRITE_FORMAT as TORCH_REWRITE_FORMAT
 from .environment import package_version
+from .profiles import COMPUTE_FORMS
 
 MANIFEST = "bench-artifact.json"
 
@@ -147,14 +148,18 @@ def has_recipe(model: str) -> bool:
 
 def form_spec(model: str, form: str) -> tuple[bool, str]:
     """(rewrite, artifact precision) of a results form. ``int8`` quantizes the rewritten form, or the model as
-    written for a family without an export recipe (a --plugin model), which cannot be rewritten."""
+    written for a family without an export recipe (a --plugin model), which cannot be rewritten; ``bf16`` times
+    that same FP32 artifact (or module) computed in bf16."""
     if form == INT8_FORM:
         return has_recipe(model), "int8"
+    if form in COMPUTE_FORMS:  # the FP32 artifact the rewritten (or as-written) form times, computed in bf16
+        return has_recipe(model), "fp32"
     return form == "rewritten", "fp32"
 
 
 def fp32_form(model: str) -> str:
-    """The FP32 form an ``int8`` entry is compared with (``speedup_vs_fp32``): the form it was quantized from."""
+    """The FP32 form an ``int8`` or ``bf16`` entry is compared with (``speedup_vs_fp32``): the form it was
+    quantized from, or computes in bf16."""
     return "rewritten" if form_spec(model, INT8_FORM)[0] else "original"
 
 

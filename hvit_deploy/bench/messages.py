@@ -109,7 +109,20 @@ class QuitCmd(_Msg):
     cmd: Literal["quit"] = "quit"
 
 
-Command = Annotated[Union[HelloCmd, ProbeCmd, ExportCmd, SetupCmd, RunCmd, RunPairCmd, OpProfileCmd, QuitCmd],
+class GateCmd(_Msg):
+    """Before a compute-precision entry (bf16) is timed: open ``spec`` (``compute_precision`` set) in this
+    process, run held-out images (``eval_data``, else the split of ``calibration``, else the shipped photos) and
+    judge them against eager FP32 with the INT8 gate (:func:`hvit_deploy.quantize.compute.compute_gate`). Sent
+    to this checkout's workers only (like ``run_pair``)."""
+
+    cmd: Literal["gate"] = "gate"
+    spec: RuntimeSpec
+    eval_data: Optional[str] = None
+    calibration: Optional[str] = None
+
+
+Command = Annotated[Union[HelloCmd, ProbeCmd, ExportCmd, SetupCmd, RunCmd, RunPairCmd, OpProfileCmd, GateCmd,
+                          QuitCmd],
                     Field(discriminator="cmd")]
 
 # --------------------------------------------------------------------------------------------------- replies
@@ -205,6 +218,13 @@ class OpProfiled(_Msg):
     ops: list[dict]
 
 
+class Gated(_Msg):
+    """The compute-precision check: the record :func:`hvit_deploy.quantize.compute.compute_gate` returns."""
+
+    event: Literal["gated"] = "gated"
+    check: dict
+
+
 class Skipped(_Msg):
     event: Literal["skipped"] = "skipped"
     reason: str
@@ -217,7 +237,7 @@ class Failed(_Msg):
 
 
 Reply = Annotated[Union[Hello, Probed, Exported, Progress, Warming, Loaded, Ready, Samples, SamplesPair, OpProfiled,
-                        Skipped, Failed], Field(discriminator="event")]
+                        Gated, Skipped, Failed], Field(discriminator="event")]
 
 _COMMANDS: TypeAdapter = TypeAdapter(Command)
 _REPLIES: TypeAdapter = TypeAdapter(Reply)

@@ -20,8 +20,11 @@ DEFAULT_PROFILE = "cpu-paper"
 
 # The forms an entry is timed in (the profile's key and the CLI's flag say "variants"): rewritten: the recipe's
 # export form (FP32); original: the model as written; int8: the rewritten form quantized to INT8 the way
-# `hvit-export --precision int8` does it (calibration images needed for onnxruntime / openvino)
-FORM_NAMES = ("rewritten", "original", "int8")
+# `hvit-export --precision int8` does it (calibration images needed for onnxruntime / openvino); bf16: the
+# rewritten FP32 form computed in bfloat16 (OpenVINO: INFERENCE_PRECISION_HINT=bf16; torch: bfloat16 autocast),
+# gated against eager FP32 before it is timed, skipped with the reason where the CPU or the runtime cannot
+FORM_NAMES = ("rewritten", "original", "int8", "bf16")
+COMPUTE_FORMS = ("bf16",)   # forms that change what a runtime computes in, not the artifact
 
 
 def _known_runtime(name: str) -> str:
@@ -33,7 +36,7 @@ def _known_runtime(name: str) -> str:
 
 # the profile's word is "backends" (as the CLI's --backends); each one names a registered runtime
 Backend = Annotated[str, AfterValidator(_known_runtime)]
-Form = Literal["rewritten", "original", "int8"]
+Form = Literal["rewritten", "original", "int8", "bf16"]
 
 
 class _Strict(BaseModel):
@@ -83,8 +86,9 @@ class Profile(_Strict):
                                        "(searched recursively; the gate's held-out images are split off it)")
     calibration_size: Optional[int] = Field(None, ge=1, description="calibration images used (default: the "
                                             "recipe's quantization.calibration_size)")
-    eval_data: Optional[str] = Field(None, description="held-out images for the int8 accuracy gate (default: "
-                                     "split off the calibration folder)")
+    eval_data: Optional[str] = Field(None, description="held-out images for the int8 and bf16 accuracy gates "
+                                     "(default: split off the calibration folder; bf16 without one: the shipped "
+                                     "photos)")
     warmup: Warmup = Warmup()
     op_profile: OpProfile = OpProfile()
     pair_block: int = Field(0, ge=0, description="with --against: a runtime that runs an artifact times base and "

@@ -112,17 +112,22 @@ def parse_checkpoints(items: list[str] | None, models: list[str]) -> dict[str, s
 def check_int8(prof: Profile, flags: list[str]) -> Profile:
     """The int8 form's data, checked before anything runs: a calibration folder when an int8 entry runs on
     onnxruntime/openvino-format runtimes; folders made absolute (the export process may run elsewhere);
-    calibration flags without the int8 form are refused."""
+    calibration flags without the int8 form are refused (a bf16 form takes --eval-data and --calibration, whose
+    held-out split its gate uses)."""
     from . import profiles
     from .artifacts import NEEDS_CALIBRATION, runtime_format
     from ..quantize.calibration import find_images
 
     if "int8" not in prof.variants:
-        if flags:
-            raise HvitError(f"{flags[0]} goes with --variants ... int8")
-        return prof
+        gated = any(v in profiles.COMPUTE_FORMS for v in prof.variants)  # bf16 is gated on held-out images too
+        wrong = [f for f in flags if not gated or f == "--calibration-size"]
+        if wrong:
+            raise HvitError(f"{wrong[0]} goes with --variants ... int8"
+                            + ("" if wrong[0] == "--calibration-size" else " (or bf16: its gate's held-out images)"))
+        if not gated:
+            return prof
     needs = [b for b in prof.backends if runtime_format(b) in NEEDS_CALIBRATION]
-    if needs and not prof.calibration:
+    if "int8" in prof.variants and needs and not prof.calibration:
         raise HvitError(f"--variants int8 on {', '.join(needs)} needs calibration images: --calibration DIR "
                         "(or the profile's calibration field)")
     fields = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import HvitError
 from ..utils.io import atomic_write_json
 from . import environment
+from .profiles import COMPUTE_FORMS
 from .schema import SCHEMA, SCHEMA_VERSION, ResultsDoc, ResultsEntry, as_doc, check
 from .stats import speedup, summarize
 
@@ -69,7 +70,8 @@ class ResultsFile:
         e = ResultsEntry(
             model=model, backend=backend, form=form, status="pending", threads=p.threads, batch_size=p.batch_size,
             artifact_precision="int8" if form == "int8" else p.precision,
-            compute_precision=get_runtime(backend).compute_precision,  # the session's own word replaces it
+            # the session's own word replaces it; a bf16 entry claims nothing until a session has read it back
+            compute_precision=None if form in COMPUTE_FORMS else get_runtime(backend).compute_precision,
             iterations=0, rounds=p.rounds, processes=p.processes)
         self.pending.append(e)
         self._order[id(e)] = len(self._order)
@@ -197,7 +199,7 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
 
     for (model, backend, form), e in ok.items():
         e.drop("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32")
-        fp32 = (e.fp32_form or "rewritten") if form == "int8" else form
+        fp32 = (e.fp32_form or "rewritten") if form == "int8" else form  # bf16: torch's bf16 autocast entry
         ref_b = _reference_backend(backend)
         ref = ok.get((model, ref_b, fp32)) if ref_b else None
         if ref is not None:
@@ -206,10 +208,11 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
             orig = ok.get((model, backend, "original"))
             if orig is not None:
                 e.speedup_vs_original = ratio(orig, e, f"{backend}/original")
-        if form == "int8":
-            base = ok.get((model, backend, fp32))
+        if form == "int8" or form in COMPUTE_FORMS:
+            src = fp32 if form == "int8" else (e.fp32_form or "rewritten")
+            base = ok.get((model, backend, src))
             if base is not None:
-                e.speedup_vs_fp32 = ratio(base, e, f"{backend}/{fp32}")
+                e.speedup_vs_fp32 = ratio(base, e, f"{backend}/{src}")
 
 
 def _rounded(s: dict) -> dict:
@@ -276,12 +279,14 @@ def _csv(doc: ResultsDoc) -> str:
 def _footer(doc: ResultsDoc, rows: list[dict], fmt: str) -> list[str]:
     from tabulate import tabulate
 
-    foot = ["", "× torch / × original / × fp32: how many times faster than torch eager / the original form / the "
-                "FP32 form an int8 entry was quantized from, median ratio from this run (95% block-bootstrap CI)."
+    foot = ["", "× torch / × original / × fp32: how many times faster than torch eager (a bf16 entry: torch eager "
+                "under bf16 autocast) / the original form / the FP32 form an int8 entry was quantized from or a bf16 "
+                "entry computes in bf16, median ratio from this run (95% block-bootstrap CI)."
             ] if any(r["× torch"] or r["× original"] or r["× fp32"] for r in rows) else []
     if any(r["compute"] for r in rows):
-        foot += ["", "compute: the precision each runtime session computed in (fp32, bf16, fp16), apart from what "
-                     "the artifact holds (an int8 entry's artifact is int8)."]
+        foot += ["", "compute: the precision each runtime session computed in (fp32, bf16, fp16), as the runtime "
+                     "read it back, apart from what the artifact holds (an int8 entry's artifact is int8; a bf16 "
+                     "entry's is the FP32 artifact)."]
     notes = [f"- {e.label}: {n}" for e in doc.results for n in e.notes]
     if notes:
         foot += ["", "Notes:"] + notes

@@ -30,6 +30,7 @@ from . import artifacts
 from . import messages as m
 from .environment import available_cores
 from .process import PKG_ROOT, Worker, WorkerError, worker_env  # noqa: F401  (Worker, worker_env: for scripts)
+from .profiles import COMPUTE_FORMS
 from .request import BenchRequest
 from .results import ResultsFile
 from .schema import ResultsEntry
@@ -100,6 +101,9 @@ class Runner:
         self.active: list[Worker] = []
         self.bar = None
         self.interrupted = False
+        self.speed: dict[tuple[str, str], float] = {}   # (model, entry label) -> ms per run, from warm-up
+        self.planned: list[tuple[str, str]] = []
+        self._told_s: float | None = None
 
     # -- logging -------------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -265,12 +269,42 @@ class Runner:
         from ..registry import get_spec
 
         size = resolve_input_size(get_spec(job.model), self.p.input_size)
-        spec = RuntimeSpec(model=job.model, backend=job.backend, form=job.form, rewrite=job.form == "rewritten",
+        compute = job.form if job.form in COMPUTE_FORMS else None
+        rewrite = artifacts.form_spec(job.model, job.form)[0] if compute else job.form == "rewritten"
+        spec = RuntimeSpec(model=job.model, backend=job.backend, form=job.form, rewrite=rewrite,
                            threads=self.p.threads, batch_size=self.p.batch_size, input_size=self.p.input_size,
                            input_shape=[self.p.batch_size, *size], checkpoint=self.plan.checkpoints.get(job.model),
-                           artifact=art["path"] if art else None)
+                           artifact=art["path"] if art else None, compute_precision=compute)
         return m.SetupCmd(spec=spec, warmup=m.WarmupConfig(**self.p.warmup.model_dump()),
                           artifact_b=job.partner.art["path"] if job.partner is not None else None)
+
+    def precision_gate(self, job: Job) -> None:
+        """A compute-precision entry (bf16) checked against eager FP32 with the INT8 gate on held-out images, in
+        its own process (:func:`.worker.precision_gate`), before it is timed: the figures go into the entry
+        (``precision_gate``); a failed gate raises, and the entry fails with them. Another checkout's entries are
+        gated by this checkout's worker (its model code builds the reference), which a note says."""
+        own = self.sides[0]
+        cmd = m.GateCmd(spec=self.setup_cmd(job, job.art).spec, eval_data=self.p.eval_data,
+                        calibration=self.p.calibration)
+        self.log(f"{job.label}: {job.form} accuracy gate against eager FP32 ...")
+        msg = self._one_shot(f"gate-{job.label}", cmd, timeout=self.p.timeout_s, side=own)
+        if isinstance(msg, m.Skipped):
+            raise _Skip(msg.reason)
+        if not isinstance(msg, m.Gated):
+            raise WorkerError(f"{job.form} accuracy gate: {m.describe(msg)}")
+        check = msg.check
+        job.entry.precision_gate = check
+        job.entry.compute_precision = check.get("compute_precision")
+        if job.side is not None and not job.side.own:
+            job.entry.note("precision gate run with this checkout's code (the model it builds is the reference)")
+        fig = check["figures"]
+        self.log(f"  gate {'passed' if check['passed'] else 'FAILED'}: top-1 {fig['top1_agreement_within_tie']:.3f}"
+                 f" (within ties), mean cosine {fig['mean_cosine']:.5f} on {fig['images']} image(s); computed in "
+                 f"{check.get('compute_precision')}")
+        if not check["passed"]:
+            from ..quantize.compute import failure_text
+
+            raise HvitError(failure_text(check))
 
     def setup_job(self, job: Job, art: dict | None, first: bool = True) -> None:
         job.worker = self._spawn(job.label, job.side)
@@ -299,6 +333,8 @@ class Runner:
             return
         for j, own in pairs:
             self._describe(j, msg, own)
+            self.speed[(j.model, j.label)] = wu.window_medians_ms[-1] if wu.window_medians_ms else own.first_inference_ms
+        self.tell_estimate()
         if job.partner is not None:
             design = {"design": "in-process ABBA", "block": self.p.pair_block,
                       "note": "base and head artifacts loaded in one worker process per round group, timed in "
@@ -306,6 +342,18 @@ class Runner:
             job.entry.pairing_mode = job.partner.entry.pairing_mode = design
         self.log(f"  ready: warm-up {wu.runs + 1} runs in {wu.seconds:.1f} s"
                  f" ({'settled' if wu.settled else 'NOT settled'})")
+
+    def tell_estimate(self) -> None:
+        """The whole run's duration from the speeds warm-up measured (:mod:`.estimate`), said after the first
+        warm-up and again whenever it moves by more than a quarter."""
+        from .estimate import estimate_message, estimate_run
+
+        est = estimate_run(self.speed, self.planned, self.p.iterations)
+        if est is None:
+            return
+        if self._told_s is None or abs(est.seconds - self._told_s) > 0.25 * self._told_s:
+            self._told_s = est.seconds
+            self.log(estimate_message(est, min_iters=self.p.rounds))
 
     def _describe(self, job: Job, msg: m.Ready, own: m.Ready | m.PartnerLoad) -> None:
         """What an entry just set up records: how it runs, its artifact, rewrites and notes (``own``: its part
@@ -317,10 +365,10 @@ class Runner:
         e.processes = self.p.processes
         if own.compute_precision is not None:
             e.compute_precision = own.compute_precision  # what the session reports (OpenVINO: the hint in force)
+        if (art is not None and art.get("quantization")) or job.form in COMPUTE_FORMS:
+            e.fp32_form = artifacts.fp32_form(job.model)  # what speedup_vs_fp32 compares it with
         if art is not None:
             e.artifact = artifacts.entry_artifact(art)
-            if art.get("quantization"):
-                e.fp32_form = artifacts.fp32_form(job.model)
             e.rewrites = art.get("rewrites", [])
         else:
             e.rewrites = msg.rewrites or []
@@ -441,6 +489,7 @@ class Runner:
         for side in self.sides[1:]:
             self.check_side(side)
         jobs_by_model = self._jobs(available)
+        self.planned = [(j.model, j.label) for jobs in jobs_by_model.values() for j in jobs]
         total = sum(p.iterations for jobs in jobs_by_model.values() for _ in jobs)
         if self.show_progress and total:
             from tqdm import tqdm
@@ -464,7 +513,7 @@ class Runner:
             for side in self.sides:
                 e = side.results.new_entry(spec.model, spec.backend, spec.form)
                 job = Job(spec.model, spec.form, spec.backend, e, side=side)
-                reason = available.get(spec.backend)
+                reason = available.get(spec.backend) or precision_unavailable(spec.backend, spec.form)
                 if reason:
                     side.results.skip(e, reason)
                     self.log(f"{job.label}: skipped — {reason}")
@@ -485,6 +534,8 @@ class Runner:
             try:
                 if isinstance(job.art, Exception):
                     raise job.art
+                if job.form in COMPUTE_FORMS:
+                    self.precision_gate(job)  # before anything is timed; a failed gate fails the entry
                 if job.paired_into is None:  # a paired base entry is set up by its head's worker
                     self.setup_job(job, job.art)
                 live.append(job)
@@ -600,6 +651,16 @@ def same_runtime_code(backend: str, root_a: Path, root_b: Path) -> tuple[bool, s
         if hashlib.sha256(a).digest() != hashlib.sha256(b).digest():
             return False, f"{rel} differs between the checkouts (the runtime's own code changed)"
     return True, ""
+
+
+def precision_unavailable(backend: str, form: str) -> str | None:
+    """Why an entry of a compute-precision form (bf16) cannot run on ``backend`` here (the runtime says:
+    no such compute path, or a CPU without BF16 arithmetic), else None."""
+    if form not in COMPUTE_FORMS:
+        return None
+    from ..runtimes import get_runtime
+
+    return get_runtime(backend).precision_unavailable(form)
 
 
 def thread_checks(backend: str, threads: int, readback: dict) -> list[str]:

@@ -6,8 +6,8 @@ plot, the cluster code and the scripts read attributes, not keys. Fields a run w
 or a newer hvit-bench adds of its own is kept as it is (``extra="allow"``), so files written by older and newer
 versions load unchanged.
 
-The JSON keys stay what scripts read: the form of an entry (rewritten, original, int8; ``entry.form`` in code)
-is written as ``variant``, and an int8 entry's FP32 form as ``fp32_variant``. ``schema_version`` counts changes
+The JSON keys stay what scripts read: the form of an entry (rewritten, original, int8, bf16; ``entry.form`` in
+code) is written as ``variant``, and an int8 or bf16 entry's FP32 form as ``fp32_variant``. ``schema_version`` counts changes
 of the typed shape: 1 (no field) wrote ``precision`` for what the artifact holds; 2 writes
 ``artifact_precision`` and the ``compute_precision`` the runtime session used. Older files are migrated when
 they load (:meth:`ResultsEntry._migrate`), never rewritten.
@@ -52,7 +52,7 @@ class ResultsEntry(_Record):
 
     model: str
     backend: str                          # a runtime's name (hvit_deploy.runtimes)
-    form: str = Field("rewritten", alias="variant")   # rewritten | original | int8
+    form: str = Field("rewritten", alias="variant")   # rewritten | original | int8 | bf16
     status: Status = "ok"
     threads: Optional[int] = None
     batch_size: Optional[int] = None
@@ -76,6 +76,9 @@ class ResultsEntry(_Record):
     artifact: Optional[dict] = None       # path, key, validation / gate figures, size (export manifest)
     rewrites: Optional[list] = None
     fp32_form: Optional[str] = Field(None, alias="fp32_variant")
+    # a compute-precision entry (bf16): its accuracy gate against eager FP32 before timing (asked, read back,
+    # figures, failures, held-out set: hvit_deploy.quantize.compute.compute_gate)
+    precision_gate: Optional[dict] = None
     pairing_mode: Optional[dict] = None
     notes: list[str] = Field(default_factory=list)
     op_profile: Optional[list[dict]] = None

@@ -136,11 +136,34 @@ def handle(ch: Channel, cmd: m.Command, session):
         a, b = paired_blocks(session.call, session.partner.call, cmd.blocks, cmd.block, cmd.warm,
                              start_with_b=cmd.start_with_b)
         ch.send(m.SamplesPair(a=a, b=b))
+    elif isinstance(cmd, m.GateCmd):
+        ch.send(m.Gated(check=precision_gate(cmd)))
     elif isinstance(cmd, m.OpProfileCmd):
         if session is None:
             raise RuntimeError("op_profile before setup")
         ch.send(m.OpProfiled(ops=session.op_profile(cmd.runs, cmd.top)))
     return session
+
+
+def precision_gate(cmd: m.GateCmd) -> dict:
+    """The gate of a compute-precision entry: eager FP32 (the model as written, as INT8's gate takes it) against
+    the runtime session ``cmd.spec`` computing in its ``compute_precision``, on the held-out images."""
+    from ..factory import resolve_input_size
+    from ..preprocess import preprocessing_for
+    from ..quantize import compute_gate, eager_logits, held_out_set
+    from ..recipes import recipe_or_default
+    from ..registry import get_spec
+    from ..runtimes.torch_cpu import build_model
+
+    spec = cmd.spec
+    model_spec = get_spec(spec.model)
+    q = recipe_or_default(model_spec.family).quantization   # its gate thresholds and held-out split size
+    size = resolve_input_size(model_spec, spec.input_size)
+    held = held_out_set(eval_data=cmd.eval_data, calibration=cmd.calibration, holdout=q.holdout_size,
+                        preprocess=preprocessing_for(model_spec, size))
+    reference = eager_logits(build_model(spec.model_copy(update={"rewrite": False})).eval(), held.arrays, 1)
+    run_spec = spec.model_dump(exclude_none=True)
+    return compute_gate(spec.backend, run_spec, held, reference, q.gate, batch=spec.batch_size)
 
 
 def _failure(e: Exception) -> m.Reply:

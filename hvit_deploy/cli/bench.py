@@ -55,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap.add_argument("--variants", nargs="+", metavar="FORM", choices=FORMS,
                     help="forms to time side by side: rewritten (default), original, int8 (the rewritten form "
-                         "quantized as hvit-export --precision int8 does it; needs --calibration)")
+                         "quantized as hvit-export --precision int8 does it; needs --calibration), bf16 (the "
+                         "rewritten FP32 form computed in bfloat16: OpenVINO's bf16 hint, torch's bf16 autocast; "
+                         "gated against eager FP32 first; skipped with the reason on a CPU without BF16)")
     ap.add_argument("--calibration", metavar="DIR", help="calibration images for the int8 variant (searched "
                     "recursively; the accuracy gate's held-out images are split off it unless --eval-data)")
     ap.add_argument("--calibration-size", type=int, metavar="N", help="calibration images used by the int8 variant")
-    ap.add_argument("--eval-data", metavar="DIR", help="held-out images for the int8 variant's accuracy gate")
+    ap.add_argument("--eval-data", metavar="DIR", help="held-out images for the int8 and bf16 variants' accuracy "
+                    "gates (bf16 without --calibration or --eval-data: the shipped photos)")
     ap.add_argument("--no-rewrite", action="store_true", help="time the model as written (same as --variants original)")
     ap.add_argument("--threads", type=int, metavar="N", help="intra-op threads of every CPU runtime")
     ap.add_argument("--iters", type=int, metavar="N", help="timed runs per entry")

@@ -75,15 +75,18 @@ def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4", "bf16"],
                    help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino (needs --calibration), "
-                        "8-bit weights for coreml; w4: 4-bit palettized weights, coreml (default recipe: fp32)")
+                        "8-bit weights for coreml; w4: 4-bit palettized weights, coreml; bf16: openvino, the FP32 "
+                        "IR with INFERENCE_PRECISION_HINT=bf16 in its rt_info, gated on held-out images "
+                        "(--eval-data, else the shipped photos) (default recipe: fp32)")
     p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (searched recursively)")
     p.add_argument("--calibration-size", type=int, metavar="N",
                    help="calibration images to use (default: recipe, 300, or all there are)")
     p.add_argument("--eval-data", metavar="DIR",
-                   help="held-out images for the INT8 accuracy gate (ImageFolder layout gives accuracy too); "
-                        "default: a deterministic split of the calibration folder")
+                   help="held-out images for the INT8 (and bf16) accuracy gate (ImageFolder layout gives accuracy "
+                        "too); default: a deterministic split of the calibration folder (bf16 without "
+                        "--calibration: the shipped photos)")
     p.add_argument("--no-fallback", action="store_true",
                    help="INT8: do not keep the most harmful layers in floating point when the gate fails")
 

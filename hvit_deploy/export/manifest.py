@@ -8,7 +8,9 @@ Typed records (pydantic v2, ``schema_version`` 2):
   holds (``fp32``, ``fp16``, ``int8``, ``w8``: 8-bit weights with float activations, ``w4``: 4-bit palettized
   weights) and ``compute_precision`` what the runtime session that validated it computes in (``fp32`` for ONNX
   Runtime's CPU provider and for OpenVINO compiled with ``INFERENCE_PRECISION_HINT=f32``; for Core ML the
-  precision the program was converted for). ``precision`` keeps the ``--precision`` word that was asked for, for
+  precision the program was converted for; for ``--precision bf16`` on OpenVINO, ``artifact_precision: fp32``
+  and the ``compute_precision`` the validating session read back: ``bf16`` on a CPU with BF16, else what it
+  computed in, with a note). ``precision`` keeps the ``--precision`` word that was asked for, for
   readers of older manifests.
 * :class:`FailedEntry`: a failure that may have no session behind it (a model that did not build, a checkpoint
   not found): model, format, error, and whether the rewritten form was asked for.
@@ -99,6 +101,10 @@ class ManifestEntry(_Record):
     validation: dict[str, Any] = Field(default_factory=dict)
     fp32_validation: dict[str, Any] | None = None   # a converted artifact: its FP32 source's validation
     quantization: dict[str, Any] | None = None      # calibration, quantizer settings, gate, fallback
+    # a compute precision (bf16): the INT8 gate's check of the session that computed in it (asked, read back,
+    # figures, failures, held-out set; hvit_deploy.quantize.compute.compute_gate)
+    precision_gate: dict[str, Any] | None = None
+    notes: list[str] | None = None                  # what a reader should know (e.g. no BF16 on this CPU)
     size_ratio_vs_fp32: float | None = None
     error: str | None = None
 

@@ -224,7 +224,8 @@ class ExportSession:
     # ------------------------------------------------------------------------------------------------- export
     def export(self, fmt: str, out_dir: str | os.PathLike, *, rewrite: bool = True, opset: int | None = None,
                precision: str | None = None, **quantization) -> ExportResult:
-        """``int8``/``w4``: the FP32 export, then the precision stage (``quantization``: see _export_converted)."""
+        """``int8``/``w4``/``bf16``: the FP32 export, then the precision stage (``quantization``: see
+        _export_converted)."""
         from ..quantize import PRECISIONS as CONVERTED
 
         form = get_format(fmt)
@@ -297,7 +298,7 @@ class ExportSession:
         warn = warn or quantize.stage.warn
         quantize.check_request(fmt, precision, calibration)
         out = ensure_writable_dir(out_dir)
-        sets = self._quantization_sets(fmt, calibration, eval_data, calibration_size, warn)
+        sets = self._quantization_sets(fmt, calibration, eval_data, calibration_size, warn, precision)
         t0 = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix=".hvit-int8-", dir=out))
         try:
@@ -316,10 +317,22 @@ class ExportSession:
                                    front_check=fp32.entry.get("image_input_check"), source=fp32)
         return result
 
-    def _quantization_sets(self, fmt: str, calibration, eval_data, calibration_size, warn):
+    def _quantization_sets(self, fmt: str, calibration, eval_data, calibration_size, warn, precision="int8"):
         """(calibration, held-out) images for ``fmt``'s INT8, read once per session and folder; None for Core
-        ML's weight-only conversion, which calibrates nothing."""
+        ML's weight-only conversion, which calibrates nothing; (None, held-out) for a compute precision (bf16:
+        :func:`~hvit_deploy.quantize.calibration.held_out_set`)."""
         from .. import quantize
+
+        if precision in quantize.compute.COMPUTE_PRECISIONS:
+            from ..quantize.calibration import held_out_set
+
+            cache = self.__dict__.setdefault("_quantization_cache", {})
+            key = ("held", str(calibration), str(eval_data))
+            if key not in cache:
+                cache[key] = (None, held_out_set(eval_data=eval_data, calibration=calibration, warn=warn,
+                                                 holdout=self.recipe.quantization.holdout_size,
+                                                 preprocess=preprocessing_for(self.spec, self.input_size)))
+            return cache[key]
 
         if not quantize.stage.needs_data(fmt):
             if calibration:

@@ -21,7 +21,8 @@ from ..registry import canonical_name, get_spec, list_families, list_models
 from .manifest import failed_entry  # noqa: F401  (the one builder of a failed record; callers import it from here too)
 
 Form = Literal["rewritten", "original"]
-QUANTIZED = ("int8", "w4")  # the precisions the precision stage (hvit_deploy.quantize) makes
+QUANTIZED = ("int8", "w4")  # the precisions the precision stage (hvit_deploy.quantize) makes by quantizing
+COMPUTED = ("bf16",)        # ... and by asking the runtime to compute in them (hvit_deploy.quantize.compute)
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".safetensors")
 
 
@@ -81,7 +82,7 @@ class ExportRequest(BaseModel):
     families: list[str] = Field(default_factory=list)
     formats: list[str] = Field(default_factory=lambda: ["onnx"])
     forms: list[Form] = Field(default_factory=lambda: ["rewritten"])
-    precision: Literal["fp32", "fp16", "int8", "w4"] | None = None
+    precision: Literal["fp32", "fp16", "int8", "w4", "bf16"] | None = None
     input_size: int | tuple[int, int] | None = None
     batch: int | None = None
     dynamic_batch: bool = False
@@ -159,9 +160,18 @@ class ExportRequest(BaseModel):
 
     def _check_quantization(self) -> None:
         """The INT8 flags, checked before anything is built or written."""
-        from ..quantize.calibration import CalibrationError, split_sets
+        from ..quantize.calibration import CalibrationError, find_images, split_sets
         from ..quantize.stage import check_request
 
+        if self.precision in COMPUTED:
+            for fmt in self.formats:
+                check_request(fmt, self.precision, self.calibration)
+            if self.calibration_size is not None:
+                raise HvitError("--calibration-size goes with --precision int8")
+            if self.calibration or self.eval_data:  # the gate's held-out images: missing, empty, overlap
+                split_sets(self.calibration, eval_data=self.eval_data, preprocess=None) if self.calibration else \
+                    find_images(self.eval_data, "--eval-data")
+            return
         if not self.quantized:
             for flag, value in (("--calibration", self.calibration), ("--eval-data", self.eval_data),
                                 ("--calibration-size", self.calibration_size)):
@@ -181,6 +191,11 @@ class ExportRequest(BaseModel):
     @property
     def quantized(self) -> bool:
         return self.precision in QUANTIZED
+
+    @property
+    def converted(self) -> bool:
+        """Made by the precision stage from the FP32 export (quantized, or a compute precision)."""
+        return self.precision in QUANTIZED + COMPUTED
 
     def notes(self) -> list[str]:
         """What the user should know about the request, though it is valid (printed as ``note:`` lines)."""
@@ -203,12 +218,14 @@ class ExportRequest(BaseModel):
         if self.quantized:
             quant = {"calibration": self.calibration, "eval_data": self.eval_data,
                      "calibration_size": self.calibration_size, "fallback": self.fallback}
+        elif self.converted:
+            quant = {"calibration": self.calibration, "eval_data": self.eval_data}
         return {"opset": self.opset, "precision": self.precision, **quant}
 
     def files(self, checkpoint: str | None = None) -> dict[str, str]:
         """Every file the request names (a cluster ships them by value), by option name."""
         named = {"labels": self.labels, "recipe": self.recipe, "checkpoint": checkpoint}
-        if self.quantized:
+        if self.converted:
             named.update(calibration=self.calibration, eval_data=self.eval_data)
         return {k: str(v) for k, v in named.items() if v}
 

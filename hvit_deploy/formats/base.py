@@ -62,6 +62,10 @@ class Format:
     directory: bool = False                       # the artifact is a folder (a Core ML package)
     artifact_precisions: tuple[str, ...] = ()     # every precision an artifact of it may hold (with the
                                                   # precision stage: int8, w8, w4); empty: ``precisions``
+    # compute precisions (hvit_deploy.quantize.compute) its artifact can ask its runtime for, and how: an FP32
+    # artifact copied with the request written into it, compute_hint(src, dst, precision) (OpenVINO: bf16)
+    compute_precisions: tuple[str, ...] = ()
+    compute_hint: Callable[[Path, Path, str], None] | None = None
     order: int = 100                              # where it comes in ``--to all`` (smaller first)
     aliases: tuple[str, ...] = ()
     description: str = ""

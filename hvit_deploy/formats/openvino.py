@@ -84,6 +84,23 @@ def export_openvino(
     return info
 
 
+def write_compute_hint(src_xml: Path, dst_xml: Path, precision: str) -> None:
+    """``src_xml`` saved as ``dst_xml`` (weights unchanged, FP32) with ``rt_info`` ``runtime_options /
+    INFERENCE_PRECISION_HINT`` = ``precision``'s OpenVINO type (bf16). The project's ``openvino`` runtime (and so
+    hvit-bench and hvit-eval) compiles such an IR with that hint; OpenVINO's CPU plugin itself does not apply this
+    rt_info key (2026.4 applies only its KV-cache and dynamic-quantization runtime_options), so a user passes it
+    to ``compile_model`` (on a CPU with BF16 the plugin's own default is bf16 already)."""
+    import openvino as ov
+
+    from ..runtimes.openvino_cpu import HINT_RT_INFO, HINTS
+
+    core = ov.Core()
+    model = core.read_model(str(src_xml))
+    model.set_rt_info(HINTS[precision], list(HINT_RT_INFO))
+    with captured():
+        ov.save_model(model, str(dst_xml), compress_to_fp16=False)
+
+
 def _op_histogram(ov_model) -> dict[str, int]:
     hist: dict[str, int] = {}
     for op in ov_model.get_ordered_ops():
@@ -104,4 +121,5 @@ register_format(Format(
     name="openvino", suffix=".xml", export=_export, run=run_openvino, precisions=("fp32", "fp16"),
     default_precision=lambda recipe: recipe.openvino.precision, tools=("torch", "openvino"), runtime="openvino",
     sidecars=(".bin",), order=1, artifact_precisions=("fp32", "fp16", "int8"), aliases=("ir", "ov"),
+    compute_precisions=("bf16",), compute_hint=write_compute_hint,
     description="OpenVINO IR (.xml + .bin) via openvino.convert_model"))

@@ -156,3 +156,23 @@ def split_sets(calibration: str | Path, *, size: int = 300, eval_data: str | Pat
                      preprocess, warn, label_of, classes)
     calib = _read(root, "calibration", files, hashes, size, preprocess, warn)
     return calib, held
+
+
+
+def held_out_set(*, eval_data: str | Path | None = None, calibration: str | Path | None = None,
+                 holdout: int = 50, preprocess=None, warn: Callable[[str], None] = lambda m: None) -> ImageSet:
+    """The images a compute precision (bf16) is gated on: the held-out images INT8's gate would use (``eval_data``,
+    else the held-out split of ``calibration``), else, with neither, the photos shipped in ``hvit_deploy/assets``."""
+    if calibration is not None:
+        held = split_sets(calibration, size=1, eval_data=eval_data, holdout=holdout, preprocess=None, warn=warn)[1]
+        root, files, hashes, labels, classes = held.root, held.paths, held.hashes, held.labels, held.classes
+    else:
+        from ..resources import asset
+
+        root = Path(eval_data) if eval_data is not None else asset("chelsea.png").parent
+        files = find_images(root, "--eval-data" if eval_data is not None else "assets")
+        by_hash = dict(zip(*_by_content(files)))
+        hashes = [by_hash[f] for f in files]
+        labels, classes = _labels(root, files)
+    label_of = dict(zip(files, labels)) if labels else None
+    return _read(root, "held-out", files, hashes, None, preprocess, warn, label_of, classes)

@@ -33,12 +33,13 @@ from ..formats.artifact import ExportResult, size_of
 from ..recipes import QuantizationOptions
 from ..utils.batching import run_in_batches
 from .calibration import ImageSet, split_sets
+from .compute import COMPUTE_PRECISIONS, compute_gate, failure_text
 from .gate import gate_failures, gate_figures
 
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("int8", "w4")   # the --precision words this stage makes from an FP32 artifact
+PRECISIONS = ("int8", "w4", "bf16")   # the --precision words this stage makes from an FP32 artifact
 # the converted artifacts keep float activations between their integer (or compressed-weight) layers, and the
 # runtimes that validate them compute those in float32 (OpenVINO: INFERENCE_PRECISION_HINT=f32)
 COMPUTE_PRECISION = "fp32"
@@ -53,6 +54,15 @@ def warn(msg: str) -> None:
 
 
 def check_request(fmt: str, precision: str, calibration) -> None:
+    if precision in COMPUTE_PRECISIONS:
+        from ..formats import format_names, get_format
+
+        if precision not in get_format(fmt).compute_precisions:
+            able = [n for n in format_names() if precision in get_format(n).compute_precisions]
+            raise QuantizationError(f"--precision {precision} is a compute precision (the FP32 artifact, computed in "
+                                    f"{precision} by its runtime), which {' and '.join(able) or 'no format'} can "
+                                    f"carry, not {fmt}")
+        return
     if precision == "w4" and fmt != "coreml":
         raise QuantizationError(f"--precision w4 (4-bit weights) is for coreml only, not {fmt}")
     if precision == "int8" and fmt not in ("onnx", "openvino", "coreml"):  # executorch, litert: PT2E not wired yet
@@ -64,12 +74,19 @@ def check_request(fmt: str, precision: str, calibration) -> None:
 
 def artifact_precision(fmt: str, precision: str) -> str:
     """What the converted file holds: Core ML's ``int8`` is 8-bit weights with float activations (``w8``)."""
+    if precision in COMPUTE_PRECISIONS:
+        return "fp32"
     return "w8" if fmt == "coreml" and precision == "int8" else precision
 
 
 def needs_data(fmt: str) -> bool:
     """Whether ``fmt``'s conversion calibrates activations (and so is gated on held-out images)."""
     return fmt != "coreml"
+
+
+def needs_held_out(fmt: str, precision: str) -> bool:
+    """Whether the ``precision`` artifact of ``fmt`` is gated on held-out images (INT8 with data, and bf16)."""
+    return precision in COMPUTE_PRECISIONS or needs_data(fmt)
 
 
 def load_sets(calibration, *, preprocess, options: QuantizationOptions, eval_data=None,
@@ -91,7 +108,8 @@ def eager_logits(model: torch.nn.Module, arrays: np.ndarray, batch: int) -> np.n
 class GateInputs:
     """What the INT8 gate and the per-layer fallback need, handed in by the caller."""
 
-    calibration: ImageSet                 # calibration images (``arrays``: preprocessed for the model)
+    calibration: ImageSet | None          # calibration images (``arrays``: preprocessed for the model); None
+                                          # for a compute precision (bf16), which calibrates nothing
     held_out: ImageSet                    # the gate's images
     reference_logits: np.ndarray          # eager FP32 on ``held_out.arrays`` (:func:`eager_logits`)
     batch: int                            # the artifact's batch
@@ -115,14 +133,20 @@ def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, t
     if not fp32.ok or fp32.path is None:
         result.error = f"FP32 export before quantization failed: {fp32.error}"
         return result
-    if needs_data(fmt) and gate is None:
+    if precision in COMPUTE_PRECISIONS and gate is None:
+        raise QuantizationError(f"--precision {precision} is gated on held-out images; none were given")
+    if needs_data(fmt) and gate is None and precision not in COMPUTE_PRECISIONS:
         raise QuantizationError(f"--precision {precision} for {fmt} needs calibration images: --calibration DIR")
     t0 = time.perf_counter()
     out = Path(out_dir)
     work = Path(tempfile.mkdtemp(prefix=".hvit-int8-", dir=out))
     try:
         target = work / target_name
-        if needs_data(fmt):
+        if precision in COMPUTE_PRECISIONS:
+            info = _compute_hinted(fmt, Path(fp32.path), target, gate, options, precision)
+            facts["compute_precision"] = info["check"]["compute_precision"]
+            facts["notes"] = info["check"]["notes"]
+        elif needs_data(fmt):
             info = _int8_with_gate(fmt, Path(fp32.path), target, gate, options, fallback, list(fp32.rewrites))
         else:
             from .coreml_weights import quantize_coreml_weights
@@ -130,8 +154,12 @@ def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, t
             info = quantize_coreml_weights(Path(fp32.path), target, precision, options, tuple(fp32.input_shape),
                                            tuple(output_shape) if output_shape is not None else None)
         ok, err = info.pop("ok"), info.pop("error", None)
-        facts["quantization"] = info
-        result.validation = info.get("gate", {}).get("final", info.get("check", {}))
+        if precision in COMPUTE_PRECISIONS:
+            facts["precision_gate"] = info["check"]
+            result.validation = info["check"]["figures"]
+        else:
+            facts["quantization"] = info
+            result.validation = info.get("gate", {}).get("final", info.get("check", {}))
         if ok:
             files = _move_into(target, out, _sidecars(fp32))
             result.ok, result.path = True, files[0]
@@ -142,6 +170,27 @@ def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, t
         shutil.rmtree(work, ignore_errors=True)
     result.seconds = round(time.perf_counter() - t0, 2)
     return result
+
+
+def _compute_hinted(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions,
+                    precision: str) -> dict:
+    """The FP32 artifact copied to ``target`` with the ``precision`` request written into it (the format's
+    ``compute_hint``), then run by its runtime in that precision and judged by the INT8 gate on the held-out
+    images (:func:`.compute.compute_gate`)."""
+    from ..formats import get_format
+
+    get_format(fmt).compute_hint(fp32_path, target, precision)
+    check = compute_gate(gate.runtime, {"artifact": str(target), "compute_precision": precision}, gate.held_out,
+                         gate.reference_logits, q.gate, gate.batch)
+    if check["compute_precision"] != precision:
+        from ..utils.cpu import BF16_FLAGS, has_bf16
+
+        if precision == "bf16" and not has_bf16():  # said once, in the words a reader of the manifest needs
+            check["notes"] = [n for n in check["notes"] if "no BF16 arithmetic" not in n] + [
+                f"this CPU has no BF16 arithmetic (none of {', '.join(BF16_FLAGS)}), so the session that validated "
+                f"the artifact computed in {check['compute_precision']}; on a CPU with BF16 the same file computes "
+                "in bf16"]
+    return {"check": check, "ok": check["passed"], **({} if check["passed"] else {"error": failure_text(check)})}
 
 
 def _sidecars(fp32: ExportResult) -> list[str]:

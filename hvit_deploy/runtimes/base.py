@@ -97,6 +97,9 @@ class RuntimeSpec(BaseModel):
     input_size: Optional[int] = None
     batch_size: int = 1
     compile_mode: Optional[str] = None        # torch.compile's mode (the torch-compile runtimes)
+    # what the session is asked to compute in (None: fp32, or what the artifact itself asks for: an OpenVINO IR
+    # with INFERENCE_PRECISION_HINT in its runtime_options); a runtime reports what it really used
+    compute_precision: Optional[str] = None
     # what hvit-bench adds (recorded, not read by the runtimes)
     backend: Optional[str] = None
     form: Optional[str] = Field(None, alias="variant")   # rewritten | original | int8 (JSON key: variant)
@@ -145,6 +148,8 @@ class Runtime:
     # what a session computes in (fp32, bf16, fp16), apart from what the artifact holds; a runtime that learns
     # it from the runtime itself (OpenVINO's INFERENCE_PRECISION_HINT) sets the instance attribute after loading
     compute_precision: Optional[str] = "fp32"
+    # the compute precisions a session may be asked for (RuntimeSpec.compute_precision), fp32 first
+    compute_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
 
     # --- per session ---
     device: str = "cpu"
@@ -158,6 +163,9 @@ class Runtime:
         self.notes: list[str] = []
         self.load_s = 0.0
         self.call: Callable[[], object] = lambda: None
+        asked = self.spec.compute_precision
+        if asked is not None and asked not in self.compute_precisions:
+            raise Unavailable(type(self).precision_unavailable(asked) or f"{self.name} has no {asked} compute path")
 
     # --- registry-level facts ------------------------------------------------------------------------------
     @classmethod
@@ -195,6 +203,23 @@ class Runtime:
             return metadata.version(cls.package)
         except metadata.PackageNotFoundError:
             return None
+
+    @classmethod
+    def precision_unavailable(cls, precision: str | None) -> str | None:
+        """None when a session may compute in ``precision`` here, else the one-line reason (an hvit-bench entry
+        of that precision is skipped with it). BF16 on a CPU runtime also needs the CPU's own BF16 arithmetic:
+        elsewhere it is emulated (torch) or silently computed in f32 (OpenVINO), so there is nothing to time."""
+        if precision in (None, "fp32"):
+            return None
+        if precision not in cls.compute_precisions:
+            return f"{cls.name} has no {precision} compute path"
+        if precision == "bf16" and cls.device_kind == "cpu":
+            from ..utils.cpu import BF16_FLAGS, has_bf16
+
+            if not has_bf16():
+                return (f"this CPU has no BF16 arithmetic (none of {', '.join(BF16_FLAGS)} among its flags), so "
+                        f"{cls.name} would not compute in bf16 here")
+        return None
 
     @classmethod
     def thread_notes(cls, threads: int, readback: dict) -> list[str]:

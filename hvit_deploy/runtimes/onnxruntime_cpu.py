@@ -18,6 +18,15 @@ import numpy as np
 from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
 
 
+# Checked with onnxruntime 1.31.1 (docs/bench.md, "BF16"): on x86 the CPU execution provider has no BF16 kernels
+# for MatMul, Gemm, Add or ReduceMax (NOT_IMPLEMENTED; its one BF16 switch,
+# mlas.enable_gemm_fastmath_arm64_bfloat16, is for ARM64 GEMMs), and an FP16 graph runs its MatMul, Conv, Add and
+# Softmax as FP32 kernels between Cast nodes the session inserts (only LayerNormalization keeps an FP16 kernel)
+NO_LOW_PRECISION = ("ONNX Runtime's CPU execution provider has no real BF16 or FP16 compute path on this CPU: no "
+                    "BF16 kernels for MatMul/Gemm/Add (its one BF16 option, mlas.enable_gemm_fastmath_arm64_bfloat16, "
+                    "is for ARM64), and an FP16 graph runs as FP32 kernels between inserted Casts")
+
+
 def session_options(threads: int, profiling_prefix: str | None = None):
     import onnxruntime as ort
 
@@ -58,6 +67,12 @@ class OrtRuntime(Runtime):
     aliases = ("ort", "onnxruntime-cpu", "ort-cpu")
     description = "ONNX Runtime, CPU execution provider"
     thread_keys = ("intra_op_threads",)
+
+    @classmethod
+    def precision_unavailable(cls, precision: str | None) -> str | None:
+        if precision in ("bf16", "fp16") and cls.device_kind == "cpu":
+            return NO_LOW_PRECISION
+        return super().precision_unavailable(precision)
     provider = "CPUExecutionProvider"
     provider_options: dict | None = None
     ort_device = "cpu"  # where the input and output buffers live

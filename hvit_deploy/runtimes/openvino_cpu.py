@@ -5,6 +5,14 @@ what ``benchmark_app -hint none -nstreams 1 -nthreads N`` sets (one stream, ``IN
 0 leaves the plugin's default), plus ``INFERENCE_PRECISION_HINT=f32`` so an fp32 IR runs in fp32 (CPUs with
 bf16 or AMX would otherwise default to bf16, and validation would check that fast path, not the IR). An INT8
 IR keeps its quantised operations under this hint; only the floating-point parts stay in f32.
+
+BF16 compute (``RuntimeSpec.compute_precision="bf16"``, the ``bf16`` form of ``hvit-bench``, an IR written by
+``hvit-export --precision bf16``): the same FP32 IR compiled with ``INFERENCE_PRECISION_HINT=bf16``. An IR
+whose ``rt_info`` carries ``runtime_options/INFERENCE_PRECISION_HINT`` (what ``hvit-export --precision bf16``
+writes) is compiled with that hint when the spec asks for nothing. OpenVINO's CPU plugin itself does *not* apply
+that rt_info key (2026.4 applies only its KV-cache and dynamic-quantization runtime_options), so this runtime
+passes it explicitly. What the compiled model reports back is what is recorded as ``compute_precision``: a CPU
+without BF16 arithmetic reads back f32 whatever was asked, and then a note says so.
 """
 from __future__ import annotations
 
@@ -20,6 +28,21 @@ READBACK_KEYS = ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "IN
 
 # OpenVINO's element types as the project's compute-precision words
 PRECISION_WORDS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+HINTS = {word: hint for hint, word in PRECISION_WORDS.items()}
+# where an IR asks for a compute precision (written by hvit-export --precision bf16)
+HINT_RT_INFO = ("runtime_options", "INFERENCE_PRECISION_HINT")
+
+
+def ir_precision_hint(model) -> str | None:
+    """The compute precision an IR's rt_info asks for (``runtime_options/INFERENCE_PRECISION_HINT``), as the
+    project's word (``bf16``), or None."""
+    try:
+        if not model.has_rt_info(list(HINT_RT_INFO)):
+            return None
+        value = str(model.get_rt_info(list(HINT_RT_INFO)).astype(str)).strip().lower()
+    except Exception:  # noqa: BLE001 - an rt_info entry of another shape asks for nothing we know
+        return None
+    return PRECISION_WORDS.get(value, value)
 
 
 def plain(v):
@@ -43,9 +66,11 @@ class OvRuntime(Runtime):
     description = "OpenVINO, CPU plugin"
     thread_keys = ("INFERENCE_NUM_THREADS",)
     ov_device = "CPU"
+    compute_precisions = ("fp32", "bf16")
+    asked_precision = "fp32"   # what the session asks OpenVINO for (the spec's, else the IR's rt_info hint)
 
     def config(self, perf_count: bool = False) -> dict:
-        cfg = {"NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32"}
+        cfg = {"NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": HINTS[self.asked_precision]}
         if self.threads:
             cfg["INFERENCE_NUM_THREADS"] = str(self.threads)
         if perf_count:
@@ -75,6 +100,13 @@ class OvRuntime(Runtime):
         hint = self.readback.get("INFERENCE_PRECISION_HINT")  # the hint actually in force, as read back
         if hint is not None:
             self.compute_precision = PRECISION_WORDS.get(str(hint).lower(), str(hint).lower())
+        self.readback["asked_precision"] = self.asked_precision
+        if self.asked_precision != "fp32" and self.compute_precision != self.asked_precision:
+            from ..utils.cpu import has_bf16
+
+            why = "" if has_bf16() else " (this CPU has no BF16 arithmetic)"
+            self.notes.append(f"asked OpenVINO for INFERENCE_PRECISION_HINT={HINTS[self.asked_precision]}; it "
+                              f"compiled the model to compute in {self.compute_precision}{why}")
         try:
             self.readback["device_name"] = self.core.get_property(self.ov_device, "FULL_DEVICE_NAME")
         except Exception:  # noqa: BLE001
@@ -84,6 +116,14 @@ class OvRuntime(Runtime):
 
     def _compile(self):
         self.model = self.core.read_model(str(self.spec.artifact))
+        asked = self.spec.compute_precision  # checked against compute_precisions when the session was opened
+        if asked is None:
+            asked = ir_precision_hint(self.model) or "fp32"
+            if asked not in self.compute_precisions or asked not in HINTS:
+                self.notes.append(f"the IR's rt_info asks for INFERENCE_PRECISION_HINT {asked}, which {self.name} "
+                                  "does not offer; compiled with f32")
+                asked = "fp32"
+        self.asked_precision = asked
         if self.input_shape and self.model.input(0).get_partial_shape().is_dynamic:
             # time the static shape asked for, as exported
             self.model.reshape({self.model.input(0): self.ov.PartialShape(self.input_shape)})

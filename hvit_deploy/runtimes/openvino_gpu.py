@@ -15,6 +15,7 @@ class OvGpuRuntime(OvRuntime):
     device_kind = "gpu"
     needs_probe = True
     thread_keys = ()
+    compute_precisions = ("fp32",)
     ov_device = "GPU"
 
     @classmethod

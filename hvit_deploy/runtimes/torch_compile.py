@@ -104,6 +104,7 @@ def _cxx_compiler() -> str | None:
 @register_runtime
 class TorchCompileRuntime(CompiledMixin, TorchRuntime):
     name = "torch-compile"
+    compute_precisions = ("fp32",)
     order = 35
     aliases = ("compile", "torch-compile-cpu")
     description = "PyTorch compiled by torch.compile (inductor) on the CPU"

@@ -1,4 +1,9 @@
-"""``torch``: the PyTorch module in eager mode on the CPU (rewritten with the ONNX recipe, or as written)."""
+"""``torch``: the PyTorch module in eager mode on the CPU (rewritten with the ONNX recipe, or as written).
+
+BF16 compute (``RuntimeSpec.compute_precision="bf16"``: the eager reference of ``hvit-bench``'s ``bf16`` form):
+the FP32 module run under ``torch.autocast("cpu", dtype=torch.bfloat16)``, weights kept in FP32 (autocast casts
+what its op lists name: matmuls, convolutions, linear layers, to BF16; reductions and normalisations stay FP32).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -51,6 +56,7 @@ class TorchRuntime(Runtime):
     description = "PyTorch eager on the CPU"
     thread_keys = ("intra_op_threads",)
     torch_device = "cpu"
+    compute_precisions = ("fp32", "bf16")
 
     def __init__(self, spec: RuntimeSpec | dict):
         super().__init__(spec)
@@ -77,15 +83,37 @@ class TorchRuntime(Runtime):
             "os_threads_before_load": before,
         }
         self.timing = "wall clock (perf_counter_ns) around model(x) under torch.inference_mode(); input prepared before timing"
+        if self.spec.compute_precision == "bf16":
+            self.compute_precision = "bf16"
+            self.readback["autocast"] = "cpu, torch.bfloat16"
+            self.timing += "; under torch.autocast('cpu', dtype=torch.bfloat16)"
+
+    def _autocast(self):
+        """The context a run computes in: bfloat16 autocast for a bf16 session, else nothing."""
+        import contextlib
+
+        if self.spec.compute_precision == "bf16" and self.torch_device == "cpu":
+            return self.torch.autocast("cpu", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
 
     def prepare(self, seed: int = 0) -> None:
         self.x = self.torch.from_numpy(random_input(self.input_shape, seed)).to(self.torch_device)
         model, x = self.model, self.x
-        self.call = lambda: model(x)
+        if self.spec.compute_precision == "bf16":
+            autocast = self._autocast
+
+            def call():
+                with autocast():
+                    return model(x)
+
+            self.call = call
+        else:
+            self.call = lambda: model(x)
 
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
-        return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
+        with self._autocast():
+            return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def op_profile(self, runs: int, top: int) -> list[dict]:
         from torch.profiler import ProfilerActivity, profile

@@ -8,6 +8,7 @@ from .torch_cpu import TorchRuntime
 @register_runtime
 class TorchCudaRuntime(TorchRuntime):
     name = "torch-cuda"
+    compute_precisions = ("fp32",)
     order = 40
     aliases = ("cuda", "torch-gpu")
     description = "PyTorch eager on a CUDA GPU"
