@@ -112,6 +112,7 @@ class RuntimeSpec(BaseModel):
     input_size: Optional[int] = None
     batch_size: int = 1
     compile_mode: Optional[str] = None        # torch.compile's mode (the torch-compile runtimes)
+    rewrite_format: Optional[str] = None      # whose recipe rewrites the torch module (default: ONNX's)
     # what hvit-bench adds (recorded, not read by the runtimes)
     backend: Optional[str] = None
     form: Optional[str] = Field(None, alias="variant")   # rewritten | original | int8 (JSON key: variant)
