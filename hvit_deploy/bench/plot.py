@@ -75,12 +75,15 @@ def plot_compare(base, cand, cmp, path: str | Path) -> Path:
     plt = _plt()
     bmap = {e.key: e for e in as_doc(base).results if e.samples_ms}
     cmap = {e.key: e for e in as_doc(cand).results if e.samples_ms}
-    rows = [r for r in cmp.rows if (r.model, r.backend, r.form) in bmap and (r.model, r.backend, r.form) in cmap]
+    def key(r):  # the entry key of a comparison row: (model, backend, form, batch)
+        return (r.model, r.backend, r.form, r.batch)
+
+    rows = [r for r in cmp.rows if key(r) in bmap and key(r) in cmap]
     if not rows:
         raise OutputError("nothing to plot: no entry has samples in both files")
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 * len(rows) + 0.6), squeeze=False)
     for ax, r in zip(axes[:, 0], rows):
-        k = (r.model, r.backend, r.form)
+        k = key(r)
         a = _clip(np.asarray(bmap[k].samples_ms, dtype=float))
         b = _clip(np.asarray(cmap[k].samples_ms, dtype=float))
         parts = ax.violinplot([a, b], positions=[1, 0], vert=False, showextrema=False, widths=0.85)
