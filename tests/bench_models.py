@@ -3,6 +3,8 @@
 ``bench_tiny`` is a small hybrid (conv stem, one attention block, MLP) at 64×64 that runs in well under a
 millisecond, so a test can spawn workers, export to ONNX and OpenVINO and time it in seconds.
 ``bench_crash`` aborts its process on the first forward, to check that one crashing entry does not sink the rest.
+``bench_batch1`` takes one image per call only (as a model with a baked batch does), to check that a batch sweep
+records the batches it cannot take as failed entries and times the rest.
 """
 from __future__ import annotations
 
@@ -41,6 +43,13 @@ class Crash(TinyHybrid):
         os.abort()
 
 
+class OneImage(TinyHybrid):
+    def forward(self, x):
+        if x.shape[0] != 1:
+            raise ValueError(f"bench_batch1 takes one image per call, not {x.shape[0]}")
+        return super().forward(x)
+
+
 def bench_tiny(**kwargs):
     return TinyHybrid(**kwargs)
 
@@ -49,6 +58,10 @@ def bench_crash(**kwargs):
     return Crash(**kwargs)
 
 
-for _name, _fn in (("bench_tiny", bench_tiny), ("bench_crash", bench_crash)):
+def bench_batch1(**kwargs):
+    return OneImage(**kwargs)
+
+
+for _name, _fn in (("bench_tiny", bench_tiny), ("bench_crash", bench_crash), ("bench_batch1", bench_batch1)):
     if _name not in _MODELS:
         add_spec(ModelSpec(name=_name, family="bench_test", builder=_fn, input_size=(3, 64, 64)))

@@ -73,7 +73,7 @@ def test_results_file(full_run):
         assert e["timing"] and e["input_shape"] == [1, 3, 64, 64]
         # what the file holds and what the session computed in, recorded apart (OpenVINO: its hint, read back)
         assert e["artifact_precision"] == "fp32" and e["compute_precision"] == "fp32" and "precision" not in e
-        assert e["process_runs"] and doc["schema_version"] == 2
+        assert e["process_runs"] and doc["schema_version"] == 3 and e["batch_size"] == 1
     assert ok["torch"]["threads_readback"]["intra_op_threads"] == 1
     assert ok["onnxruntime"]["threads_readback"]["intra_op_threads"] == 1
     assert ok["onnxruntime"]["threads_readback"]["execution_mode"] == "ORT_SEQUENTIAL"

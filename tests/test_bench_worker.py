@@ -69,7 +69,7 @@ def test_request_plans_jobs_once_and_travels_as_json(tmp_path):
                         models=["bench_tiny"], plugins=[str(Path(__file__).parent / "bench_models.py")],
                         backends=["ort", "torch"], forms=["rewritten", "original"], threads=1, out=tmp_path / "r.json")
     assert req.backends == ["onnxruntime", "torch"] and req.forms == ["rewritten", "original"]
-    assert [tuple(j) for j in req.jobs()] == [("bench_tiny", f, b) for f in ("rewritten", "original")
+    assert [tuple(j) for j in req.jobs()] == [("bench_tiny", f, b, 1) for f in ("rewritten", "original")
                                               for b in ("onnxruntime", "torch")]
     again = BenchRequest.model_validate_json(req.model_dump_json())
     assert again.jobs() == req.jobs() and again.profile.settings() == req.profile.settings()

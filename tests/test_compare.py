@@ -180,7 +180,7 @@ def test_old_files_load_typed_and_migrated():
         assert isinstance(doc, ResultsDoc) and doc.schema_version == SCHEMA_VERSION
         assert all(isinstance(e, ResultsEntry) for e in doc.results) and len(doc.results) == len(raw["results"])
         for e, r in zip(doc.results, raw["results"]):
-            assert e.key == (r["model"], r["backend"], r.get("variant", "rewritten"))
+            assert e.key == (r["model"], r["backend"], r.get("variant", "rewritten"), r.get("batch_size") or 1)
             assert e.artifact_precision == r.get("precision", r.get("artifact_precision"))
             assert e.samples_ms == r.get("samples_ms", [])
             out = e.to_json()

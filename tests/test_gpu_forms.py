@@ -200,5 +200,46 @@ def test_device_script_dry_runs_to_all_skipped(tmp_path):
     assert {(e.model, e.backend) for e in doc.results} == {(m, f) for m in ("efficientmod_s", "smt_t")
                                                                     for f in forms}
     assert all(e.status == "skipped" and "CUDA" in e.reason for e in doc.results)
+    sweep = load_results(tmp_path / "sweep.json")  # the batch sweep: one model, its best form, batch 1 to 64
+    assert exit_code(sweep) == 0 and sweep.settings["batch"] == [1, 2, 4, 8, 16, 32, 64]
+    assert [(e.model, e.backend, e.batch) for e in sweep.results] == [
+        ("efficientmod_s", "torch-cuda-graphs-fp16", b) for b in (1, 2, 4, 8, 16, 32, 64)]
+    assert all(e.status == "skipped" and "CUDA" in e.reason for e in sweep.results)
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.count("skipped") == 12 and "| torch-compile-cuda |" in summary
+    assert summary.count("skipped") == 12 + 7 and "| torch-compile-cuda |" in summary
+    assert "| efficientmod_s | torch-cuda-graphs-fp16 | 64 |  |  | skipped |" in summary
+
+
+# ------------------------------------------------------------- ACmix-ResNet's unfold on the GPU (issue 20, item 4)
+
+def test_torch_runtimes_can_take_the_openvino_recipe_form_of_acmix_resnet(monkeypatch):
+    """The ONNX recipe's ACmix-ResNet form computes the 7x7 unfold as a one-hot depthwise conv (2.6x the model's
+    convolution FLOPs); the OpenVINO recipe's keeps nn.Unfold. Both are the model as written, output for
+    output; a torch runtime (CPU here, the CUDA ones alike) takes either by ``rewrite_format`` or
+    ``HVIT_TORCH_REWRITES``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hvit_deploy import create_model
+    from hvit_deploy.runtimes.torch_cpu import rewrite_format
+
+    spec = {"model": "acmix_resnet26", "rewrite": True, "threads": 1, "input_size": 128}
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128), dtype=np.float32)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        ref = create_model("acmix_resnet26", input_size=128).eval()(torch.from_numpy(x)).numpy()
+    flops, rts = {}, {}
+    for fmt in ("onnx", "openvino"):
+        rt = rts[fmt] = open_runtime("torch", {**spec, "rewrite_format": fmt})
+        assert rt.readback["rewrites_of"] == fmt
+        np.testing.assert_allclose(rt.predict([x])[0], ref, atol=1e-5, rtol=1e-5)
+        with FlopCounterMode(display=False) as fc:
+            rt.predict([x])
+        flops[fmt] = fc.get_total_flops()
+        rt.close()
+    assert "acmix.unfold_as_conv" in rts["onnx"].rewrites and not any("unfold" in n for n in rts["openvino"].rewrites)
+    assert flops["onnx"] > 2.4 * flops["openvino"]  # 11.09 vs 4.31 GFLOP at 224
+    monkeypatch.setenv("HVIT_TORCH_REWRITES", "openvino")
+    assert rewrite_format({}) == "openvino" and rewrite_format({"rewrite_format": "coreml"}) == "coreml"
+    monkeypatch.setenv("HVIT_TORCH_REWRITES", "tensorrt")
+    with pytest.raises(ValueError, match="unknown rewrite recipe 'tensorrt' for the torch runtimes"):
+        rewrite_format({})

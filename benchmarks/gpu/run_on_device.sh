@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One short GPU session: install hvit-deploy into the GPU machine's own Python (its torch stays), run the GPU
-# tests, then benchmarks/gpu/time_forms.py (every GPU form of one model per family, within BUDGET_S seconds,
-# default 480), and leave the results files in $OUT (or ./gpu-results). Dry-run it on a CPU machine first:
-# every GPU entry is then skipped with its reason and the script still ends 0.
+# tests, then benchmarks/gpu/time_forms.py (every GPU form of one model per family, then the batch sweep of the
+# best form of one model, within BUDGET_S seconds, default 480), and leave the results files in $OUT (or
+# ./gpu-results). Dry-run it on a CPU machine first: every GPU entry is then skipped with its reason and the
+# script still ends 0.
 #   bash benchmarks/gpu/run_on_device.sh [MODEL ...]      (default: time_forms.py's one model per family)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,9 +19,9 @@ python3 -m pip install -q --no-deps -e . 2>&1 | tail -2
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$OUT/device.txt"
 python3 -m pytest -q -m gpu -p no:cacheprovider -n 0 tests/test_runtimes.py tests/test_bench_cli.py \
-    tests/test_gpu_forms.py 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
+    tests/test_gpu_forms.py tests/test_batch_sweep.py 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
 models=("$@")
 args=()
 [ ${#models[@]} -gt 0 ] && args=(--models "${models[@]}")
 python3 benchmarks/gpu/time_forms.py "${args[@]}" --out "$OUT" --budget-s "${BUDGET_S:-480}" | tee "$OUT/forms.txt"
-echo "results: $OUT/forms.json $OUT/compile.json $OUT/summary.md"
+echo "results: $OUT/forms.json $OUT/sweep.json $OUT/compile.json $OUT/summary.md"

@@ -113,7 +113,7 @@ def checkpoint_id(checkpoint: str | None) -> dict | None:
 
 def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], input_size: int | None,
                  batch_size: int = 1, precision: str = "fp32", checkpoint: str | None = None,
-                 quantization: dict | None = None) -> tuple[str, dict]:
+                 quantization: dict | None = None, dynamic_batch: bool = False) -> tuple[str, dict]:
     fields = {
         "model": model, "format": fmt, "rewrite": bool(rewrite), "rewrites": list(rewrites),
         "input_size": input_size, "batch_size": batch_size, "precision": precision,
@@ -124,6 +124,8 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
     }
     if quantization is not None:  # only INT8 keys carry it, so every FP32 key stays what it was
         fields["quantization"] = quantization
+    if dynamic_batch:  # the batch sweep's artifact (any batch); static keys stay what they were
+        fields["dynamic_batch"] = True
     blob = json.dumps(fields, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12], fields
 
@@ -173,6 +175,8 @@ def entry_artifact(art: dict) -> dict:
     """What a results entry records of the artifact it timed (from its ``bench-artifact.json``)."""
     out = {"path": art["path"], "key": art.get("key"), "cached": art.get("cached"), "export_s": art.get("export_s"),
            "exporter": art.get("exporter"), "validation": art.get("validation"), "size_bytes": art.get("size_bytes")}
+    if art.get("dynamic_batch"):  # the batch sweep's artifact: any batch, its input shape [-1, ...]
+        out["dynamic_batch"] = True
     if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
         out["quantization"] = art["quantization"]
     return out
@@ -219,14 +223,16 @@ def quantization_fields(model: str, fmt: str, *, calibration: str | None, calibr
     return fields
 
 
-def entry_dir(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32") -> Path:
-    tag = "" if precision == "fp32" else f"-{precision}"
+def entry_dir(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32",
+              dynamic_batch: bool = False) -> Path:
+    tag = ("" if precision == "fp32" else f"-{precision}") + ("-dyn" if dynamic_batch else "")
     return cache_root() / "artifacts" / model / f"{fmt}-{'rewritten' if rewrite else 'original'}{tag}-{key}"
 
 
-def lookup(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32") -> dict | None:
+def lookup(model: str, fmt: str, rewrite: bool, key: str, precision: str = "fp32",
+           dynamic_batch: bool = False) -> dict | None:
     """The manifest of a cached artifact, or None when it is absent or incomplete."""
-    d = entry_dir(model, fmt, rewrite, key, precision)
+    d = entry_dir(model, fmt, rewrite, key, precision, dynamic_batch)
     try:
         info = json.loads((d / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -261,16 +267,17 @@ def export_many(model: str, requests: list[tuple], *, input_size: int | None,
 
     A request may carry a third item, ``{"precision": "int8", "calibration": DIR, "calibration_size": N,
     "eval_data": DIR}``: that one is quantized as ``hvit-export --precision int8`` does it (gate and fallback
-    included). Returns one ``{"ok": True, "info": manifest}`` or ``{"ok": False, "error": text}`` per request,
+    included); ``{"dynamic_batch": true}`` exports it with a dynamic batch, as ``hvit-export --dynamic-batch``
+    (the batch sweep's artifact, validated at batch 1 and 4). Returns one ``{"ok": True, "info": manifest}`` or ``{"ok": False, "error": text}`` per request,
     in order. Runs inside the export child process."""
-    sessions: dict[bool, object] = {}
+    sessions: dict[tuple[bool, bool], object] = {}
 
-    def session(rewrite: bool):
+    def session(rewrite: bool, dynamic: bool = False):
         # one ExportSession builds the model and its reference outputs once for every format
-        if rewrite not in sessions:
-            sessions[rewrite] = _session(model, rewrite=rewrite, input_size=input_size, checkpoint=checkpoint,
-                                         batch_size=batch_size)
-        return sessions[rewrite]
+        if (rewrite, dynamic) not in sessions:
+            sessions[rewrite, dynamic] = _session(model, rewrite=rewrite, input_size=input_size,
+                                                  checkpoint=checkpoint, batch_size=batch_size, dynamic_batch=dynamic)
+        return sessions[rewrite, dynamic]
 
     out = []
     for req in requests:
@@ -294,16 +301,17 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
     from ..errors import ExportError
     from ..utils.io import atomic_write_json
 
-    quant = quant or {}
+    quant = dict(quant or {})
+    dynamic = bool(quant.pop("dynamic_batch", False))
     rewrites = rewrite_names(model, fmt, rewrite)
     qfields = quantization_fields(model, fmt, **{k: quant.get(k) for k in (
         "calibration", "calibration_size", "eval_data")}) if precision == INT8_FORM else None
     key, fields = artifact_key(model, fmt, rewrite=rewrite, rewrites=rewrites, input_size=input_size,
                                batch_size=batch_size, precision=precision, checkpoint=checkpoint,
-                               quantization=qfields)
-    d = entry_dir(model, fmt, rewrite, key, precision)
+                               quantization=qfields, dynamic_batch=dynamic)
+    d = entry_dir(model, fmt, rewrite, key, precision, dynamic)
     with locked(d):
-        hit = lookup(model, fmt, rewrite, key, precision)
+        hit = lookup(model, fmt, rewrite, key, precision, dynamic)
         if hit:
             hit["cached"] = True
             return hit
@@ -312,7 +320,7 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
         kwargs = {}
         if precision == INT8_FORM and fmt in NEEDS_CALIBRATION:
             kwargs = {k: quant.get(k) for k in ("calibration", "calibration_size", "eval_data")}
-        res = session(rewrite).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision,
+        res = session(rewrite, dynamic).export(fmt, d, rewrite=rewrite, precision=None if precision == "fp32" else precision,
                                       **kwargs)
         seconds = time.perf_counter() - t0
         if not res.ok:
@@ -327,10 +335,12 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
             "export_s": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "precision": precision, "size_bytes": (res.entry or {}).get("size_bytes"),
         }
+        if dynamic:
+            info["dynamic_batch"] = True
         if precision != "fp32":
             info["quantization"] = quantization_summary(res.entry or {})
         atomic_write_json(d / MANIFEST, info)
-    info = lookup(model, fmt, rewrite, key, precision) or info
+    info = lookup(model, fmt, rewrite, key, precision, dynamic) or info
     info["cached"] = False
     return info
 
@@ -356,7 +366,7 @@ def quantization_summary(entry: dict) -> dict:
     return out
 
 
-def _session(model: str, *, rewrite: bool, input_size, checkpoint, batch_size):
+def _session(model: str, *, rewrite: bool, input_size, checkpoint, batch_size, dynamic_batch: bool = False):
     """An ``ExportSession`` (validation on). A family without a recipe (a model registered by a --plugin) is
     exported as written with the default recipe options; rewriting it is refused."""
     from ..errors import ConfigError
@@ -372,5 +382,6 @@ def _session(model: str, *, rewrite: bool, input_size, checkpoint, batch_size):
         if rewrite:
             raise
         recipe = Recipe(family=family)
-    return ExportSession(model, checkpoint=checkpoint, input_size=input_size, batch_size=batch_size,
-                         recipe=recipe, validate=True)
+    return ExportSession(model, checkpoint=checkpoint, input_size=input_size,
+                         batch_size=None if dynamic_batch else batch_size, recipe=recipe, validate=True,
+                         dynamic_batch=dynamic_batch)

@@ -1,6 +1,7 @@
 """``hvit-bench compare BASELINE.json CANDIDATE.json``: per-entry verdicts for CI.
 
-Entries are matched by (model, backend, form; the form is the file's ``variant`` key). For each pair whose
+Entries are matched by (model, backend, form, batch; the form is the file's ``variant`` key, an entry without
+``batch_size`` is batch 1, so a baseline from before the batch sweep matches a sweep's batch-1 entries). For each pair whose
 settings and environment agree, the raw ``samples_ms`` are compared with :func:`.stats.compare_runs` (ratio of medians, bootstrap CI over block
 medians, Mann-Whitney U on block medians) and get a verdict:
 
@@ -54,13 +55,15 @@ class Row:
     test: dict | None = None
     detectable: float | None = None     # smallest slowdown this comparison would flag (80% power), a fraction
     inconclusive: bool = False          # unchanged, but it could not have detected the slowdown asked for
+    batch: int = 1                      # images per timed call (the batch sweep)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.backend}/{self.form}"
+        return f"{self.model}/{self.backend}/{self.form}" + (f"/batch {self.batch}" if self.batch != 1 else "")
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "variant": self.form, "verdict": self.verdict,
+        return {"model": self.model, "backend": self.backend, "variant": self.form, "batch": self.batch,
+                "verdict": self.verdict,
                 "baseline_median_ms": self.baseline_ms, "candidate_median_ms": self.candidate_ms,
                 "ratio": self.ratio, "ratio_ci": list(self.ratio_ci) if self.ratio_ci else None,
                 "p_value": self.p_value, "detectable_slowdown": self.detectable, "inconclusive": self.inconclusive,
@@ -256,11 +259,12 @@ def compare_docs(base: ResultsDoc | dict, cand: ResultsDoc | dict, *, threshold:
         b, c = bmap.get(key), cmap.get(key)
         b_ok = b is not None and b.status == "ok"
         c_ok = c is not None and c.status == "ok"
-        row = Row(*key, verdict="unchanged")
+        model, backend, form, batch = key
+        row = Row(model, backend, form, verdict="unchanged", batch=batch)
         row.baseline_ms = b.median_ms if b_ok else None
         row.candidate_ms = c.median_ms if c_ok else None
         if not b_ok and not c_ok:
-            skipped_both.append(f"{'/'.join(key)} (baseline {_state(b)}; candidate {_state(c)})")
+            skipped_both.append(f"{row.label} (baseline {_state(b)}; candidate {_state(c)})")
             continue
         if b_ok and not c_ok:
             row.verdict = "missing"
@@ -287,7 +291,7 @@ def _severity(r: Row):
         return (rank, -(r.ratio or 0))
     if r.verdict == "improvement":
         return (rank, r.ratio or 0)
-    return (rank, r.model, r.backend, r.form)
+    return (rank, r.model, r.backend, r.form, r.batch)
 
 
 def parse_threshold(text: str) -> float:

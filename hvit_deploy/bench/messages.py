@@ -38,7 +38,11 @@ class ProbeCmd(_Msg):
 
 
 class ExportCmd(_Msg):
-    """Export (or reuse) ``model`` for every request: ``[fmt, rewrite]`` or ``[fmt, rewrite, {int8 options}]``."""
+    """Export (or reuse) ``model`` for every request: ``[fmt, rewrite]`` or ``[fmt, rewrite, {options}]``, the
+    options being the int8 ones and/or ``{"dynamic_batch": true}`` (the batch sweep's artifact above batch 1; a
+    worker of an older checkout ignores it and exports the static batch, which its runtime then times at the
+    artifact's own batch: the entry's ``input_shape`` says so and ``compare`` refuses the pair). The batch each
+    entry times travels in :class:`SetupCmd`'s spec (``batch_size``, ``input_shape``)."""
 
     cmd: Literal["export"] = "export"
     model: str

@@ -51,7 +51,8 @@ def plot_results(doc, path: str | Path) -> Path:
     for ax, model in zip(axes[:, 0], models):
         es = [e for e in entries if e.model == model]
         data = [_clip(np.asarray(e.samples_ms, dtype=float)) for e in es]
-        labels = [f"{e.backend} · {e.form}" for e in es]
+        batches = sorted({e.batch for e in es})
+        labels = [f"{e.backend} · {e.form}" + (f" · batch {e.batch}" if batches != [1] else "") for e in es]
         pos = np.arange(len(es))
         parts = ax.violinplot(data, positions=pos, vert=False, showextrema=False, widths=0.8)
         for body in parts["bodies"]:
@@ -59,8 +60,9 @@ def plot_results(doc, path: str | Path) -> Path:
         ax.scatter([np.median(np.asarray(e.samples_ms)) for e in es], pos, marker="|", s=200, color="black",
                    zorder=3, label="median")
         ax.set_yticks(pos, labels)
-        ax.set_title(f"{model} — batch 1, {es[0].threads} threads", fontsize=10)
-        ax.set_xlabel("latency (ms)")
+        at = "batch 1" if batches == [1] else "batches " + ", ".join(map(str, batches))
+        ax.set_title(f"{model} — {at}, {es[0].threads} threads", fontsize=10)
+        ax.set_xlabel("latency per timed call (ms)" if batches != [1] else "latency (ms)")
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
@@ -73,12 +75,15 @@ def plot_compare(base, cand, cmp, path: str | Path) -> Path:
     plt = _plt()
     bmap = {e.key: e for e in as_doc(base).results if e.samples_ms}
     cmap = {e.key: e for e in as_doc(cand).results if e.samples_ms}
-    rows = [r for r in cmp.rows if (r.model, r.backend, r.form) in bmap and (r.model, r.backend, r.form) in cmap]
+    def key(r):  # the entry key of a comparison row: (model, backend, form, batch)
+        return (r.model, r.backend, r.form, r.batch)
+
+    rows = [r for r in cmp.rows if key(r) in bmap and key(r) in cmap]
     if not rows:
         raise OutputError("nothing to plot: no entry has samples in both files")
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.6 * len(rows) + 0.6), squeeze=False)
     for ax, r in zip(axes[:, 0], rows):
-        k = (r.model, r.backend, r.form)
+        k = key(r)
         a = _clip(np.asarray(bmap[k].samples_ms, dtype=float))
         b = _clip(np.asarray(cmap[k].samples_ms, dtype=float))
         parts = ax.violinplot([a, b], positions=[1, 0], vert=False, showextrema=False, widths=0.85)

@@ -25,6 +25,7 @@ DEFAULT_PROFILE = "cpu-paper"
 # gated against eager FP32 before it is timed, skipped with the reason where the CPU or the runtime cannot
 FORM_NAMES = ("rewritten", "original", "int8", "bf16")
 COMPUTE_FORMS = ("bf16",)   # forms that change what a runtime computes in, not the artifact
+MAX_BATCH = 4096  # the largest batch a sweep may ask for
 
 
 def _known_runtime(name: str) -> str:
@@ -79,7 +80,11 @@ class Profile(_Strict):
     rounds: int = Field(1, ge=1, description="interleaved rounds: the entries of a model take turns, iterations/rounds runs each")
     processes: int = Field(1, ge=1, description="worker processes per entry, one after another, rounds shared out "
                            "among them (each loads and warms up anew), so process-to-process variation is measured")
-    batch_size: Literal[1] = 1
+    batch_size: Literal[1] = 1  # the batch of a run without a sweep (kept: older profile files name it)
+    batch: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(
+        default_factory=lambda: [1], min_length=1,
+        description="batch sizes to time, each its own entry (the batch sweep, e.g. [1, 2, 4, 8, 16, 32, 64]); "
+                    "runtimes of an artifact time a dynamic-batch export at batches other than 1")
     input_size: Optional[int] = Field(None, ge=16, description="square input side; default: the model's own")
     precision: Literal["fp32"] = "fp32"
     calibration: Optional[str] = Field(None, description="folder of calibration images for the int8 variant "
@@ -108,6 +113,8 @@ class Profile(_Strict):
             raise ValueError("backends: listed twice")
         if len(set(self.variants)) != len(self.variants):
             raise ValueError("variants: listed twice")
+        if len(set(self.batch)) != len(self.batch):
+            raise ValueError("batch: a size listed twice")
         return self
 
     def settings(self) -> dict:

@@ -36,7 +36,8 @@ def _power(r: Row) -> str:
 
 
 def table_rows(cmp: Comparison) -> list[list[str]]:
-    return [[f"{MARK[r.verdict]} {r.verdict}".strip(), r.model, r.backend, r.form, _ms(r.baseline_ms),
+    return [[f"{MARK[r.verdict]} {r.verdict}".strip(), r.model, r.backend,
+             r.form + (f" (batch {r.batch})" if r.batch != 1 else ""), _ms(r.baseline_ms),
              _ms(r.candidate_ms), _ratio(r), _ci(r), _p(r), _power(r), "; ".join(r.notes)] for r in cmp.rows]
 
 

@@ -28,11 +28,12 @@ from .profiles import Profile
 
 
 class JobSpec(NamedTuple):
-    """One entry to measure."""
+    """One entry to measure (one batch size of a sweep)."""
 
     model: str
     form: str
     backend: str
+    batch: int = 1
 
 
 class BenchRequest(BaseModel):
@@ -58,10 +59,15 @@ class BenchRequest(BaseModel):
     def forms(self) -> list[str]:
         return list(self.profile.variants)
 
+    @property
+    def batches(self) -> list[int]:
+        return list(self.profile.batch)
+
     def jobs(self) -> list[JobSpec]:
-        """The planner: every (model, form, runtime) entry, model by model, in the order they are measured."""
-        return [JobSpec(model, form, backend) for model in self.models for form in self.forms
-                for backend in self.backends]
+        """The planner: every (model, form, runtime, batch) entry, model by model, in the order they are
+        measured (a runtime's batches one after another)."""
+        return [JobSpec(model, form, backend, batch) for model in self.models for form in self.forms
+                for backend in self.backends for batch in self.batches]
 
 
 def default_models() -> list[str]:
@@ -189,7 +195,7 @@ def build_request(*, profile: str | Profile | None = None, models: list[str] | N
                   against_out: str | Path | None = None, **overrides) -> BenchRequest:
     """A :class:`BenchRequest` from what a user asked for (the ``hvit-bench`` flags, by their Python names:
     ``backends``, ``forms``, ``no_rewrite``, ``threads``, ``iterations``, ``rounds``, ``processes``,
-    ``input_size``, ``timeout_s``, ``pair_block``, ``calibration``, ``calibration_size``, ``eval_data``,
+    ``input_size``, ``batch`` (the sweep's sizes), ``timeout_s``, ``pair_block``, ``calibration``, ``calibration_size``, ``eval_data``,
     ``warmup``, ``op_profile``). Plugins are imported here (their models must resolve). Raises
     :class:`~hvit_deploy.errors.HvitError` with one line for bad input."""
     from . import plugins as plugin_mod

@@ -32,7 +32,7 @@ from .stats import speedup, summarize
 SETTINGS_FIELDS = ("threads", "batch_size", "input_shape", "artifact_precision", "compute_precision", "device")
 
 
-def entry_key(e: ResultsEntry) -> tuple[str, str, str]:
+def entry_key(e: ResultsEntry) -> tuple[str, str, str, int]:
     return e.key
 
 
@@ -63,12 +63,12 @@ class ResultsFile:
     def entries(self) -> list[ResultsEntry]:
         return self.doc.results
 
-    def new_entry(self, model: str, backend: str, form: str) -> ResultsEntry:
+    def new_entry(self, model: str, backend: str, form: str, batch: int = 1) -> ResultsEntry:
         from ..runtimes import get_runtime
 
         p = self.profile
         e = ResultsEntry(
-            model=model, backend=backend, form=form, status="pending", threads=p.threads, batch_size=p.batch_size,
+            model=model, backend=backend, form=form, status="pending", threads=p.threads, batch_size=batch,
             artifact_precision="int8" if form == "int8" else p.precision,
             # the session's own word replaces it; a bf16 entry claims nothing until a session has read it back
             compute_precision=None if form in COMPUTE_FORMS else get_runtime(backend).compute_precision,
@@ -112,6 +112,8 @@ class ResultsFile:
         for k, v in summarize(samples, self.profile.ci_level).items():
             setattr(e, k, v)
         e.samples_ms = samples
+        if e.median_ms:
+            e.images_per_s = images_per_s(e.batch, e.median_ms)
 
     def write(self) -> None:
         self.entries.sort(key=lambda e: self._order.get(id(e), len(self._order)))
@@ -138,6 +140,17 @@ class ResultsFile:
         except (AttributeError, OSError):
             pass
         self.write()
+
+
+def images_per_s(batch: int, median_ms: float) -> float:
+    """Throughput of one timed call of ``batch`` images taking ``median_ms``."""
+    return round(batch * 1e3 / median_ms, 3)
+
+
+def is_sweep(doc: ResultsDoc) -> bool:
+    """Whether the run asked for a batch sweep (``--batch`` other than 1), or holds an entry at another batch."""
+    asked = (doc.settings or {}).get("batch") or [1]
+    return list(asked) != [1] or any(e.batch != 1 for e in doc.results)
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -190,27 +203,27 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
     the form it was quantized from — ``fp32_variant``, rewritten unless the family has no recipe — / the INT8
     median, same model and backend), each with a block-bootstrap CI. Measured in the same run, so they are the
     numbers to quote."""
-    ok = {e.key: e for e in entries if e.status == "ok" and e.samples_ms}
+    ok = {e.key: e for e in entries if e.status == "ok" and e.samples_ms}  # (model, backend, form, batch)
 
     def ratio(ref: ResultsEntry, e: ResultsEntry, label: str) -> dict:
         s = speedup(ref.samples_ms, e.samples_ms, reference_rounds=ref.rounds, other_rounds=e.rounds,
                     reference_round_process=ref.round_process, other_round_process=e.round_process)
         return {"reference": label, **_rounded(s)}
 
-    for (model, backend, form), e in ok.items():
+    for (model, backend, form, batch), e in ok.items():  # each ratio at the same batch
         e.drop("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32")
         fp32 = (e.fp32_form or "rewritten") if form == "int8" else form  # bf16: torch's bf16 autocast entry
         ref_b = _reference_backend(backend)
-        ref = ok.get((model, ref_b, fp32)) if ref_b else None
+        ref = ok.get((model, ref_b, fp32, batch)) if ref_b else None
         if ref is not None:
             e.speedup_vs_torch = ratio(ref, e, f"{ref_b}/{fp32}")
         if form == "rewritten":
-            orig = ok.get((model, backend, "original"))
+            orig = ok.get((model, backend, "original", batch))
             if orig is not None:
                 e.speedup_vs_original = ratio(orig, e, f"{backend}/original")
         if form == "int8" or form in COMPUTE_FORMS:
             src = fp32 if form == "int8" else (e.fp32_form or "rewritten")
-            base = ok.get((model, backend, src))
+            base = ok.get((model, backend, src, batch))
             if base is not None:
                 e.speedup_vs_fp32 = ratio(base, e, f"{backend}/{src}")
 
@@ -221,12 +234,12 @@ def _rounded(s: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------------- tables
 
-COLUMNS = ["model", "backend", "variant", "compute", "threads", "median ms", "95% CI", "mean", "std", "p90",
-           "p99", "first ms", "load s", "× torch", "× original", "× fp32", "status"]
+COLUMNS = ["model", "backend", "variant", "batch", "compute", "threads", "median ms", "95% CI", "images/s", "mean",
+           "std", "p90", "p99", "first ms", "load s", "× torch", "× original", "× fp32", "status"]
 CSV_KEYS = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
             "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
             "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason",
-            "artifact_precision", "compute_precision"]   # columns only ever added at the end
+            "artifact_precision", "compute_precision", "batch_size", "images_per_s"]   # columns only ever added at the end
 
 
 def _f(v, digits=3) -> str:
@@ -246,13 +259,18 @@ def _status(e: ResultsEntry) -> str:
 
 
 def summary_rows(doc: ResultsDoc | dict) -> list[dict]:
+    """One row per entry; the batch and images/s columns are filled only when the run swept batches (a batch-1
+    table keeps its columns)."""
     rows = []
-    for e in as_doc(doc).results:
+    doc = as_doc(doc)
+    sweep = is_sweep(doc)
+    for e in doc.results:
         ci = e.median_ci_ms
         rows.append({
-            "model": e.model, "backend": e.backend, "variant": e.form, "compute": e.compute_precision or "",
-            "threads": e.threads, "median ms": _f(e.median_ms),
+            "model": e.model, "backend": e.backend, "variant": e.form, "batch": str(e.batch) if sweep else "",
+            "compute": e.compute_precision or "", "threads": e.threads, "median ms": _f(e.median_ms),
             "95% CI": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
+            "images/s": _f(e.images_per_s, 1) if sweep else "",
             "mean": _f(e.mean_ms), "std": _f(e.std_ms), "p90": _f(e.p90_ms), "p99": _f(e.p99_ms),
             "first ms": _f(e.first_inference_ms, 1),
             "load s": _f(e.load_ms / 1e3 if e.load_ms is not None else None, 2),

@@ -59,6 +59,7 @@ class Job:
     backend: str
     entry: ResultsEntry
     side: Side | None = None
+    batch: int = 1                       # images per timed call (one size of a batch sweep)
     worker: Worker | None = None
     ns: list[int] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
@@ -74,7 +75,14 @@ class Job:
     @property
     def label(self) -> str:
         tag = f" [{self.side.name}]" if self.side is not None and not (self.side.own and self.side.name == "this") else ""
-        return f"{self.model}/{self.backend}/{self.form}{tag}"
+        at = f"/batch {self.batch}" if self.batch != 1 else ""
+        return f"{self.model}/{self.backend}/{self.form}{at}{tag}"
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether an artifact runtime times the dynamic-batch export (every batch above 1 of a sweep; batch 1
+        keeps the static export a batch-1 run times, so its entries compare with those of any batch-1 run)."""
+        return self.batch != 1
 
 
 class Runner:
@@ -160,18 +168,19 @@ class Runner:
         return out
 
     def prepare_artifacts(self, model: str, jobs: list["Job"], cache: dict, side: Side) -> None:
-        """Fill ``cache[(side, model, fmt, form)]`` with the artifact manifest, or the error, for every job of
-        ``model``; what the cache lacks is exported in one child process (the model is built once). Another
-        checkout's artifacts are always asked of its own export process (its sources make its cache keys)."""
+        """Fill ``cache[(side, model, fmt, form, dynamic)]`` with the artifact manifest, or the error, for every
+        job of ``model``; what the cache lacks is exported in one child process (the model is built once).
+        Another checkout's artifacts are always asked of its own export process (its sources make its cache
+        keys)."""
         missing: list[tuple] = []
-        forms: list[tuple[str, str]] = []      # (fmt, form) of each request in ``missing``
+        forms: list[tuple[str, str, bool]] = []      # (fmt, form, dynamic) of each request in ``missing``
         for job in jobs:
             fmt = artifacts.runtime_format(job.backend)
-            k = (side.name, model, fmt, job.form)
-            if fmt is None or k in cache or (fmt, job.form) in forms:
+            k = (side.name, model, fmt, job.form, job.dynamic)
+            if fmt is None or k in cache or (fmt, job.form, job.dynamic) in forms:
                 continue
             try:
-                request, found = self._cached_artifact(model, fmt, job.form, side)
+                request, found = self._cached_artifact(model, fmt, job.form, side, job.dynamic)
             except HvitError as e:
                 cache[k] = WorkerError(str(e))
                 continue
@@ -179,28 +188,30 @@ class Runner:
                 cache[k] = found
             else:
                 missing.append(request)
-                forms.append((fmt, job.form))
+                forms.append((fmt, job.form, job.dynamic))
         if missing:
             self._export(model, missing, forms, cache, side)
 
-    def _cached_artifact(self, model: str, fmt: str, form: str, side: Side) -> tuple[tuple, dict | None]:
+    def _cached_artifact(self, model: str, fmt: str, form: str, side: Side,
+                         dynamic: bool = False) -> tuple[tuple, dict | None]:
         """The export request for one artifact, and its cached manifest when this checkout has it."""
         rewrite, precision = artifacts.form_spec(model, form)
-        request, quant = self._artifact_request(model, fmt, rewrite, precision)
+        request, quant = self._artifact_request(model, fmt, rewrite, precision, dynamic)
         if not side.own:
             return request, None
         names = artifacts.rewrite_names(model, fmt, rewrite)
         key, _ = artifacts.artifact_key(model, fmt, rewrite=rewrite, rewrites=names, input_size=self.p.input_size,
                                         batch_size=self.p.batch_size, precision=precision,
-                                        checkpoint=self.plan.checkpoints.get(model), quantization=quant)
-        info = artifacts.lookup(model, fmt, rewrite, key, precision)
+                                        checkpoint=self.plan.checkpoints.get(model), quantization=quant,
+                                        dynamic_batch=dynamic)
+        info = artifacts.lookup(model, fmt, rewrite, key, precision, dynamic)
         if info:
             info["cached"] = True
         return request, info
 
-    def _export(self, model: str, missing: list[tuple], forms: list[tuple[str, str]], cache: dict,
+    def _export(self, model: str, missing: list[tuple], forms: list[tuple[str, str, bool]], cache: dict,
                 side: Side) -> None:
-        what = ", ".join(f"{fmt} ({v})" for fmt, v in forms)
+        what = ", ".join(f"{fmt} ({v}{', dynamic batch' if dyn else ''})" for fmt, v, dyn in forms)
         self.log(f"{model}: exporting {what}{'' if side.own else f' with {side.root}'} ...")
         cmd = m.ExportCmd(model=model, requests=[list(r) for r in missing], input_size=self.p.input_size,
                           checkpoint=self.plan.checkpoints.get(model), batch_size=self.p.batch_size,
@@ -209,8 +220,8 @@ class Runner:
             msg = self._one_shot(f"export-{model}-{side.name}", cmd, timeout=self.p.timeout_s, side=side)
         except WorkerError as e:
             msg = m.Failed(error=str(e))
-        for i, (fmt, form) in enumerate(forms):
-            k = (side.name, model, fmt, form)
+        for i, (fmt, form, dyn) in enumerate(forms):
+            k = (side.name, model, fmt, form, dyn)
             if not isinstance(msg, m.Exported):
                 cache[k] = WorkerError(f"export to {fmt} failed: {m.describe(msg)}")
                 continue
@@ -219,17 +230,20 @@ class Runner:
                 cache[k] = r.info
                 self.log(f"  {fmt}: exported and validated in {r.info.get('export_s', 0):.1f} s → {r.info['path']}")
             else:
-                cache[k] = WorkerError(f"export to {fmt} failed: {r.error}")
+                what = "dynamic-batch export" if dyn else "export"
+                cache[k] = WorkerError(f"{what} to {fmt} failed: {r.error}")
 
-    def _artifact_request(self, model: str, fmt: str, rewrite: bool, precision: str) -> tuple[tuple, dict | None]:
+    def _artifact_request(self, model: str, fmt: str, rewrite: bool, precision: str,
+                          dynamic: bool = False) -> tuple[tuple, dict | None]:
         """The export request for one artifact, and for INT8 the fields its cache key adds (calibration digest,
-        size, held-out set, recipe quantization section)."""
+        size, held-out set, recipe quantization section). ``dynamic``: the batch sweep's dynamic-batch export."""
+        dyn = {"dynamic_batch": True} if dynamic else {}
         if precision == "fp32":
-            return (fmt, rewrite), None
+            return ((fmt, rewrite, dyn) if dyn else (fmt, rewrite)), None
         p = self.p
         quant = artifacts.quantization_fields(model, fmt, calibration=p.calibration,
                                               calibration_size=p.calibration_size, eval_data=p.eval_data)
-        opts = {"precision": precision}
+        opts = {"precision": precision, **dyn}
         if fmt in artifacts.NEEDS_CALIBRATION:
             opts.update(calibration=p.calibration, calibration_size=p.calibration_size, eval_data=p.eval_data)
         return (fmt, rewrite, opts), quant
@@ -259,7 +273,7 @@ class Runner:
                 raise _Skip(f"{job.backend} runs the PyTorch module, which has no INT8 form here; the int8 variant "
                             "is timed on onnxruntime and openvino (and weight-only on coreml)")
             return None
-        got = cache[(job.side.name, job.model, fmt, job.form)]
+        got = cache[(job.side.name, job.model, fmt, job.form, job.dynamic)]
         if isinstance(got, Exception):
             raise got
         return got
@@ -272,8 +286,8 @@ class Runner:
         compute = job.form if job.form in COMPUTE_FORMS else None
         rewrite = artifacts.form_spec(job.model, job.form)[0] if compute else job.form == "rewritten"
         spec = RuntimeSpec(model=job.model, backend=job.backend, form=job.form, rewrite=rewrite,
-                           threads=self.p.threads, batch_size=self.p.batch_size, input_size=self.p.input_size,
-                           input_shape=[self.p.batch_size, *size], checkpoint=self.plan.checkpoints.get(job.model),
+                           threads=self.p.threads, batch_size=job.batch, input_size=self.p.input_size,
+                           input_shape=[job.batch, *size], checkpoint=self.plan.checkpoints.get(job.model),
                            artifact=art["path"] if art else None, compute_precision=compute)
         return m.SetupCmd(spec=spec, warmup=m.WarmupConfig(**self.p.warmup.model_dump()),
                           artifact_b=job.partner.art["path"] if job.partner is not None else None)
@@ -389,8 +403,8 @@ class Runner:
             return
         by: dict[tuple, dict[str, Job]] = {}
         for j in group:
-            by.setdefault((j.model, j.form, j.backend), {})[j.side.name] = j
-        for (model, form, backend), d in by.items():
+            by.setdefault((j.model, j.form, j.backend, j.batch), {})[j.side.name] = j
+        for (model, form, backend, _), d in by.items():
             head, base = d.get("head"), d.get("base")
             if head is None or base is None or artifacts.runtime_format(backend) is None:
                 continue
@@ -511,8 +525,8 @@ class Runner:
         jobs_by_model: dict[str, list[Job]] = {}
         for spec in self.plan.jobs():
             for side in self.sides:
-                e = side.results.new_entry(spec.model, spec.backend, spec.form)
-                job = Job(spec.model, spec.form, spec.backend, e, side=side)
+                e = side.results.new_entry(spec.model, spec.backend, spec.form, spec.batch)
+                job = Job(spec.model, spec.form, spec.backend, e, side=side, batch=spec.batch)
                 reason = available.get(spec.backend) or precision_unavailable(spec.backend, spec.form)
                 if reason:
                     side.results.skip(e, reason)

@@ -9,7 +9,10 @@ versions load unchanged.
 The JSON keys stay what scripts read: the form of an entry (rewritten, original, int8, bf16; ``entry.form`` in
 code) is written as ``variant``, and an int8 or bf16 entry's FP32 form as ``fp32_variant``. ``schema_version`` counts changes
 of the typed shape: 1 (no field) wrote ``precision`` for what the artifact holds; 2 writes
-``artifact_precision`` and the ``compute_precision`` the runtime session used. Older files are migrated when
+``artifact_precision`` and the ``compute_precision`` the runtime session used; 3 adds the batch sweep
+(``hvit-bench --batch 1 2 4 ...``): every entry is one (model, runtime, form, batch), its ``batch_size`` part of
+its key (:attr:`ResultsEntry.key`), its ``images_per_s`` the throughput of its median (``batch_size`` images
+per ``median_ms``). An entry without ``batch_size`` (older files) is batch 1. Older files are migrated when
 they load (:meth:`ResultsEntry._migrate`), never rewritten.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA = "hvit-bench/1"
 READABLE = ("hvit-bench/1",)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "skipped", "error", "interrupted", "incomplete", "pending")
 Status = Literal["ok", "skipped", "error", "interrupted", "incomplete", "pending"]
 
@@ -48,14 +51,14 @@ class _Record(BaseModel):
 
 
 class ResultsEntry(_Record):
-    """One (model, runtime, form) measurement."""
+    """One (model, runtime, form, batch) measurement."""
 
     model: str
     backend: str                          # a runtime's name (hvit_deploy.runtimes)
     form: str = Field("rewritten", alias="variant")   # rewritten | original | int8 | bf16
     status: Status = "ok"
     threads: Optional[int] = None
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = None      # images per timed call (the batch sweep); absent: 1
     artifact_precision: Optional[str] = None   # what the timed file holds: fp32, int8, w8 ...
     compute_precision: Optional[str] = None    # what the runtime session computed in: fp32, bf16, fp16
     iterations: int = 0
@@ -93,6 +96,7 @@ class ResultsEntry(_Record):
     max_ms: Optional[float] = None
     p90_ms: Optional[float] = None
     p99_ms: Optional[float] = None
+    images_per_s: Optional[float] = None  # throughput at the median: batch_size * 1000 / median_ms
     median_ci_ms: Optional[list[float]] = None   # [lo, hi]
     ci_level: Optional[float] = None
     speedup_vs_torch: Optional[dict] = None
@@ -125,12 +129,18 @@ class ResultsEntry(_Record):
         return self
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.model, self.backend, self.form)
+    def batch(self) -> int:
+        """The batch this entry timed (an older file's entry, without the field, timed batch 1)."""
+        return self.batch_size or 1
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """What matches an entry across files (``compare``) and within one (the speed-up ratios)."""
+        return (self.model, self.backend, self.form, self.batch)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.backend}/{self.form}"
+        return f"{self.model}/{self.backend}/{self.form}" + (f"/batch {self.batch}" if self.batch != 1 else "")
 
     def note(self, text: str) -> None:
         self.notes.append(text)

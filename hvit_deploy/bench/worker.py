@@ -172,6 +172,8 @@ def _failure(e: Exception) -> m.Reply:
 
     if isinstance(e, Unavailable):
         return m.Skipped(reason=one_line(e))
+    if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError: a batch too big for the device
+        return m.Failed(error="out of memory: " + ". ".join(one_line(e).split(". ")[:2])[:200] + " (a smaller batch may fit)")
     return m.Failed(error=f"{type(e).__name__}: {one_line(e)}" if not isinstance(e, HvitError) else one_line(e),
                     traceback=traceback.format_exc(limit=8)[-3000:])
 

@@ -1,4 +1,4 @@
-"""``hvit-bench``: batch-1 latency of exported models; ``hvit-bench compare``: CI regression report.
+"""``hvit-bench``: batch-1 latency of exported models (or a batch sweep: ``--batch 1 2 4 ...``); ``hvit-bench compare``: CI regression report.
 
 Examples::
 
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--processes", type=int, metavar="P",
                     help="worker processes per entry, rounds shared among them (captures process-to-process noise)")
     ap.add_argument("--input-size", type=int, metavar="PX", help="square input side (default: the model's own)")
+    ap.add_argument("--batch", type=int, nargs="+", metavar="B",
+                    help="batch sizes to time, each its own entry with latency per batch and images/s (default 1; "
+                         "a sweep: --batch 1 2 4 8 16 32 64); artifact runtimes time a dynamic-batch export "
+                         "above batch 1")
     ap.add_argument("--checkpoint", action="append", metavar="[MODEL=]PATH",
                     help="official weights (timing does not depend on them; accepted for completeness)")
     _add_elsewhere_flags(ap)
@@ -200,6 +204,7 @@ def request_from_args(args: argparse.Namespace, argv: list[str]):
         against=None if args.cluster else args.against, against_out=None if args.cluster else args.against_out,
         backends=args.backends, forms=args.variants, no_rewrite=args.no_rewrite, threads=args.threads,
         iterations=args.iters, rounds=args.rounds, processes=args.processes, input_size=args.input_size,
+        batch=args.batch,
         timeout_s=args.timeout, pair_block=args.pair_block, calibration=args.calibration,
         calibration_size=args.calibration_size, eval_data=args.eval_data, warmup=args.warmup,
         op_profile=args.op_profile)

@@ -64,6 +64,21 @@ def random_input(shape, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
 
 
+class StaticBatchError(HvitError, RuntimeError):
+    """The artifact was exported for another batch than the one asked for (a static batch axis)."""
+
+
+def check_batch(artifact_shape, wanted) -> None:
+    """Raise :class:`StaticBatchError` (one line) when the artifact's batch axis is a fixed size other than the
+    batch asked for (``wanted``: the spec's ``input_shape``); a symbolic or unset axis takes any batch."""
+    if not wanted or not artifact_shape:
+        return
+    have = artifact_shape[0]
+    if isinstance(have, (int, np.integer)) and int(have) > 0 and int(have) != int(wanted[0]):
+        raise StaticBatchError(f"the artifact takes batch {int(have)} only (a static batch axis), not {int(wanted[0])}: "
+                               "time other batches with a dynamic-batch export (hvit-export --dynamic-batch)")
+
+
 def top_ops(totals: dict[str, float], counts: dict[str, int], runs: int, top: int, unit_ms: float) -> list[dict]:
     """Rows ``{op, ms_per_run, share, calls_per_run}`` for the ``top`` op types by time."""
     grand = sum(totals.values()) or 1.0
@@ -100,6 +115,7 @@ class RuntimeSpec(BaseModel):
     # what the session is asked to compute in (None: fp32, or what the artifact itself asks for: an OpenVINO IR
     # with INFERENCE_PRECISION_HINT in its runtime_options); a runtime reports what it really used
     compute_precision: Optional[str] = None
+    rewrite_format: Optional[str] = None      # whose recipe rewrites the torch module (default: ONNX's)
     # what hvit-bench adds (recorded, not read by the runtimes)
     backend: Optional[str] = None
     form: Optional[str] = Field(None, alias="variant")   # rewritten | original | int8 (JSON key: variant)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
+from .base import Runtime, Unavailable, check_batch, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
 
 
 # Checked with onnxruntime 1.31.1 (docs/bench.md, "BF16"): on x86 the CPU execution provider has no BF16 kernels
@@ -124,6 +124,7 @@ class OrtRuntime(Runtime):
 
     def prepare(self, seed: int = 0) -> None:
         inp = self.sess.get_inputs()[0]
+        check_batch(inp.shape, self.input_shape)
         want = self.input_shape or [1 if not isinstance(d, int) else d for d in inp.shape]
         self.input_shape = [d if isinstance(d, int) else s for d, s in zip(inp.shape, want)]
         self.x = random_input(self.input_shape, seed)

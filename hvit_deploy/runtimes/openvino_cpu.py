@@ -20,7 +20,7 @@ import collections
 
 import numpy as np
 
-from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
+from .base import Runtime, RuntimeSpec, Unavailable, check_batch, os_threads, random_input, register_runtime, timed_load, top_ops
 
 READBACK_KEYS = ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                  "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE", "EXECUTION_DEVICES")
@@ -141,6 +141,7 @@ class OvRuntime(Runtime):
     def prepare(self, seed: int = 0) -> None:
         self.req = self.compiled.create_infer_request()
         shape = list(self.compiled.input(0).get_partial_shape().get_min_shape())
+        check_batch([int(d) for d in shape], self.input_shape)
         if any(d == 0 for d in shape) and self.input_shape:
             shape = self.input_shape
         self.input_shape = [max(int(d), 1) for d in shape]

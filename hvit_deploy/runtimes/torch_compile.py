@@ -64,9 +64,30 @@ def check_compiled(reference: np.ndarray, output: np.ndarray) -> dict:
 
 
 class CompiledMixin:
-    """Compile :attr:`model` in :meth:`prepare` and time the compiled call (shared by the CPU and CUDA forms)."""
+    """Everything a torch.compile runtime adds to the eager runtime it is mixed into (``TorchRuntime`` on the CPU,
+    ``TorchCudaRuntime`` on CUDA): the availability check and the mode before loading, compiling and checking in
+    :meth:`prepare`, the compiled call timed, plain inference through the compiled module. A device form only
+    says what differs: its ``check``, ``default_mode``, ``_sync`` and the words of its timing."""
 
     default_mode: ClassVar[str] = "default"
+    # how the timed call is described (``{mode}``: the inductor mode in force)
+    timing_text: ClassVar[str] = ("wall clock around compiled(x) (torch.compile, inductor, mode {mode}) under "
+                                  "torch.inference_mode(); compiled before timing (readback compile_s)")
+
+    def __init__(self, spec):
+        self.check()
+        self.compile_mode = compile_mode(spec, self.default_mode)
+        super().__init__(spec)
+
+    def prepare(self, seed: int = 0) -> None:
+        super().prepare(seed)
+        self._compile_and_check()
+        self.timing = self.timing_text.format(mode=self.compile_mode)
+
+    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
+        t = self.torch
+        fn = getattr(self, "compiled", self.model)
+        return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def _compile_and_check(self) -> None:
         torch, x = self.torch, self.x
@@ -114,19 +135,3 @@ class TorchCompileRuntime(CompiledMixin, TorchRuntime):
         super().check()
         if _cxx_compiler() is None:
             raise Unavailable("torch.compile on the CPU needs a C++ compiler (g++ or clang++; none found)")
-
-    def __init__(self, spec):
-        self.check()
-        self.compile_mode = compile_mode(spec, self.default_mode)
-        super().__init__(spec)
-
-    def prepare(self, seed: int = 0) -> None:
-        super().prepare(seed)
-        self._compile_and_check()
-        self.timing = (f"wall clock around compiled(x) (torch.compile, inductor, mode {self.compile_mode}) under "
-                       "torch.inference_mode(); compiled before timing (readback compile_s)")
-
-    def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
-        t = self.torch
-        fn = getattr(self, "compiled", self.model)
-        return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]

@@ -11,34 +11,29 @@ import importlib.util
 from typing import ClassVar
 
 from .base import Unavailable, register_runtime
-from .torch_compile import CompiledMixin, compile_mode
+from .torch_compile import CompiledMixin
 from .torch_cuda import TorchCudaRuntime
 
 
 @register_runtime
 class TorchCompileCudaRuntime(CompiledMixin, TorchCudaRuntime):
+    """Loading, compiling, the check against eager and plain inference are :class:`.torch_compile.CompiledMixin`'s
+    (the CPU runtime's code); this class adds the CUDA check, the mode and the synchronisation."""
+
     name = "torch-compile-cuda"
     order = 45
     aliases = ("compile-cuda",)
     description = "PyTorch compiled by torch.compile (inductor, CUDA graphs) on a CUDA GPU"
     default_mode: ClassVar[str] = "max-autotune"
+    timing_text: ClassVar[str] = ("wall clock around compiled(x) + torch.cuda.synchronize() (torch.compile, "
+                                  "inductor, mode {mode}); compiled before timing (readback compile_s), input on "
+                                  "the GPU")
 
     @classmethod
     def check(cls) -> None:
         super().check()
         if importlib.util.find_spec("triton") is None:
             raise Unavailable("torch.compile on CUDA needs triton (not installed)")
-
-    def __init__(self, spec: dict):
-        self.check()
-        self.compile_mode = compile_mode(spec, self.default_mode)
-        super().__init__(spec)
-
-    def prepare(self, seed: int = 0) -> None:
-        super().prepare(seed)
-        self._compile_and_check()
-        self.timing = (f"wall clock around compiled(x) + torch.cuda.synchronize() (torch.compile, inductor, mode "
-                       f"{self.compile_mode}); compiled before timing (readback compile_s), input on the GPU")
 
     def _sync(self) -> None:
         self.torch.cuda.synchronize()

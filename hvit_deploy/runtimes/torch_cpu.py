@@ -3,8 +3,18 @@
 BF16 compute (``RuntimeSpec.compute_precision="bf16"``: the eager reference of ``hvit-bench``'s ``bf16`` form):
 the FP32 module run under ``torch.autocast("cpu", dtype=torch.bfloat16)``, weights kept in FP32 (autocast casts
 what its op lists name: matmuls, convolutions, linear layers, to BF16; reductions and normalisations stay FP32).
+
+The rewritten form of every torch runtime (CPU and CUDA) applies one export recipe's rewrites: the ONNX
+recipe's by default (the form the ONNX and OpenVINO artifacts are exported from, so eager and exported entries
+time the same computation), or another recipe's: the spec's ``rewrite_format``, else the environment's
+``HVIT_TORCH_REWRITES`` (workers inherit it; profiles cannot carry runtime options). ACmix-ResNet is where it
+matters on a GPU: the ONNX recipe computes its 7×7 unfold as a depthwise conv with 49 one-hot kernels
+(``acmix.unfold_as_conv``, chosen for ONNX Runtime on CPUs), 6.8 of the rewritten model's 11.1 GFLOP at 224;
+``HVIT_TORCH_REWRITES=openvino`` keeps ``nn.Unfold`` (4.3 GFLOP, equal outputs; ``docs/gpu.md``).
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -12,6 +22,18 @@ from .base import Runtime, os_threads, random_input, register_runtime, timed_loa
 
 # what the rewritten torch entry applies: the ONNX recipe (the form every other runtime is exported from)
 REWRITE_FORMAT = "onnx"
+REWRITE_FORMATS = ("onnx", "openvino", "coreml")  # the recipes' rewrite lists (hvit_deploy.recipes.Format)
+REWRITES_ENV = "HVIT_TORCH_REWRITES"
+
+
+def rewrite_format(spec: RuntimeSpec | dict) -> str:
+    """Whose recipe rewrites the torch module: spec ``rewrite_format``, else ``HVIT_TORCH_REWRITES``, else ONNX's."""
+    spec = spec if isinstance(spec, RuntimeSpec) else RuntimeSpec.model_validate(spec)
+    fmt = spec.rewrite_format or os.environ.get(REWRITES_ENV) or REWRITE_FORMAT
+    if fmt not in REWRITE_FORMATS:
+        raise ValueError(f"unknown rewrite recipe {fmt!r} for the torch runtimes; choose from "
+                         f"{', '.join(REWRITE_FORMATS)}")
+    return fmt
 
 
 def build_model(spec: RuntimeSpec | dict):
@@ -24,7 +46,7 @@ def build_model(spec: RuntimeSpec | dict):
     torch.manual_seed(0)  # reproducible random weights when no checkpoint is given
     m = create_model(spec.model, spec.checkpoint, input_size=spec.input_size)
     if spec.rewrite:
-        m = apply_rewrite(m, REWRITE_FORMAT, batch_size=spec.batch_size)
+        m = apply_rewrite(m, rewrite_format(spec), batch_size=spec.batch_size)
     return m
 
 
@@ -82,6 +104,8 @@ class TorchRuntime(Runtime):
             "parallel_backend": parallel_backend(torch),
             "os_threads_before_load": before,
         }
+        if self.spec.rewrite:
+            self.readback["rewrites_of"] = rewrite_format(self.spec)  # whose recipe made the rewritten form
         self.timing = "wall clock (perf_counter_ns) around model(x) under torch.inference_mode(); input prepared before timing"
         if self.spec.compute_precision == "bf16":
             self.compute_precision = "bf16"
