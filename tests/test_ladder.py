@@ -89,6 +89,11 @@ def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(mon
     assert ov.rung("int8").verdict.startswith("INT8 does not pay here: 0.8") and "on openvino, 2 threads" in \
         ov.rung("int8").verdict
     assert "FP32 [" in ov.rung("int8").verdict
+    # INT8 faster than FP32 but under 1.2x: not picked, FP32 is (INT8 costs accuracy for too small a gain)
+    doc.results[3] = _entry("openvino", "int8", 9.0, gate=True, seed=3)
+    _, ov2 = ladder_mod.build_ladders(doc, ["onnxruntime", "openvino"], calibration=True)
+    assert ov2.pick == "fp32" and ov2.rung("int8").recommended is False and ov2.rung("int8").ratio_vs_fp32 > 1
+    assert "passed over: INT8 does not pay here" in ov2.rung("int8").why
     text = ladder_mod.format_ladders([ort, ov])
     assert "PICK" in text and "INT8 does not pay here" in text
 

@@ -11,7 +11,8 @@ its gate figures and size, and the pick: the fastest rung that passed its gate a
 built here is listed with the reason (no calibration images, a CPU without BF16, a form not in this build).
 
 INT8 that is less than :data:`~hvit_deploy.export.ladder.INT8_PAYS` times faster than FP32 gets
-``recommended: false`` and the sentence :func:`int8_verdict` writes ("INT8 does not pay here: ...").
+``recommended: false`` and the sentence :func:`int8_verdict` writes ("INT8 does not pay here: ..."); it is not
+picked even when it is the fastest rung that passed (it costs accuracy for a gain under that bar).
 """
 from __future__ import annotations
 
@@ -132,15 +133,20 @@ def _measured(spec: RungSpec, e: ResultsEntry | None, ref: ResultsEntry | None) 
 
 
 def _pick(lad: Ladder) -> None:
-    """The fastest rung that passed and ran (FP32 when nothing beats it); the others say why they were not."""
+    """The fastest rung that passed and ran (FP32 when nothing beats it), INT8 only where it pays (it costs
+    accuracy: a gain under INT8_PAYS is not worth it); the others say why they were not picked."""
     timed = [r for r in lad.rungs if r.status == "passed" and r.ratio_vs_fp32 is not None]
-    if not timed:
+    eligible = [r for r in timed if r.recommended is not False]
+    if not eligible:
         return
-    best = max(timed, key=lambda r: r.ratio_vs_fp32)
+    best = max(eligible, key=lambda r: r.ratio_vs_fp32)
     best.status, lad.pick, lad.pick_path = "picked", best.precision, best.path
     for r in timed:
-        if r is not best:
-            r.why = f"passed over: {r.ratio_vs_fp32:.2f}× FP32 against {best.precision}'s {best.ratio_vs_fp32:.2f}×"
+        if r is best:
+            continue
+        r.why = (f"passed over: INT8 does not pay here ({r.ratio_vs_fp32:.2f}× FP32, below {INT8_PAYS:g}×)"
+                 if r.recommended is False else
+                 f"passed over: {r.ratio_vs_fp32:.2f}× FP32 against {best.precision}'s {best.ratio_vs_fp32:.2f}×")
 
 
 def _int8(lad: Ladder) -> None:
@@ -168,8 +174,8 @@ def build_ladders(doc: ResultsDoc, runtimes: Iterable[str], *, calibration: bool
                          iterations=settings.get("iterations"), rounds=settings.get("rounds"),
                          processes=settings.get("processes"), cpu=cpu, results=results,
                          rungs=[_measured(s, by.get((model, rt, rung_form(model, s))), ref) for s in built] + left)
-            _pick(lad)
             _int8(lad)
+            _pick(lad)
             out.append(lad)
     return out
 
