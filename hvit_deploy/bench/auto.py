@@ -33,6 +33,16 @@ def rung_precisions(formats: list[str], calibration: bool) -> dict[str, list[str
     return out
 
 
+def export_precisions() -> tuple[str, ...]:
+    """The ``--precision`` words hvit-export takes (a rung of another precision, e.g. BF16 before hvit-export
+    writes it, is exported by the timing run's own artifact cache, as hvit-bench does, and not into --out)."""
+    from typing import get_args
+
+    from ..export.request import ExportRequest
+
+    return tuple(a for arg in get_args(ExportRequest.model_fields["precision"].annotation) for a in get_args(arg))
+
+
 def _preset(entry: dict, out: Path) -> dict:
     """What the runner records of an artifact written by this export (as a cached ``bench-artifact.json``)."""
     path = Path(entry["path"])
@@ -57,6 +67,10 @@ def export_rungs(request, out: Path, say: Callable[[str], None], record: Callabl
              for r in plan_rungs(runtime_of_format(fmt), calibration=bool(request.calibration))[0]}
     presets: dict = {}
     for precision, formats in rung_precisions(request.formats, bool(request.calibration)).items():
+        if precision not in export_precisions():
+            say(f"note: hvit-export has no --precision {precision}: the timing run exports that rung into its "
+                "cache (not into --out)")
+            continue
         sub = request.model_copy(update={"precision": precision, "formats": formats})
         say(f"--precision auto: the {precision} rung of {', '.join(formats)} ...")
 

@@ -123,6 +123,8 @@ def _measured(spec: RungSpec, e: ResultsEntry | None, ref: ResultsEntry | None) 
         rung.status, rung.why = "gate_failed", "its gate failed"
         return rung
     rung.status = "passed"
+    if rung.gate_passed is None and spec.precision != "fp32":  # FP32 eager is the reference itself
+        rung.status, rung.why = "failed", "ran, but its entry has no gate record: only a gated rung is picked"
     if ref is not None and ref.status == "ok" and ref.samples_ms and e.samples_ms:
         s = speedup(ref.samples_ms, e.samples_ms, reference_rounds=ref.rounds, other_rounds=e.rounds,
                     reference_round_process=ref.round_process, other_round_process=e.round_process)

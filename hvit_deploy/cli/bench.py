@@ -228,7 +228,10 @@ def _auto_forms(args: argparse.Namespace) -> list[str]:
 
         plugins.load(plugins.normalise(args.plugin))
     models = resolve_models(args.models or prof.models)
-    return ladder_forms(backends, models, calibration=bool(args.calibration or prof.calibration))
+    forms = ladder_forms(backends, models, calibration=bool(args.calibration or prof.calibration))
+    if args.calibration and "int8" not in forms:
+        raise HvitError(f"--calibration: none of {', '.join(backends)} has an INT8 rung (onnxruntime and openvino do)")
+    return forms
 
 
 def bench_main(argv: list[str]) -> int:
