@@ -48,7 +48,8 @@ def test_export_auto_passes_over_a_rung_that_fails_its_gate(tmp_path, cache_dir,
     assert code == 0 and "precision ladder" in printed and "pick: bench_tiny onnx: fp32" in printed
     m = load_manifest(out)
     (lad,) = m.ladders
-    assert (lad.model, lad.runtime, lad.format, lad.threads, lad.pick) == ("bench_tiny", "onnxruntime", "onnx", 1, "fp32")
+    assert (lad.model, lad.runtime, lad.format, lad.threads) == ("bench_tiny", "onnxruntime", "onnx", 1)
+    assert lad.pick == "fp32"
     fp32, int8 = lad.rung("fp32"), lad.rung("int8")
     assert fp32.status == "picked" and fp32.ratio_vs_fp32 == 1.0 and fp32.gate_passed and fp32.size_bytes > 0
     assert (out / Path(lad.pick_path).name).is_file()
@@ -66,10 +67,10 @@ def _entry(backend: str, form: str, ms: float, *, gate: bool | None = None, seed
     samples = list(np.round(ms * (1 + 0.01 * rng.standard_normal(40)), 6))
     art = {"path": f"/x/{backend}-{form}", "size_bytes": 1000}
     if gate is not None:
-        art["quantization"] = {"gate": {"passed": gate, "final": {"mean_cosine": 0.999,
-                                                                  "top1_agreement_within_tie": 1.0}}}
-    return ResultsEntry(model="efficientmod_xxs", backend=backend, form=form, status="ok", threads=2, rounds=4, samples_ms=samples,
-                        median_ms=float(np.median(samples)), median_ci_ms=[ms, ms], artifact=art)
+        fig = {"mean_cosine": 0.999, "top1_agreement_within_tie": 1.0}
+        art["quantization"] = {"gate": {"passed": gate, "final": fig}}
+    return ResultsEntry(model="efficientmod_xxs", backend=backend, form=form, status="ok", threads=2, rounds=4,
+                        samples_ms=samples, median_ms=float(np.median(samples)), median_ci_ms=[ms, ms], artifact=art)
 
 
 def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(monkeypatch):
@@ -96,6 +97,22 @@ def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(mon
     assert "passed over: INT8 does not pay here" in ov2.rung("int8").why
     text = ladder_mod.format_ladders([ort, ov])
     assert "PICK" in text and "INT8 does not pay here" in text
+
+
+def test_a_gated_bf16_rung_is_picked_over_fp32_and_a_failed_int8_gate(monkeypatch):
+    """With BF16 on the CPU and the bf16 form present, the bf16 rung's own gate record (``precision_gate``, taken
+    before timing) makes it eligible; an INT8 entry that failed its gate is recorded gate_failed, with its words."""
+    monkeypatch.setattr(ladder_mod, "has_bf16", lambda: True)
+    monkeypatch.setattr(ladder_mod, "FORM_NAMES", ("rewritten", "original", "int8", "bf16"))
+    bf16 = _entry("openvino", "bf16", 6.0, seed=7)
+    bf16.artifact = None
+    bf16.precision_gate = {"passed": True, "figures": {"mean_cosine": 0.9999, "top1_agreement_within_tie": 1.0}}
+    failed = ResultsEntry(model="efficientmod_xxs", backend="openvino", form="int8", status="error",
+                          error="INT8 accuracy gate failed (fallback off): mean cosine 0.9 < 0.99")
+    doc = ResultsDoc(settings={"threads": 2}, results=[_entry("openvino", "rewritten", 10.0, seed=6), bf16, failed])
+    (ov,) = ladder_mod.build_ladders(doc, ["openvino"], calibration=True)
+    assert ov.pick == "bf16" and ov.rung("bf16").gate_passed and ov.rung("bf16").gate["mean_cosine"] == 0.9999
+    assert ov.rung("int8").status == "gate_failed" and "mean cosine 0.9 < 0.99" in ov.rung("int8").why
 
 
 def test_a_cpu_without_bf16_gives_no_bf16_rung_with_the_reason(monkeypatch):

@@ -89,15 +89,17 @@ def int8_verdict(ratio: float, ci: list[float] | None, runtime: str, threads: in
 
 
 def _gate(e: ResultsEntry) -> tuple[bool | None, dict | None]:
-    """Whether the timed artifact passed its gate, and the figures: INT8's accuracy gate, a form's own ``gate``
-    record (BF16), else the export validation against eager PyTorch (None for torch eager: the reference)."""
+    """Whether the timed artifact passed its gate, and the figures: INT8's accuracy gate, a form's own
+    ``precision_gate`` record (BF16), else the export validation against eager PyTorch (None for torch eager:
+    the reference)."""
     art = e.artifact or {}
     q = (art.get("quantization") or {}).get("gate")
     if q:
         return q.get("passed"), q.get("final")
-    own = (e.model_extra or {}).get("gate")
+    # a compute-precision form's own gate before timing (bf16: ``precision_gate``, with ``passed`` and ``figures``)
+    own = getattr(e, "precision_gate", None) or (e.model_extra or {}).get("precision_gate")
     if isinstance(own, dict):
-        return own.get("passed"), own
+        return own.get("passed"), own.get("figures") or own
     v = art.get("validation")
     if v:
         return v.get("passed", True), v

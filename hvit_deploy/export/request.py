@@ -138,7 +138,8 @@ class ExportRequest(BaseModel):
             raise HvitError(f"--precision auto times each format's precisions on its runtime here; "
                             f"{', '.join(no_ladder)} has no ladder (use --precision fp16/int8/w4 there)")
         asked = [flag for flag, on in (("--no-rewrite/--both", self.forms != ["rewritten"]),
-                                       ("--batch", self.batch not in (None, 1)), ("--dynamic-batch", self.dynamic_batch),
+                                       ("--batch", self.batch not in (None, 1)),
+                                       ("--dynamic-batch", self.dynamic_batch),
                                        ("--features", self.features), ("--fold-normalize", self.fold_normalize),
                                        ("--image-input", self.image_input),
                                        ("--input-size HxW", isinstance(self.input_size, tuple))) if on]
