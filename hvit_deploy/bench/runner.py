@@ -86,8 +86,12 @@ class Job:
 
 
 class Runner:
-    def __init__(self, plan: BenchRequest, *, progress: bool = True, log: Callable[[str], None] | None = None):
+    def __init__(self, plan: BenchRequest, *, progress: bool = True, log: Callable[[str], None] | None = None,
+                 artifacts: dict | None = None):
         self.plan = plan
+        # (model, format, form) -> an artifact made elsewhere (its manifest, as bench-artifact.json has it) or
+        # the error that kept it from being made: timed as it is, not exported again (hvit-export --precision auto)
+        self.preset = dict(artifacts or {})
         self.p = plan.profile
         self.show_progress = progress
         self._log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -178,6 +182,9 @@ class Runner:
             fmt = artifacts.runtime_format(job.backend)
             k = (side.name, model, fmt, job.form, job.dynamic)
             if fmt is None or k in cache or (fmt, job.form, job.dynamic) in forms:
+                continue
+            if side.own and (model, fmt, job.form) in self.preset:
+                cache[k] = self.preset[(model, fmt, job.form)]
                 continue
             try:
                 request, found = self._cached_artifact(model, fmt, job.form, side, job.dynamic)

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "quantized as hvit-export --precision int8 does it; needs --calibration), bf16 (the "
                          "rewritten FP32 form computed in bfloat16: OpenVINO's bf16 hint, torch's bf16 autocast; "
                          "gated against eager FP32 first; skipped with the reason on a CPU without BF16)")
+    ap.add_argument("--precision", choices=["auto"],
+                    help="auto: time every precision each backend has here side by side (FP32; INT8 with "
+                         "--calibration; BF16 where the CPU has it), each gated, and print the ladder and the "
+                         "pick: the fastest that passes (results file: ladders; docs/bench.md)")
     ap.add_argument("--calibration", metavar="DIR", help="calibration images for the int8 variant (searched "
                     "recursively; the accuracy gate's held-out images are split off it unless --eval-data)")
     ap.add_argument("--calibration-size", type=int, metavar="N", help="calibration images used by the int8 variant")
@@ -198,11 +202,12 @@ def request_from_args(args: argparse.Namespace, argv: list[str]):
 
     out = Path(args.out) if args.out else Path(f"results-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_out_path(out)
+    forms = _auto_forms(args) if args.precision == "auto" else args.variants
     req = build_request(
         profile=args.profile, models=args.models, checkpoints=args.checkpoint, plugins=args.plugin, out=out,
         command="hvit-bench " + " ".join(shlex.quote(a) for a in argv),
         against=None if args.cluster else args.against, against_out=None if args.cluster else args.against_out,
-        backends=args.backends, forms=args.variants, no_rewrite=args.no_rewrite, threads=args.threads,
+        backends=args.backends, forms=forms, no_rewrite=args.no_rewrite, threads=args.threads,
         iterations=args.iters, rounds=args.rounds, processes=args.processes, input_size=args.input_size,
         batch=args.batch,
         timeout_s=args.timeout, pair_block=args.pair_block, calibration=args.calibration,
@@ -213,6 +218,28 @@ def request_from_args(args: argparse.Namespace, argv: list[str]):
     if args.plot:
         check_plot_path(Path(args.plot))
     return req
+
+
+def _auto_forms(args: argparse.Namespace) -> list[str]:
+    """``--precision auto``: the forms that time every rung of the backends asked for (or the profile's)."""
+    from ..bench.ladder import ladder_forms
+    from ..bench.profiles import load_profile
+    from ..bench.request import resolve_backends, resolve_models
+
+    if args.variants or args.no_rewrite:
+        raise HvitError("--precision auto picks the forms itself (each backend's precisions); leave out "
+                        + ("--variants" if args.variants else "--no-rewrite"))
+    prof = load_profile(args.profile)
+    backends = resolve_backends(args.backends) if args.backends else prof.backends
+    if args.plugin:
+        from ..bench import plugins
+
+        plugins.load(plugins.normalise(args.plugin))
+    models = resolve_models(args.models or prof.models)
+    forms = ladder_forms(backends, models, calibration=bool(args.calibration or prof.calibration))
+    if args.calibration and "int8" not in forms:
+        raise HvitError(f"--calibration: none of {', '.join(backends)} has an INT8 rung (onnxruntime and openvino do)")
+    return forms
 
 
 def bench_main(argv: list[str]) -> int:
@@ -235,10 +262,12 @@ def bench_main(argv: list[str]) -> int:
 
         return cluster_bench.run(req, cluster=args.cluster, targets=args.targets or [], table_format=args.format,
                                  plot=args.plot)
-    return run_local(req, table_format=args.format, plot=args.plot, progress=not args.no_progress)
+    return run_local(req, table_format=args.format, plot=args.plot, progress=not args.no_progress,
+                     ladder=args.precision == "auto")
 
 
-def run_local(req, *, table_format: str = "table", plot: str | None = None, progress: bool = True) -> int:
+def run_local(req, *, table_format: str = "table", plot: str | None = None, progress: bool = True,
+              ladder: bool = False) -> int:
     """Run ``req`` here, print its table (and the side-by-side comparison with --against); the exit code."""
     from ..bench.results import exit_code, failed_labels, format_table
     from ..bench.runner import Runner
@@ -250,6 +279,7 @@ def run_local(req, *, table_format: str = "table", plot: str | None = None, prog
     runner = Runner(req, progress=progress)
     doc = runner.run().doc
     print(format_table(doc, table_format))
+    _print_ladders(req, doc, table_format, ladder)
     base_doc = runner.sides[1].results.doc if req.against is not None else None
     if base_doc is not None:
         _print_against(req, doc, base_doc, table_format)
@@ -262,6 +292,32 @@ def run_local(req, *, table_format: str = "table", plot: str | None = None, prog
         print(f"hvit-bench: {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: {', '.join(failed)}",
               file=sys.stderr)
     return code
+
+
+def _print_ladders(req, doc, table_format: str, ladder: bool) -> None:
+    """``--precision auto``: the ladders (also written into the results file, ``ladders``) and the picks; any
+    run: the verdict of an int8 entry that does not pay (below 1.2× its FP32 in this run)."""
+    from ..bench.ladder import build_ladders, format_ladders, int8_verdicts
+
+    if not ladder:
+        for line in int8_verdicts(doc):
+            print(f"hvit-bench: {line}", file=sys.stderr)
+        return
+    ladders = build_ladders(doc, req.backends, calibration=bool(req.profile.calibration),
+                            results=str(req.out) if req.out else None)
+    doc.ladders = [lad.to_json() for lad in ladders]
+    if req.out is not None:
+        from ..utils.io import atomic_write_json
+
+        atomic_write_json(req.out, doc.to_json())
+    if table_format in ("table", "md"):
+        print("\nprecision ladder (--precision auto):")
+        print(format_ladders(ladders, table_format))
+    for lad in ladders:
+        print(f"hvit-bench: pick: {lad.model} {lad.runtime}: {lad.pick or 'none (no rung passed and ran)'}",
+              file=sys.stderr)
+    for line in (r.verdict for lad in ladders for r in lad.rungs if r.verdict):
+        print(f"hvit-bench: {line}", file=sys.stderr)
 
 
 def _print_against(req, doc, base_doc, table_format: str) -> None:

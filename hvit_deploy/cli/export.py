@@ -75,11 +75,14 @@ def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rewrite", action="store_true", help="export the model as written, for comparison")
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4", "bf16"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4", "bf16", "auto"],
                    help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino (needs --calibration), "
                         "8-bit weights for coreml; w4: 4-bit palettized weights, coreml; bf16: openvino, the FP32 "
                         "IR with INFERENCE_PRECISION_HINT=bf16 in its rt_info, gated on held-out images "
-                        "(--eval-data, else the shipped photos) (default recipe: fp32)")
+                        "(--eval-data, else the shipped photos); auto: export every precision the format's "
+                        "runtime has here (INT8 with --calibration), gate each, time them side by side in one "
+                        "run and pick the fastest that passes (manifest: ladders; docs/bench.md) "
+                        "(default recipe: fp32)")
     p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (searched recursively)")
     p.add_argument("--calibration-size", type=int, metavar="N",
                    help="calibration images to use (default: recipe, 300, or all there are)")
@@ -89,6 +92,10 @@ def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
                         "--calibration: the shipped photos)")
     p.add_argument("--no-fallback", action="store_true",
                    help="INT8: do not keep the most harmful layers in floating point when the gate fails")
+    p.add_argument("--threads", type=int, metavar="N", help="--precision auto: threads of the timed runtimes "
+                   "(default: the ladder profile's, 2)")
+    p.add_argument("--iters", type=int, metavar="N", help="--precision auto: timed runs per rung (default 300)")
+    p.add_argument("--rounds", type=int, metavar="R", help="--precision auto: interleaved rounds (default 6)")
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -175,6 +182,7 @@ def _run(args) -> int:
         return _print_zoo(args.family)
     if args.list_rewrites:
         return _print_rewrites()
+    _check_timing_flags(args)
     plugins = _prepare(args)
     request = request_from_args(args, plugins)
     for note in request.notes():
@@ -183,9 +191,63 @@ def _run(args) -> int:
 
     out = ensure_writable_dir(request.out)
     t_all = time.perf_counter()
+    if request.precision == "auto":
+        return _run_auto(request, out, args, t_all)
     entries = _execute(request, out, cluster=args.cluster)
     _print_entries(entries, out, time.perf_counter() - t_all, as_json=args.json)
     return _exit_code(entries)
+
+
+def _check_timing_flags(args) -> None:
+    given = [f"--{k}" for k in ("threads", "iters", "rounds") if getattr(args, k) is not None]
+    if given and args.precision != "auto":
+        raise HvitError(f"{given[0]} goes with --precision auto (it sets how the precisions are timed)")
+    if args.precision == "auto" and args.cluster:
+        raise HvitError("--precision auto times here; leave out --cluster")
+    for k in ("threads", "iters", "rounds"):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
+            raise HvitError(f"--{k} must be at least 1")
+
+
+def _run_auto(request, out: Path, args, t_all: float) -> int:
+    """``--precision auto``: every rung exported into ``out``, timed in one run, the ladders and picks printed;
+    exit 0 when every model and format has a pick, 1 otherwise."""
+    from ..bench.auto import export_rungs, time_rungs
+    from ..export import update_manifest
+
+    entries: list[dict] = []
+
+    def record(entry: dict) -> None:
+        entries.append(entry)
+        _print_failure(entry)
+        update_manifest(out, [entry])
+
+    presets = export_rungs(request, out, _say, record)
+    ladders = time_rungs(request, out, presets, threads=args.threads, iterations=args.iters, rounds=args.rounds,
+                         say=_say)
+    if args.json:
+        import json
+
+        print(json.dumps({"entries": entries, "ladders": [lad.to_json() for lad in ladders]}, indent=2, default=str))
+    else:
+        _print_entries(entries, out, time.perf_counter() - t_all, as_json=False)
+        _print_ladders(ladders)
+    picked = {(lad.model, lad.format) for lad in ladders if lad.pick}
+    return 0 if picked and all((m, f) in picked for m in request.models for f in request.formats) else 1
+
+
+def _print_ladders(ladders) -> None:
+    from ..bench.ladder import format_ladders
+
+    print("\nprecision ladder (--precision auto):")
+    print(format_ladders(ladders))
+    for lad in ladders:
+        print(f"  pick: {lad.model} {lad.format}: {lad.pick or 'none (no rung passed and ran)'}"
+              + (f" -> {lad.pick_path}" if lad.pick_path else ""))
+    for lad in ladders:
+        for r in lad.rungs:
+            if r.verdict:
+                _say(f"{lad.model}: {r.verdict}")
 
 
 def _prepare(args) -> list[str]:

@@ -14,7 +14,9 @@ Typed records (pydantic v2, ``schema_version`` 2):
   readers of older manifests.
 * :class:`FailedEntry`: a failure that may have no session behind it (a model that did not build, a checkpoint
   not found): model, format, error, and whether the rewritten form was asked for.
-* :class:`Manifest`: the file: ``tool``, ``updated``, ``tools``, ``artifacts``, ``failures``.
+* :class:`Manifest`: the file: ``tool``, ``updated``, ``tools``, ``artifacts``, ``failures`` and, after
+  ``--precision auto``, ``ladders`` (:class:`~hvit_deploy.export.ladder.Ladder`: every precision measured per
+  model and format, and the pick; absent from older manifests, which load with none).
 
 A manifest written before schema 2 (no ``schema_version``, ``precision`` only) loads: ``precision`` becomes
 ``artifact_precision`` (Core ML's ``int8``, weight-only, becomes ``w8``). Keys this module does not know are kept
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ConfigError
 from ..utils.io import atomic_write_json, pydantic_error_message
 from ..versions import tool_versions
+from .ladder import Ladder
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2
@@ -153,6 +156,7 @@ class Manifest(_Record):
     tools: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ManifestEntry] = Field(default_factory=list)
     failures: list[Union[ManifestEntry, FailedEntry]] = Field(default_factory=list)
+    ladders: list[Ladder] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -196,10 +200,12 @@ def _same_export(a: ManifestEntry | FailedEntry, b: ManifestEntry | FailedEntry)
     return (a.model, a.format, getattr(a, "rewritten", None)) == (b.model, b.format, getattr(b, "rewritten", None))
 
 
-def update_manifest(out_dir: str | Path, entries: list[dict | ManifestEntry | FailedEntry]) -> Path:
+def update_manifest(out_dir: str | Path, entries: list[dict | ManifestEntry | FailedEntry],
+                    ladders: list[Ladder] | None = None) -> Path:
     """Merge ``entries`` into the manifest: artifacts go to ``artifacts`` (replacing older entries for the same
     file), failures to ``failures``; a failure is dropped once the same export succeeds. A broken manifest is
-    rebuilt from what this run writes; entries in it that are not records are dropped."""
+    rebuilt from what this run writes; entries in it that are not records are dropped. ``ladders`` replace the
+    ones of the same model, runtime, format and thread count."""
     path = Path(out_dir) / MANIFEST
     manifest = Manifest()
     if path.exists():
@@ -213,10 +219,14 @@ def update_manifest(out_dir: str | Path, entries: list[dict | ManifestEntry | Fa
             manifest.failures = [f for f in manifest.failures if not _same_export(f, e)]
         else:
             manifest.failures = [f for f in manifest.failures if _key(f) != _key(e)] + [e]
+    for lad in ladders or []:
+        manifest.ladders = [x for x in manifest.ladders if x.key != lad.key] + [lad]
     manifest.updated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     manifest.tools = tool_versions()
     return atomic_write_json(path, {"schema_version": SCHEMA_VERSION, "tool": manifest.tool,
                                     "updated": manifest.updated, "tools": manifest.tools,
                                     "artifacts": [a.to_json() for a in manifest.artifacts],
                                     "failures": [f.to_json() for f in manifest.failures],
+                                    **({"ladders": [x.to_json() for x in manifest.ladders]} if manifest.ladders
+                                       else {}),
                                     **(manifest.model_extra or {})})

@@ -82,7 +82,7 @@ class ExportRequest(BaseModel):
     families: list[str] = Field(default_factory=list)
     formats: list[str] = Field(default_factory=lambda: ["onnx"])
     forms: list[Form] = Field(default_factory=lambda: ["rewritten"])
-    precision: Literal["fp32", "fp16", "int8", "w4", "bf16"] | None = None
+    precision: Literal["fp32", "fp16", "int8", "w4", "bf16", "auto"] | None = None
     input_size: int | tuple[int, int] | None = None
     batch: int | None = None
     dynamic_batch: bool = False
@@ -125,8 +125,28 @@ class ExportRequest(BaseModel):
             from ..labels import read_labels
 
             read_labels(self.labels)  # a missing, empty or malformed file is refused before anything is built
+        if self.precision == "auto":
+            self._check_auto()
         self._check_quantization()
         return self
+
+    def _check_auto(self) -> None:
+        """``--precision auto`` times batch-1 artifacts of the rewritten form on the formats' own runtimes."""
+        from .ladder import runtime_of_format
+
+        no_ladder = [f for f in self.formats if runtime_of_format(f) is None]
+        if no_ladder:
+            raise HvitError(f"--precision auto times each format's precisions on its runtime here; "
+                            f"{', '.join(no_ladder)} has no ladder (use --precision fp16/int8/w4 there)")
+        asked = [flag for flag, on in (("--no-rewrite/--both", self.forms != ["rewritten"]),
+                                       ("--batch", self.batch not in (None, 1)),
+                                       ("--dynamic-batch", self.dynamic_batch),
+                                       ("--features", self.features), ("--fold-normalize", self.fold_normalize),
+                                       ("--image-input", self.image_input),
+                                       ("--input-size HxW", isinstance(self.input_size, tuple))) if on]
+        if asked:
+            raise HvitError(f"--precision auto times batch-1 artifacts of the rewritten model at a square input; "
+                            f"leave out {', '.join(asked)}")
 
     def _resolve_models(self) -> list[str]:
         names = [canonical_name(n) for n in self.models]
@@ -171,6 +191,12 @@ class ExportRequest(BaseModel):
             if self.calibration or self.eval_data:  # the gate's held-out images: missing, empty, overlap
                 split_sets(self.calibration, eval_data=self.eval_data, preprocess=None) if self.calibration else \
                     find_images(self.eval_data, "--eval-data")
+            return
+        if self.precision == "auto":
+            if self.calibration:
+                split_sets(self.calibration, eval_data=self.eval_data, preprocess=None)
+            elif self.eval_data or self.calibration_size is not None:
+                raise HvitError("--eval-data and --calibration-size go with --calibration")
             return
         if not self.quantized:
             for flag, value in (("--calibration", self.calibration), ("--eval-data", self.eval_data),
