@@ -165,7 +165,7 @@ def _int8(lad: Ladder) -> None:
 def build_ladders(doc: ResultsDoc, runtimes: Iterable[str], *, calibration: bool,
                   results: str | None = None) -> list[Ladder]:
     """One :class:`Ladder` per (model, runtime) of the run ``doc`` (see the module docstring)."""
-    by = {e.key: e for e in doc.results}
+    by = {e.key[:3]: e for e in doc.results if e.batch == 1}  # a ladder is of batch-1 entries
     settings, cpu = doc.settings or {}, cpu_summary()
     out = []
     for model in dict.fromkeys(e.model for e in doc.results):

@@ -183,7 +183,7 @@ class Runner:
             k = (side.name, model, fmt, job.form, job.dynamic)
             if fmt is None or k in cache or (fmt, job.form, job.dynamic) in forms:
                 continue
-            if side.own and (model, fmt, job.form) in self.preset:
+            if side.own and not job.dynamic and (model, fmt, job.form) in self.preset:
                 cache[k] = self.preset[(model, fmt, job.form)]
                 continue
             try:
