@@ -46,6 +46,7 @@ def profile(path: str, runs: int, threads: int, roles: list[tuple[str, str]]) ->
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     t_from = starts[3] if len(starts) > 3 else 0
     by_op, by_role, n_op = collections.defaultdict(float), collections.defaultdict(float), collections.Counter()
+    by_node = collections.defaultdict(float)
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e.get("ts", 0) < t_from:
             continue
@@ -54,11 +55,13 @@ def profile(path: str, runs: int, threads: int, roles: list[tuple[str, str]]) ->
         d = float(e.get("dur", 0))
         by_op[op] += d
         n_op[op] += 1
+        by_node[f"{op} {name}"] += d
         role = next((r for r, pat in roles if re.search(pat, name)), "other")
         by_role[role] += d
     total = sum(by_op.values())
     return {"total_us_per_run": total / runs, "by_op": {k: v / total for k, v in by_op.items()},
-            "nodes": {k: v // runs for k, v in n_op.items()}, "by_role": {k: v / total for k, v in by_role.items()}}
+            "nodes": {k: v // runs for k, v in n_op.items()}, "by_role": {k: v / total for k, v in by_role.items()},
+            "by_node": {k: v / total for k, v in by_node.items()}}
 
 
 def profile_openvino(path: str, runs: int, threads: int, roles: list[tuple[str, str]]) -> dict:
@@ -74,6 +77,7 @@ def profile_openvino(path: str, runs: int, threads: int, roles: list[tuple[str, 
     for _ in range(3):
         req.infer({0: x})
     by_op, by_role, n_op = collections.defaultdict(float), collections.defaultdict(float), collections.Counter()
+    by_node = collections.defaultdict(float)
     for _ in range(runs):
         req.infer({0: x})
         for info in req.get_profiling_info():
@@ -83,10 +87,12 @@ def profile_openvino(path: str, runs: int, threads: int, roles: list[tuple[str, 
             op = f"{info.node_type} {info.exec_type}"
             by_op[op] += d
             n_op[op] += 1
+            by_node[f"{op} {info.node_name}"] += d
             by_role[next((r for r, pat in roles if re.search(pat, info.node_name)), "other")] += d
     total = sum(by_op.values())
     return {"total_us_per_run": total / runs, "by_op": {k: v / total for k, v in by_op.items()},
-            "nodes": {k: v // runs for k, v in n_op.items()}, "by_role": {k: v / total for k, v in by_role.items()}}
+            "nodes": {k: v // runs for k, v in n_op.items()}, "by_role": {k: v / total for k, v in by_role.items()},
+            "by_node": {k: v / total for k, v in by_node.items()}}
 
 
 def main(argv=None) -> int:
@@ -95,6 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--nodes", type=int, default=0, help="also list this many nodes with the largest shares")
     ap.add_argument("--roles", nargs="*", default=list(DEFAULT_ROLES), metavar="NAME=REGEX")
     args = ap.parse_args(argv)
     roles = [tuple(r.split("=", 1)) for r in args.roles]
@@ -103,6 +110,8 @@ def main(argv=None) -> int:
         print(f"{path}: kernel shares ({args.runs} profiled runs, {args.threads} thread(s); shares only)")
         for op, s in sorted(p["by_op"].items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"  {s:6.1%}  {op} (x{p['nodes'][op]})")
+        for n, sh in sorted(p["by_node"].items(), key=lambda kv: -kv[1])[: args.nodes]:
+            print(f"  node {sh:6.1%}  {n}")
         print("  by role: " + ", ".join(f"{r} {s:.1%}" for r, s in sorted(p["by_role"].items(), key=lambda kv: -kv[1])))
     return 0
 

@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ignore", action="append", default=[], metavar="NAME=REGEX[,REGEX]",
                     help="a setting that keeps the nodes whose names match in FP (nncf IgnoredScope patterns)")
     ap.add_argument("--noise", action="store_true", help="per-FakeQuantize noise table for the first setting")
-    ap.add_argument("--trace", action="store_true", help="error growth through the network for the first setting")
+    ap.add_argument("--trace", action="store_true", help="error growth through the network, for every setting")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
 
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
                   f"top-5 {fig['top5_agreement_within_tie']:.3f} cosine {fig['mean_cosine']:.4f} "
                   f"(min {fig['min_cosine']:.4f}) FQ {info['fake_quantize_ops']} ignored {len(ignored or [])} "
                   f"{'PASS' if not bad else 'fail'}", flush=True)
-            if args.trace and k == 0:
+            if args.trace:
                 tr = trace(core, args.xml, out, held.arrays)
                 report[name]["trace"] = tr
                 print("\nerror growth (rel. squared error vs the FP32 IR), last traced op of each block and the "
@@ -222,7 +222,12 @@ def main(argv=None) -> int:
                 for b, r in last.items():
                     print(f"  {b:>14}: {r['rel_err']:.2e}  ({r['type']} {r['op']})")
                 jumps = [(tr[i]["rel_err"] / max(tr[i - 1]["rel_err"], 1e-12), tr[i]) for i in range(1, len(tr))]
-                for g, r in sorted(jumps, key=lambda j: -j[0])[:10]:
+                by_type = defaultdict(list)
+                for g, r in jumps:
+                    by_type[r["type"]].append(g)
+                print("  error growth over one op, median by op type: " + ", ".join(
+                    f"{t} x{np.median(v):.2f}" for t, v in sorted(by_type.items())))
+                for g, r in sorted(jumps, key=lambda j: -j[0])[:6]:
                     print(f"  x{g:8.1f} -> {r['rel_err']:.2e}  {r['type']} {r['op']}")
                 print(flush=True)
             if args.noise and k == 0:
