@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -117,10 +118,28 @@ class QuantizationOptions(_Strict):
     # gate. "auto": every layer on x86 CPUs without VNNI, NNCF's default elsewhere.
     openvino_overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = "auto"
     onnx_pre_process: bool = True
+    # Nodes the recipe keeps in floating point before any fallback, by regular expression (Python ``re.search``).
+    # ONNX: searched in each Conv/MatMul/Gemm node's name and its input names (so a weight's initializer name, e.g.
+    # ACmix's ``unfold_kernels``, picks its convolutions whichever exporter named the node). OpenVINO: NNCF
+    # ``IgnoredScope`` patterns, matched from the start of a friendly name as NNCF does (``re.match``: start one with
+    # ``.*``), and op types (e.g. ``Multiply``).
+    onnx_nodes_to_exclude: list[str] = []
+    openvino_ignored_patterns: list[str] = []
+    openvino_ignored_types: list[str] = []
     # Core ML weight quantization
     coreml_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     gate: QuantGate = QuantGate()
     fallback: QuantFallback = QuantFallback()
+
+    @field_validator("onnx_nodes_to_exclude", "openvino_ignored_patterns")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pat in v:
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {pat!r} ({e})") from None
+        return v
 
 
 class VariantOverride(_Strict):

@@ -57,3 +57,23 @@ def test_int8_vs_fp32_prints_its_table(tmp_path):
         assert float(gate_top1) >= 0.99 and float(strict.strip("()")) <= float(gate_top1)
     assert (tmp_path / "out" / "results-t1.json").is_file()
     assert len(list((tmp_path / "out" / "calibration").glob("*.png"))) == 16
+
+
+def test_op_shares_prints_shares_for_both_runtimes(tmp_path):
+    """ONNX Runtime's profiler and OpenVINO's counters on one small model: shares by op type and role sum to 1."""
+    import openvino as ov
+
+    from test_int8 import _tiny_onnx
+
+    _, onnx_path = _tiny_onnx(tmp_path)
+    xml = tmp_path / "tiny.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "op_shares.py"), str(onnx_path), str(xml),
+                        "--runs", "2", "--nodes", "2", "--roles", "mlp=mlp"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    blocks = r.stdout.split("kernel shares")[1:]
+    assert len(blocks) == 2 and "MatMul" in blocks[0] and "shares only" in r.stdout
+    for b in blocks:
+        roles = re.findall(r"(\w+) (\d+\.\d)%", b.split("by role:")[1])
+        assert {n for n, _ in roles} == {"mlp", "other"} and abs(sum(float(s) for _, s in roles) - 100) < 0.5

@@ -252,6 +252,45 @@ def test_onnx_keeps_the_attention_output_matmul_in_float(tmp_path):
     assert none["attention_output_in_fp"] == []
 
 
+def test_recipe_keeps_matched_nodes_in_float(tmp_path):
+    """``onnx_nodes_to_exclude`` (regex on node and input names) and ``openvino_ignored_patterns``/``_types``
+    (NNCF IgnoredScope) keep the matched layers' inputs in float, and the settings record what matched."""
+    import numpy as np
+    import onnx
+    import openvino as ov
+
+    from hvit_deploy.quantize.onnx_int8 import quantize_onnx
+    from hvit_deploy.quantize.openvino_int8 import quantize_openvino
+    from hvit_deploy.recipes import QuantizationOptions
+
+    _, path = _tiny_onnx(tmp_path)
+    calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    out = tmp_path / "q.onnx"
+    s = quantize_onnx(path, out, calib, 1, QuantizationOptions(onnx_pre_process=False,
+                                                               onnx_nodes_to_exclude=["stem", r"^/mlp/.*/MatMul$"]))
+    rec = s["recipe_nodes_to_exclude"]
+    assert rec["patterns"] == ["stem", r"^/mlp/.*/MatMul$"] and len(rec["nodes"]) == 3    # stem conv, mlp.0, mlp.2
+    g = onnx.load(str(out)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    dq_in = {n.name: any(producer.get(i) == "DequantizeLinear" for i in n.input) for n in g.node}
+    assert not any(dq_in[n] for n in rec["nodes"]) and set(rec["nodes"]) <= set(s["nodes_excluded"])
+    assert dq_in["/qkv/MatMul"] and dq_in["/head/Gemm"]                                   # the rest: INT8
+
+    xml = tmp_path / "tiny.xml"
+    ov.save_model(ov.convert_model(str(path)), str(xml), compress_to_fp16=False)
+    names = [op.get_friendly_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()]
+    opts = QuantizationOptions(openvino_ignored_types=["MatMul"], openvino_ignored_patterns=[".*stem"])
+    info = quantize_openvino(xml, tmp_path / "q.xml", calib, 1, opts)
+    scope = info["recipe_ignored_scope"]
+    assert scope["types"] == ["MatMul"] and scope["nodes_matched"] >= 5
+    q = ov.Core().read_model(str(tmp_path / "q.xml"))
+    fq_fed = {t.get_node().get_type_name() for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+              for t in op.output(0).get_target_inputs()}
+    assert "MatMul" not in fq_fed and "Convolution" not in fq_fed and any("stem" in n for n in names)
+    with pytest.raises(ValueError, match="not a regular expression"):
+        QuantizationOptions(onnx_nodes_to_exclude=["(unclosed"])
+
+
 def test_fallback_ranks_attention_matmuls_and_prerank_caps_the_passes(tmp_path):
     import numpy as np
 

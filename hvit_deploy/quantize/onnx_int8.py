@@ -85,7 +85,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             return next(self._it, None)
 
     pattern = attention_output_matmuls(source) if opts.model_type == "transformer" else []
-    excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern))
+    by_recipe = recipe_excluded(source, opts.onnx_nodes_to_exclude)
+    excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern + by_recipe))
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
     reduce_range = reduce_range_for(opts)
@@ -106,7 +107,22 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": ("int7 (reduce_range) " if reduce_range else "int8 ")
             + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
             "calibration_method": opts.onnx_calibration, "op_types_quantized": list(QUANTIZED_OPS),
-            "attention_output_in_fp": pattern, "nodes_excluded": excluded}
+            "attention_output_in_fp": pattern, "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude),
+                                                                          "nodes": by_recipe},
+            "nodes_excluded": excluded}
+
+
+def recipe_excluded(path: Path, patterns: list[str]) -> list[str]:
+    """The Conv/MatMul/Gemm nodes whose name or an input's name matches one of the recipe's ``patterns``."""
+    import re
+
+    if not patterns:
+        return []
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS
+            and any(re.search(p, t) for p in patterns for t in (n.name, *n.input))]
 
 
 def quantizable_nodes(path: Path) -> list[tuple[str, str]]:

@@ -43,8 +43,10 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: i
         advanced["overflow_fix"] = OverflowFix(overflow_fix)
     if advanced:
         kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
-    if ignored:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored), validate=False)
+    scope = recipe_scope(model, opts)
+    if ignored or scope["patterns"] or scope["types"]:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(ignored or []), patterns=scope["patterns"],
+                                                    types=scope["types"], validate=False)
     preset = nncf.QuantizationPreset.MIXED if opts.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE
     with captured():
         q = nncf.quantize(model, nncf.Dataset(batches), preset=preset, subset_size=len(batches),
@@ -62,7 +64,19 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: i
             "model_type": opts.model_type, "smooth_quant_alpha": opts.smooth_quant_alpha
             if opts.smooth_quant_alpha is not None else ("nncf default" if opts.model_type == "transformer" else None),
             "fast_bias_correction": opts.fast_bias_correction, "subset_size": len(batches),
-            "overflow_fix": overflow_fix or "nncf default", "fake_quantize_ops": fq, "ignored_scope": list(ignored or [])}
+            "overflow_fix": overflow_fix or "nncf default", "fake_quantize_ops": fq, "ignored_scope": list(ignored or []),
+            "recipe_ignored_scope": {"patterns": scope["patterns"], "types": scope["types"],
+                                     "nodes_matched": scope["matched"]}}
+
+
+def recipe_scope(model, opts: QuantizationOptions) -> dict:
+    """The recipe's own ignored scope (``openvino_ignored_patterns``/``_types``) and how many nodes it matches."""
+    import re
+
+    pats, types = list(opts.openvino_ignored_patterns), list(opts.openvino_ignored_types)
+    matched = sum(1 for op in model.get_ordered_ops()
+                  if op.get_type_name() in types or any(re.match(p, op.get_friendly_name()) for p in pats))
+    return {"patterns": pats, "types": types, "matched": matched}
 
 
 def quantizable_nodes(xml: Path) -> list[tuple[str, str]]:
