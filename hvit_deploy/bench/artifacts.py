@@ -130,7 +130,7 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
 # ------------------------------------------------------------------------------------------------- INT8
 
 INT8_FORM = "int8"
-NEEDS_CALIBRATION = ("onnx", "openvino")   # Core ML's int8 is weight-only
+NEEDS_CALIBRATION = ("onnx", "openvino", "executorch", "litert")   # Core ML's int8 is weight-only
 
 
 def has_recipe(model: str) -> bool:
@@ -170,6 +170,8 @@ def entry_artifact(art: dict) -> dict:
            "exporter": art.get("exporter"), "validation": art.get("validation"), "size_bytes": art.get("size_bytes")}
     if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
         out["quantization"] = art["quantization"]
+    if art.get("delegation"):  # executorch: the share of the program XNNPACK runs
+        out["delegation"] = art["delegation"]
     return out
 
 
