@@ -76,7 +76,8 @@ def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4"],
-                   help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino (needs --calibration), "
+                   help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino/executorch/litert (needs "
+                        "--calibration), "
                         "8-bit weights for coreml; w4: 4-bit palettized weights, coreml (default recipe: fp32)")
     p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (searched recursively)")
     p.add_argument("--calibration-size", type=int, metavar="N",
