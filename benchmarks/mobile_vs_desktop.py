@@ -47,7 +47,8 @@ def cpu_line() -> str:
 
 def _threads_read(e: dict) -> str:
     rb = e.get("threads_readback") or {}
-    keys = [k for k in rb if "thread" in k and isinstance(rb[k], (int, float))]
+    keys = [k for k in rb if "thread" in k.lower() and isinstance(rb[k], (int, float)) and not isinstance(rb[k], bool)
+            and not k.startswith("os_threads_before")]
     return ", ".join(f"{k}={rb[k]}" for k in keys) or "-"
 
 
@@ -55,7 +56,10 @@ def rows_of(doc: dict, baseline: str = BASELINE) -> list[dict]:
     """One row per (model, runtime) of one run, with its ratio against ``baseline`` in that same run."""
     from hvit_deploy.bench.stats import speedup
 
-    by = {(e["model"], e["backend"]): e for e in doc["results"] if e.get("variant", "rewritten") != "original"}
+    from hvit_deploy.bench.artifacts import fp32_form
+
+    # one form per model: rewritten, or as written without a recipe (both may run when models are mixed)
+    by = {(e["model"], e["backend"]): e for e in doc["results"] if e.get("variant") == fp32_form(e["model"])}
     rows = []
     for (model, backend), e in by.items():
         base = by.get((model, baseline))
@@ -104,6 +108,7 @@ def main(argv=None) -> int:
     from tabulate import tabulate
 
     from hvit_deploy.bench import plugins
+    from hvit_deploy.bench.artifacts import fp32_form
     from hvit_deploy.bench.request import resolve_models
     from hvit_deploy.cli.bench import main as bench
 
@@ -112,10 +117,12 @@ def main(argv=None) -> int:
     backends = list(dict.fromkeys([BASELINE, *args.backends]))
     out_dir = Path(args.out_dir or f"mobile_vs_desktop-{time.strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the rewritten form, or the model as written for a family without an export recipe (a --plugin model)
+    forms = sorted({fp32_form(m) for m in models}, key=["rewritten", "original"].index)
     rows, codes, settings = [], [], []
     for t in args.threads:
         out = out_dir / f"results-t{t}.json"
-        cmd = ["--models", *models, "--backends", *backends, "--variants", "rewritten", "--threads", str(t),
+        cmd = ["--models", *models, "--backends", *backends, "--variants", *forms, "--threads", str(t),
                "--iters", str(args.iters), "--rounds", str(args.rounds), "--processes", str(args.processes),
                "--out", out, "--no-progress", "--format", "csv"]
         if args.warmup is not None:
@@ -133,11 +140,11 @@ def main(argv=None) -> int:
             doc = json.loads(out.read_text())
             rows += rows_of(doc)
             s = doc.get("settings") or {}
-            settings.append(f"{t} thread(s): {s.get('iters', args.iters)} runs an entry in "
+            settings.append(f"{t} thread(s): {s.get('iterations', args.iters)} runs an entry in "
                             f"{s.get('rounds', args.rounds)} interleaved rounds over {s.get('processes', args.processes)} "
                             f"processes ({out})")
-    print(f"On-device formats beside ONNX Runtime and OpenVINO, batch 1, FP32 (rewritten); each thread count is one "
-          f"hvit-bench run with every runtime in the same interleaved rounds; x {BASELINE} > 1: faster than "
+    print(f"On-device formats beside ONNX Runtime and OpenVINO, batch 1, FP32 ({'/'.join(forms)}); each thread "
+          f"count is one hvit-bench run with every runtime in the same interleaved rounds; x {BASELINE} > 1: faster than "
           f"{BASELINE}. Results: {out_dir}")
     print(f"CPU: {cpu_line()}")
     for s in settings:

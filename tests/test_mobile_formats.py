@@ -119,18 +119,32 @@ def test_hvit_bench_times_both(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HVIT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "r.json"
-    code = main(["--models", "bench_tiny", "--backends", "executorch", "litert", "--variants", "original",
+    code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "executorch", "litert", "--variants", "original",
                  "--iters", "20", "--threads", "2", "--out", str(out), "--plugin", str(PLUGIN),
                  "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"])
     doc = json.loads(out.read_text())
     assert code == 0, doc
     by = {e["backend"]: e for e in doc["results"]}
-    assert set(by) == {"executorch", "litert"}
+    assert set(by) == {"onnxruntime", "executorch", "litert"}
     for e in by.values():
         assert e["status"] == "ok" and e["iterations"] == 20 and e["median_ms"] > 0 and e["threads"] == 2
         assert not [n for n in e.get("notes", []) if "threads" in n and "not the" in n]
     assert by["executorch"]["threads_readback"]["threadpool_threads"] == 2
     assert by["litert"]["threads_readback"]["num_threads"] == 2
+    assert by["executorch"]["artifact"]["delegation"]["share"] > 0
+    # benchmarks/mobile_vs_desktop.py's table from this same run: each runtime against ONNX Runtime, with an interval
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mobile_vs_desktop import rows_of
+
+    rows = {r["runtime"]: r for r in rows_of(doc)}
+    assert list(rows) == ["onnxruntime", "executorch", "litert"] and rows["onnxruntime"]["x onnxruntime (95% CI)"] \
+        == "1 (baseline)"
+    for rt in ("executorch", "litert"):
+        ratio, ci = rows[rt]["x onnxruntime (95% CI)"].split(" ", 1)
+        lo, hi = (float(v) for v in ci.strip("()").split("-"))
+        assert float(ratio) > 0 and 0 < lo <= hi and rows[rt]["threads"] == 2
+        assert "=2" in rows[rt]["threads read back"]
+    assert rows["executorch"]["delegated"].endswith("%")
 
 
 def test_without_the_extra_one_line_says_how_to_install_it(tmp_path):

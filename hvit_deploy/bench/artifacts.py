@@ -326,6 +326,9 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
         }
         if precision != "fp32":
             info["quantization"] = quantization_summary(res.entry or {})
+        if (res.entry or {}).get("delegation"):  # executorch: the share XNNPACK runs (the INT8 program's own)
+            info["delegation"] = {k: res.entry["delegation"].get(k) for k in
+                                  ("share", "delegated_ops", "undelegated_ops", "subgraphs", "heavy_undelegated")}
         atomic_write_json(d / MANIFEST, info)
     info = lookup(model, fmt, rewrite, key, precision) or info
     info["cached"] = False
