@@ -40,10 +40,10 @@ from .gate import gate_failures, gate_figures
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("int8", "w4")
+PRECISIONS = ("int8", "w4")   # the --precision words this stage makes from an FP32 artifact
 # the formats --precision int8 is made for; all but Core ML (weight-only) calibrate activations
 INT8_FORMATS = ("onnx", "openvino", "executorch", "litert", "coreml")
-PT2E_FORMATS = ("executorch", "litert")   # quantized from the PyTorch module (PT2E), not from the FP32 file   # the --precision words this stage makes from an FP32 artifact
+PT2E_FORMATS = ("executorch", "litert")   # quantized from the PyTorch module (PT2E), not from the FP32 file
 # the converted artifacts keep float activations between their integer (or compressed-weight) layers, and the
 # runtimes that validate them compute those in float32 (OpenVINO: INFERENCE_PRECISION_HINT=f32)
 COMPUTE_PRECISION = "fp32"
