@@ -44,6 +44,9 @@ class LiteRtRuntime(Runtime):
             "os_threads_added_by_interpreter": (after - before) if (after is not None and before is not None) else None,
         }
         self.timing = "wall clock (perf_counter_ns) around Interpreter.invoke; the input set once before timing"
+        if np.dtype(self.inp["dtype"]) != np.float32:  # an INT8 .tflite: the float input quantized before timing
+            self.readback["input_dtype"] = np.dtype(self.inp["dtype"]).name
+            self.timing += f" (quantized to {np.dtype(self.inp['dtype']).name} with the model's scale first)"
 
     def _load(self, interpreter_cls):
         interp = interpreter_cls(model_path=str(self.spec.artifact), num_threads=self.threads or None)
