@@ -119,18 +119,32 @@ def test_hvit_bench_times_both(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HVIT_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "r.json"
-    code = main(["--models", "bench_tiny", "--backends", "executorch", "litert", "--variants", "original",
+    code = main(["--models", "bench_tiny", "--backends", "onnxruntime", "executorch", "litert", "--variants", "original",
                  "--iters", "20", "--threads", "2", "--out", str(out), "--plugin", str(PLUGIN),
                  "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"])
     doc = json.loads(out.read_text())
     assert code == 0, doc
     by = {e["backend"]: e for e in doc["results"]}
-    assert set(by) == {"executorch", "litert"}
+    assert set(by) == {"onnxruntime", "executorch", "litert"}
     for e in by.values():
         assert e["status"] == "ok" and e["iterations"] == 20 and e["median_ms"] > 0 and e["threads"] == 2
         assert not [n for n in e.get("notes", []) if "threads" in n and "not the" in n]
     assert by["executorch"]["threads_readback"]["threadpool_threads"] == 2
     assert by["litert"]["threads_readback"]["num_threads"] == 2
+    assert by["executorch"]["artifact"]["delegation"]["share"] > 0
+    # benchmarks/mobile_vs_desktop.py's table from this same run: each runtime against ONNX Runtime, with an interval
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from mobile_vs_desktop import rows_of
+
+    rows = {r["runtime"]: r for r in rows_of(doc)}
+    assert list(rows) == ["onnxruntime", "executorch", "litert"] and rows["onnxruntime"]["x onnxruntime (95% CI)"] \
+        == "1 (baseline)"
+    for rt in ("executorch", "litert"):
+        ratio, ci = rows[rt]["x onnxruntime (95% CI)"].split(" ", 1)
+        lo, hi = (float(v) for v in ci.strip("()").split("-"))
+        assert float(ratio) > 0 and 0 < lo <= hi and rows[rt]["threads"] == 2
+        assert "=2" in rows[rt]["threads read back"]
+    assert rows["executorch"]["delegated"].endswith("%")
 
 
 def test_without_the_extra_one_line_says_how_to_install_it(tmp_path):
@@ -164,12 +178,102 @@ print(json.dumps({{"rc": rc, "err": err.getvalue(), "all": fmts, "notes": notes.
     assert {"executorch", "litert"} <= set(got["runtimes"]) and "not installed" in got["et"]
 
 
-@pytest.mark.parametrize("fmt", ["executorch", "litert"])
-def test_int8_is_refused_in_one_line_until_it_exists(fmt):
+def test_int8_needs_calibration_images_in_one_line():
     from hvit_deploy.quantize.stage import QuantizationError, check_request
 
-    with pytest.raises(QuantizationError, match=f"int8 is not available for {fmt}"):
-        check_request(fmt, "int8", "calibration_dir")
+    for fmt in ("executorch", "litert"):
+        with pytest.raises(QuantizationError, match=f"int8 for {fmt} needs calibration images: --calibration DIR"):
+            check_request(fmt, "int8", None)
+        check_request(fmt, "int8", "calibration_dir")  # accepted
+
+
+@pytest.fixture(scope="module")
+def int8(exported, tmp_path_factory):
+    """INT8 .pte and .tflite of bench_tiny through PT2E, the gate and the manifest, as hvit-export makes them."""
+    from int8_helpers import make_images
+
+    from hvit_deploy.export import update_manifest
+
+    session, _, _ = exported
+    calib = tmp_path_factory.mktemp("calib")
+    make_images(calib, 6, seed=3)  # 12 images: 6 to calibrate, 6 held out for the gate
+    out = tmp_path_factory.mktemp("int8")
+    results = {fmt: session.export(fmt, out, rewrite=False, precision="int8", calibration=calib)
+               for fmt in ("executorch", "litert")}
+    update_manifest(out, [r.entry for r in results.values()])
+    return session, results, out
+
+
+@NEEDS_EXTRA
+@pytest.mark.parametrize("fmt", ["executorch", "litert"])
+def test_int8_through_pt2e_passes_the_gate_with_the_manifest_fields(int8, fmt):
+    from hvit_deploy.export.manifest import load_manifest
+    from hvit_deploy.formats.metadata import read_metadata
+    from hvit_deploy.runtimes import run_artifact
+
+    session, results, out = int8
+    r = results[fmt]
+    assert r.ok, r.error
+    e = r.entry
+    assert e["precision"] == "int8" and e["artifact_precision"] == "int8" and e["path"].endswith("-int8" + (
+        ".pte" if fmt == "executorch" else ".tflite"))
+    q = e["quantization"]
+    assert q["calibration"]["size"] == 6 and q["held_out"]["size"] == 6 and q["settings"]["subset_size"] == 6
+    assert q["gate"]["passed"] and q["layers_in_fp"] == [] and q["settings"]["nodes_in_fp"] == []
+    fin = q["gate"]["final"]
+    assert fin["images"] == 6 and fin["top1_agreement_within_tie"] == 1.0 and fin["mean_cosine"] > 0.99
+    assert "prepare_pt2e" in q["settings"]["flow"] and q["settings"]["per_channel_weights"] is True
+    assert 0 < e["size_ratio_vs_fp32"] < 0.9   # INT8 weights
+    assert read_metadata(out / e["path"]) == session.metadata(fmt)   # the FP32 artifact's table, carried over
+    # the artifact runs on its runtime: float in, float out, close to eager FP32
+    x = session.inputs[0][1]
+    got = run_artifact(fmt, out / e["path"], [x])[0]
+    ref = session.references[0]
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert float(np.dot(got.ravel(), ref.ravel()) / np.linalg.norm(got) / np.linalg.norm(ref)) > 0.99
+    if fmt == "executorch":  # the INT8 program's own delegated share, and its metadata side file
+        d = e["delegation"]
+        assert d == q["settings"]["delegation"] and d["delegated_ops"] > 0 and 0 < d["share"] <= 1
+        assert e["files"] == [e["path"], e["path"] + ".json"]
+    else:  # integer kernels, with the INT8 input the runtime quantizes for
+        assert q["settings"]["io"]["input"]["dtype"] in ("int8", "float32")
+        assert q["settings"]["op_types"].get("FULLY_CONNECTED", 0) > 0
+    entry = [a for a in load_manifest(out / "manifest.json").artifacts if a.format == fmt][0]
+    assert entry.quantization["gate"]["passed"] and not list(out.glob(".hvit-int8-*"))
+
+
+@NEEDS_EXTRA
+def test_int8_gate_failure_goes_to_the_per_layer_fallback(exported, int8):
+    """A gate no INT8 artifact can pass: the fallback re-quantizes with the worst layers' nodes left out of the
+    quantizer's annotation (the figures change), then reports the failure in one line; nothing is left behind."""
+    from hvit_deploy import quantize
+    from hvit_deploy.quantize import pt2e_int8
+
+    session, fp32, out0 = exported
+    _, results, _ = int8
+    q = session.recipe.quantization.model_copy(deep=True)
+    q.gate.min_mean_cosine = 0.9999999
+    q.fallback.max_layers, q.fallback.max_tries = 1, 1   # one fallback try: one more conversion
+    from hvit_deploy.preprocess import preprocessing_for
+
+    folder = results["litert"].entry["quantization"]["calibration"]["folder"]
+    sets = quantize.stage.load_sets(folder, preprocess=preprocessing_for(session.spec, session.input_size), options=q)
+    model = session.reference_model   # what the FP32 artifact was exported from (rewrite=False)
+    gate = quantize.GateInputs(calibration=sets[0], held_out=sets[1], batch=1, runtime="litert",
+                               reference_logits=quantize.eager_logits(model, sets[1].arrays, 1), module=lambda: model)
+    out = out0 / "fallback"
+    out.mkdir()
+    r = quantize.convert(fp32["litert"], "int8", out_dir=out, target_name="tiny-int8.tflite", options=q, gate=gate)
+    assert not r.ok and "\n" not in r.error and "INT8 accuracy gate failed after keeping" in r.error
+    info = r.entry["quantization"]
+    tries = info["gate"]["tries"]
+    assert len(tries) == 2 and tries[0]["layers_in_fp"] == [] and len(tries[-1]["layers_in_fp"]) == 1
+    nodes = pt2e_int8.graph_nodes(pt2e_int8.export_graph(gate.module(), torch.from_numpy(sets[0].arrays[:1])))
+    for t in tries[1:]:
+        assert t["nodes_in_fp"] == [n for layer in t["layers_in_fp"] for n in pt2e_int8.nodes_for(layer, nodes)]
+        assert t["nodes_in_fp"] and t["figures"]["mean_cosine"] != tries[0]["figures"]["mean_cosine"]
+    assert info["settings"]["nodes_in_fp"] == tries[-1]["nodes_in_fp"] and info["layers_in_fp"]
+    assert list(out.iterdir()) == []  # a failed gate leaves nothing that looks like a good artifact
 
 
 def test_heavy_ops_are_told_from_cheap_ones():

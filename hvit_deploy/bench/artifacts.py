@@ -133,7 +133,7 @@ def artifact_key(model: str, fmt: str, *, rewrite: bool, rewrites: list[str], in
 # ------------------------------------------------------------------------------------------------- INT8
 
 INT8_FORM = "int8"
-NEEDS_CALIBRATION = ("onnx", "openvino")   # Core ML's int8 is weight-only
+NEEDS_CALIBRATION = ("onnx", "openvino", "executorch", "litert")   # Core ML's int8 is weight-only
 
 
 def has_recipe(model: str) -> bool:
@@ -179,6 +179,8 @@ def entry_artifact(art: dict) -> dict:
         out["dynamic_batch"] = True
     if art.get("quantization"):  # int8: gate figures, layers kept in FP, size ratio (export manifest)
         out["quantization"] = art["quantization"]
+    if art.get("delegation"):  # executorch: the share of the program XNNPACK runs
+        out["delegation"] = art["delegation"]
     return out
 
 
@@ -339,6 +341,9 @@ def _export_one(model: str, fmt: str, rewrite: bool, session, *, input_size, che
             info["dynamic_batch"] = True
         if precision != "fp32":
             info["quantization"] = quantization_summary(res.entry or {})
+        if (res.entry or {}).get("delegation"):  # executorch: the share XNNPACK runs (the INT8 program's own)
+            info["delegation"] = {k: res.entry["delegation"].get(k) for k in
+                                  ("share", "delegated_ops", "undelegated_ops", "subgraphs", "heavy_undelegated")}
         atomic_write_json(d / MANIFEST, info)
     info = lookup(model, fmt, rewrite, key, precision, dynamic) or info
     info["cached"] = False

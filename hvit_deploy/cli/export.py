@@ -76,12 +76,12 @@ def _add_form_and_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--both", action="store_true", help="export the rewritten model and the model as written")
     p.add_argument("--opset", type=int, help="ONNX opset (default from the recipe, 18)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8", "w4", "bf16", "auto"],
-                   help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino (needs --calibration), "
-                        "8-bit weights for coreml; w4: 4-bit palettized weights, coreml; bf16: openvino, the FP32 "
-                        "IR with INFERENCE_PRECISION_HINT=bf16 in its rt_info, gated on held-out images "
-                        "(--eval-data, else the shipped photos); auto: export every precision the format's "
-                        "runtime has here (INT8 with --calibration), gate each, time them side by side in one "
-                        "run and pick the fastest that passes (manifest: ladders; docs/bench.md) "
+                   help="fp16: OpenVINO/Core ML; int8: static INT8 for onnx/openvino/executorch/litert (needs "
+                        "--calibration), 8-bit weights for coreml; w4: 4-bit palettized weights, coreml; bf16: "
+                        "openvino, the FP32 IR with INFERENCE_PRECISION_HINT=bf16 in its rt_info, gated on "
+                        "held-out images (--eval-data, else the shipped photos); auto: export every precision "
+                        "the format's runtime has here (INT8 with --calibration), gate each, time them side by "
+                        "side in one run and pick the fastest that passes (manifest: ladders; docs/bench.md) "
                         "(default recipe: fp32)")
     p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (searched recursively)")
     p.add_argument("--calibration-size", type=int, metavar="N",

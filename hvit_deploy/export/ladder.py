@@ -41,7 +41,9 @@ RUNGS: tuple[RungSpec, ...] = (
     RungSpec("openvino", "openvino", "bf16", "bf16", "cpu_bf16"),
     RungSpec("torch", None, "bf16", "bf16", "cpu_bf16"),
     RungSpec("executorch", "executorch", "fp32", "rewritten"),
+    RungSpec("executorch", "executorch", "int8", "int8", "calibration"),   # PT2E, XNNPACK quantizer
     RungSpec("litert", "litert", "fp32", "rewritten"),
+    RungSpec("litert", "litert", "int8", "int8", "calibration"),           # PT2E, litert-torch's quantizer
 )
 
 

@@ -33,11 +33,17 @@ def side_path(pte: str | Path) -> Path:
 def lower(model, example):
     """``torch.export`` → XNNPACK-lowered edge program (raises the converter's exception)."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
 
     with torch.no_grad():
         ep = torch.export.export(model.eval(), (example,), strict=False)
+    return lower_program(ep)
+
+
+def lower_program(ep):
+    """An exported program lowered with the XNNPACK partitioner (the INT8 path hands in its PT2E program)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
     return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
 
 
@@ -73,9 +79,9 @@ def _convert(job, tmp: Path) -> dict:
             "delegation": facts}
 
 
-def _note(facts: dict) -> None:
+def note(facts: dict, what: str = "executorch") -> None:
     share = facts["share"]
-    line = (f"note: executorch: {facts['delegated_ops']} of {facts['delegated_ops'] + facts['undelegated_ops']} "
+    line = (f"note: {what}: {facts['delegated_ops']} of {facts['delegated_ops'] + facts['undelegated_ops']} "
             f"ops delegated to XNNPACK ({share:.0%}) in {facts['subgraphs']} subgraph(s)")
     if facts["heavy_undelegated"]:
         line += ("; heavy ops left outside XNNPACK (on ExecuTorch's own CPU kernels): "
@@ -93,7 +99,7 @@ def export_executorch(job) -> dict:
     with _mobile.cleanup(tmp, tmp_side):
         info = _convert(job, tmp)
         tmp_side.write_text(json.dumps(job.options.get("metadata") or {}, indent=1, ensure_ascii=False))
-        _note(info["delegation"])
+        note(info["delegation"])
         if job.validate is not None:
             from ..runtimes import run_artifact
 

@@ -24,7 +24,7 @@ from . import _mobile
 METADATA_NAME = "hvit_deploy"
 
 
-def _write_metadata(path: Path, meta: dict[str, str]) -> None:
+def write_metadata(path: Path, meta: dict[str, str]) -> None:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -90,7 +90,7 @@ def export_litert(job) -> dict:
     tmp = _mobile.temp_beside(job.path, "tfl")
     with _mobile.cleanup(tmp):
         info = _convert(job, tmp)
-        _write_metadata(tmp, job.options.get("metadata") or {})
+        write_metadata(tmp, job.options.get("metadata") or {})
         if job.validate is not None:
             from ..runtimes import run_artifact
 

@@ -1,8 +1,10 @@
 """The precision stage: a validated FP32 artifact in, a new artifact out.
 
 :func:`convert` takes the result of an FP32 export (the artifact on disk, validated) and writes the artifact of
-another precision beside it: INT8 QDQ ONNX (ONNX Runtime's quantizer), INT8 OpenVINO IR (NNCF), Core ML with
-8-bit (``w8``) or 4-bit palettized (``w4``) weights (coremltools). What the INT8 accuracy gate and the per-layer
+another precision beside it: INT8 QDQ ONNX (ONNX Runtime's quantizer), INT8 OpenVINO IR (NNCF), INT8 ExecuTorch
+``.pte`` and LiteRT ``.tflite`` (PT2E, :mod:`.pt2e_int8`: these quantize the PyTorch graph, so they take the
+module the FP32 artifact was exported from, ``GateInputs.module``, and copy the FP32 artifact's metadata), Core ML
+with 8-bit (``w8``) or 4-bit palettized (``w4``) weights (coremltools). What the INT8 accuracy gate and the per-layer
 fallback need is handed in (:class:`GateInputs`): the calibration and held-out images, eager FP32's logits on
 the held-out images, the runtime that runs the artifact, and the module the FP32 artifact was exported from (to
 rank the layers). The fallback re-quantizes the same FP32 artifact with the worst layers excluded; nothing here
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("int8", "w4", "bf16")   # the --precision words this stage makes from an FP32 artifact
+# the formats --precision int8 is made for; all but Core ML (weight-only) calibrate activations
+INT8_FORMATS = ("onnx", "openvino", "executorch", "litert", "coreml")
+PT2E_FORMATS = ("executorch", "litert")   # quantized from the PyTorch module (PT2E), not from the FP32 file
 # the converted artifacts keep float activations between their integer (or compressed-weight) layers, and the
 # runtimes that validate them compute those in float32 (OpenVINO: INFERENCE_PRECISION_HINT=f32)
 COMPUTE_PRECISION = "fp32"
@@ -65,9 +70,9 @@ def check_request(fmt: str, precision: str, calibration) -> None:
         return
     if precision == "w4" and fmt != "coreml":
         raise QuantizationError(f"--precision w4 (4-bit weights) is for coreml only, not {fmt}")
-    if precision == "int8" and fmt not in ("onnx", "openvino", "coreml"):  # executorch, litert: PT2E not wired yet
-        raise QuantizationError(f"--precision int8 is not available for {fmt} yet; it exports fp32 only")
-    if precision == "int8" and fmt in ("onnx", "openvino") and not calibration:
+    if precision == "int8" and fmt not in INT8_FORMATS:
+        raise QuantizationError(f"--precision int8 is not available for {fmt}; it exports fp32 only")
+    if precision == "int8" and needs_data(fmt) and not calibration:
         raise QuantizationError(f"--precision int8 for {fmt} needs calibration images: --calibration DIR "
                                 "(Core ML's int8 is weight-only and needs none)")
 
@@ -159,8 +164,14 @@ def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, t
             result.validation = info["check"]["figures"]
         else:
             facts["quantization"] = info
+            if "delegation" in info.get("settings", {}):  # the INT8 .pte's own share, not its FP32 source's
+                facts["delegation"] = info["settings"]["delegation"]
             result.validation = info.get("gate", {}).get("final", info.get("check", {}))
         if ok:
+            if "delegation" in facts:
+                from ..formats.executorch import note
+
+                note(facts["delegation"], f"executorch {precision}")
             files = _move_into(target, out, _sidecars(fp32))
             result.ok, result.path = True, files[0]
             facts["size_ratio_vs_fp32"] = round(sum(size_of(f) for f in files) / _size(fp32), 4)
@@ -194,8 +205,10 @@ def _compute_hinted(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
 
 
 def _sidecars(fp32: ExportResult) -> list[str]:
-    """The suffixes of the files written beside the main one (OpenVINO's ``.bin``), from the FP32 export."""
-    return [Path(f).suffix for f in (fp32.entry or {}).get("files", [])[1:]]
+    """The suffixes of the files written beside the main one (OpenVINO's ``.bin``, ExecuTorch's ``.pte.json``)."""
+    from ..formats.base import get_format
+
+    return list(get_format(fp32.format).sidecars)
 
 
 def _size(fp32: ExportResult) -> int:
@@ -234,7 +247,27 @@ def _quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: Qua
         def quantize(excluded):
             return quantize_openvino(fp32_path, target, arrays, batch, q, excluded)
         return quantize, quantizable_nodes(fp32_path), fb.openvino_nodes_for
+    if fmt in PT2E_FORMATS:
+        return _pt2e_quantizer(fmt, fp32_path, target, gate)
     raise QuantizationError(f"--precision int8 is not made for {fmt} here")
+
+
+def _pt2e_quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs):
+    """PT2E quantizes the module the FP32 artifact was exported from (exported once more, same node names)."""
+    import torch
+
+    from . import pt2e_int8
+
+    if gate.module is None:
+        raise QuantizationError(f"--precision int8 for {fmt} needs the module the FP32 artifact was exported from")
+    module = gate.module()
+    example = torch.from_numpy(np.ascontiguousarray(gate.calibration.arrays[:gate.batch]))
+    nodes = pt2e_int8.graph_nodes(pt2e_int8.export_graph(module, example))
+    make = pt2e_int8.quantize_executorch if fmt == "executorch" else pt2e_int8.quantize_litert
+
+    def quantize(excluded):
+        return make(module, example, fp32_path, target, gate.calibration.arrays, gate.batch, excluded)
+    return quantize, nodes, pt2e_int8.nodes_for
 
 
 def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions,
