@@ -383,3 +383,53 @@ def test_compare_paired_edges_and_notes():
     from scipy.stats import wilcoxon
 
     assert w.p_value == wilcoxon(np.log(wobbly / base), alternative="two-sided").pvalue
+
+
+def test_comparisons_default_to_4000_draws_seed_0_threshold_5_alpha_1_percent():
+    """The defaults the CLI relies on, pinned by recomputing each figure from its parts."""
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    rng = np.random.default_rng(13)
+    base = rng.lognormal(np.log(10), 0.02, 10)
+    cand = base * rng.lognormal(np.log(1.03), 0.01, 10)
+    t = stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.3)
+    d = np.log(cand / base)
+    boot = np.median(d[np.random.default_rng(0).integers(0, 10, size=(4000, 10))], axis=1)
+    assert t.ratio_ci == tuple(float(v) for v in np.exp(np.quantile(boot, [0.005, 0.995])))
+    assert t.p_value == wilcoxon(d, alternative="two-sided").pvalue
+    assert t.detectable == stats.detectable_slowdown(t.ratio_ci, threshold=0.05, alpha=0.01)
+    assert t.notes[0] == "paired by round: 10 rounds timed side by side in one run"
+    # a 3 % change is inside the default 5 % threshold: unchanged, whatever the test says
+    assert t.verdict == "unchanged" and stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.3,
+                                                             threshold=0.02).verdict == "regression"
+    trimmed = stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.3, center="trimmed")
+    tboot = stats.trimmed_mean(d[np.random.default_rng(0).integers(0, 10, size=(4000, 10))], axis=1)
+    assert trimmed.ratio_ci == tuple(float(v) for v in np.exp(np.quantile(tboot, [0.005, 0.995])))
+    # several worker processes: the cluster bootstrap, the same draws as _boot_medians with the groups
+    procs = [0] * 5 + [1] * 5
+    g = stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.3, round_process=procs)
+    gboot = stats._boot_medians(d, np.asarray(procs), 4000, np.random.default_rng(0))
+    assert g.ratio_ci == tuple(float(v) for v in np.exp(np.quantile(gboot, [0.005, 0.995])))
+    one = stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.3, round_process=[0] * 10)
+    assert one.ratio_ci == t.ratio_ci          # one process: plain bootstrap
+
+    a = rng.lognormal(np.log(10), 0.03, 100)
+    b = rng.lognormal(np.log(10.4), 0.03, 100)
+    r = stats.compare_runs(a, b)
+    ab, bb = stats.block_medians(a, 10), stats.block_medians(b, 10)
+    assert r.ratio_ci == _plain_bootstrap_ratio(ab, bb, 0.99, 4000, 0)
+    assert r.p_value == mannwhitneyu(bb, ab, alternative="two-sided").pvalue
+    assert r.verdict == "unchanged" and stats.compare_runs(a, b, threshold=0.02).verdict == "regression"
+    procs12 = [0] * 6 + [1] * 6
+    a12, b12 = rng.lognormal(np.log(10), 0.03, 120), rng.lognormal(np.log(10), 0.03, 120)
+    rc = stats.compare_runs(a12, b12, baseline_rounds=12, candidate_rounds=12, baseline_round_process=procs12,
+                            candidate_round_process=procs12)
+    ag = stats.block_groups(120, 12, 12, procs12)
+    assert rc.ratio_ci == stats.bootstrap_ratio_ci(stats.block_medians(a12, 12), stats.block_medians(b12, 12), 0.99,
+                                                   a_groups=ag, b_groups=ag)
+    assert rc.ratio_ci != stats.bootstrap_ratio_ci(stats.block_medians(a12, 12), stats.block_medians(b12, 12), 0.99)
+    s = stats.speedup(a12, b12, reference_rounds=12, other_rounds=12, reference_round_process=procs12,
+                      other_round_process=procs12)
+    lo, hi = stats.bootstrap_ratio_ci(stats.block_medians(b12, 12), stats.block_medians(a12, 12), 0.95, n_boot=2000,
+                                      a_groups=ag, b_groups=ag)
+    assert s["ci"] == [lo, hi]
