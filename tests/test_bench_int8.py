@@ -87,7 +87,8 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         assert e["compute_precision"] == fp["compute_precision"] == "fp32"   # the session computes in fp32
         assert "precision" not in e                                          # schema_version 1's key, migrated
         assert e["iterations"] == fp["iterations"] == 12 and len(e["round_medians_ms"]) == 2
-        assert e["round_process"] == fp["round_process"] == [0, 0]   # the same interleaved rounds, in one process
+        assert e["rounds"] == fp["rounds"] == 2 and e["processes"] == fp["processes"] == 1   # the same rounds
+        assert "round_process" not in e and "round_process" not in fp   # recorded only for several processes
         assert e["fp32_variant"] == "original"   # bench_tiny has no recipe: quantized as written
         art = e["artifact"]
         assert art["path"].endswith("-int8" + (".onnx" if b == "onnxruntime" else ".xml"))
