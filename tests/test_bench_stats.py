@@ -187,9 +187,9 @@ def test_trimmed_mean_matches_scipy_and_ignores_nan_padding():
 def test_as_array_and_summarize_edges():
     a = stats.as_array([1, 2, 3])
     assert a.dtype == np.float64 and a.tolist() == [1.0, 2.0, 3.0]
-    with pytest.raises(ValueError, match="samples must be a flat list of numbers"):
+    with pytest.raises(ValueError, match="^samples must be a flat list of numbers$"):
         stats.as_array([[1.0, 2.0]])
-    with pytest.raises(ValueError, match="no samples"):
+    with pytest.raises(ValueError, match="^no samples$"):
         stats.summarize([])
     one = stats.summarize([4.0])
     assert one["std_ms"] == 0.0 and one["median_ci_ms"] == [4.0, 4.0] and one["ci_level"] == 0.95
@@ -212,9 +212,9 @@ def _median_ci_brute_force(n: int, level: float) -> tuple[int, int]:
     return 1, n
 
 
-@pytest.mark.parametrize("level", [0.9, 0.95, 0.99])
+@pytest.mark.parametrize("level", [0.5, 0.75, 50 / 64, 0.9, 0.95, 0.99])  # 50/64: alpha/2 is exactly P(K <= 1), n=6
 def test_median_ci_is_the_narrowest_pair_reaching_the_level(level):
-    for n in range(6, 61):
+    for n in range(6, 121):
         x = np.arange(1, n + 1, dtype=float)[::-1]  # given in reverse: the interval sorts first
         assert stats.median_ci(x, level) == tuple(float(r) for r in _median_ci_brute_force(n, level)), n
     assert all(math.isnan(v) for v in stats.median_ci([]))
@@ -314,7 +314,7 @@ def test_compare_runs_figures_are_its_parts():
     assert t.detectable == stats.detectable_slowdown(t.ratio_ci, threshold=0.05, alpha=0.01)
     d = t.to_dict()
     assert d["ratio_ci"] == list(t.ratio_ci) and d["verdict"] == "regression" and d["p_value"] == t.p_value
-    with pytest.raises(ValueError, match="both runs need samples"):
+    with pytest.raises(ValueError, match="^both runs need samples$"):
         stats.compare_runs([], b)
     with np.errstate(divide="ignore", invalid="ignore"):   # ratios over a zero baseline
         zero = stats.compare_runs(np.zeros(20), np.ones(20), n_boot=50)
@@ -372,7 +372,7 @@ def test_compare_paired_edges_and_notes():
     same = stats.compare_paired(base, base, baseline_median=10.0, candidate_median=10.0, n_boot=50)
     assert same.p_value == 1.0 and same.verdict == "unchanged" and same.ratio_ci == (1.0, 1.0)
     assert stats.compare_paired(base, slow, baseline_median=0.0, candidate_median=1.0, n_boot=50).ratio == math.inf
-    with pytest.raises(ValueError, match="same number of rounds"):
+    with pytest.raises(ValueError, match="^paired comparison needs the same number of rounds on both sides$"):
         stats.compare_paired(base, slow[:7], baseline_median=10.0, candidate_median=12.0)
     with pytest.raises(ValueError, match="same number of rounds"):
         stats.compare_paired([], [], baseline_median=10.0, candidate_median=12.0)
@@ -433,3 +433,115 @@ def test_comparisons_default_to_4000_draws_seed_0_threshold_5_alpha_1_percent():
     lo, hi = stats.bootstrap_ratio_ci(stats.block_medians(b12, 12), stats.block_medians(a12, 12), 0.95, n_boot=2000,
                                       a_groups=ag, b_groups=ag)
     assert s["ci"] == [lo, hi]
+
+
+def _two_stage(blocks, groups, n_boot, rng):
+    """The cluster bootstrap written out with loops: per draw, processes with replacement, then each drawn
+    process's own number of blocks, with replacement, from its own blocks (the draws in _boot_medians' order)."""
+    members = [blocks[groups == g] for g in np.unique(groups)]
+    p, width = len(members), max(m.size for m in members)
+    picks = rng.integers(0, p, size=(n_boot, p))
+    u = rng.random((n_boot, p, width))
+    out = []
+    for i in range(n_boot):
+        vals = []
+        for j in range(p):
+            m = members[picks[i, j]]
+            vals += [m[min(int(u[i, j, s] * m.size), m.size - 1)] for s in range(m.size)]
+        out.append(np.median(vals))
+    return np.array(out)
+
+
+def test_cluster_bootstrap_matches_the_written_out_two_stages():
+    blocks = np.array([1.0, 2.0, 5.0, 6.0, 7.0, 9.0, 10.0, 11.0, 12.0])
+    groups = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    got = stats._boot_medians(blocks, groups, 60, np.random.default_rng(5))
+    assert got.tolist() == _two_stage(blocks, groups, 60, np.random.default_rng(5)).tolist()
+    a, b = blocks, blocks * 1.1
+    rng = np.random.default_rng(7)
+    r = _two_stage(b, groups, 80, rng) / _two_stage(a, groups, 80, rng)
+    lo, hi = np.quantile(r, [0.05, 0.95])
+    assert stats.bootstrap_ratio_ci(a, b, 0.9, n_boot=80, seed=7, a_groups=groups, b_groups=groups) == (lo, hi)
+    rng = np.random.default_rng(7)   # groups on one side only: that side is drawn in two stages, the other plainly
+    r = _two_stage(b, groups, 80, rng) / np.median(a[rng.integers(0, 9, size=(80, 9))], axis=1)
+    lo, hi = np.quantile(r, [0.05, 0.95])
+    assert stats.bootstrap_ratio_ci(a, b, 0.9, n_boot=80, seed=7, b_groups=groups) == (lo, hi)
+    rng = np.random.default_rng(7)
+    r = np.median(b[rng.integers(0, 9, size=(80, 9))], axis=1) / _two_stage(a, groups, 80, rng)
+    lo, hi = np.quantile(r, [0.05, 0.95])
+    assert stats.bootstrap_ratio_ci(a, b, 0.9, n_boot=80, seed=7, a_groups=groups) == (lo, hi)
+
+
+def test_trimmed_mean_on_another_axis_and_single_values():
+    from scipy.stats import trim_mean
+
+    x = np.random.default_rng(4).normal(size=(2, 23, 3))
+    assert np.allclose(stats.trimmed_mean(x, axis=1), trim_mean(x, 0.2, axis=1))
+    assert stats.trimmed_mean(np.array([[5.0, np.nan, np.nan]])).tolist() == [5.0]   # one value: itself
+    assert stats.trimmed_mean(np.array([[1.0, 2.0, 3.0, 4.0, 100.0]]), trim=0.2).tolist() == [3.0]
+
+
+def test_more_boundaries_of_the_summaries_and_blocks():
+    x = np.arange(1, 101, dtype=float)
+    assert stats.summarize(x, level=0.9)["median_ci_ms"] == list(stats.median_ci(x, 0.9)) != list(stats.median_ci(x))
+    assert stats.summarize([1.0, 3.0])["std_ms"] == pytest.approx(math.sqrt(2))
+    assert math.isnan(stats.summarize([-1.0, 0.0, 0.0, 5.0])["iqr_rel"])        # median 0, IQR > 0: no ratio
+    assert stats.summarize([0.5, 0.5, 0.5])["iqr_rel"] == 0.0                   # a median below 1 is fine
+    assert stats.block_groups(6, 6, 6, [0, 1, 0, 1, 0, 1]).tolist() == [0, 1, 0, 1, 0, 1]   # one-sample blocks
+    assert not stats.settled([9.0, 9.0, 8.0, 5.9], 0.25)                        # the last window, not the second
+    assert stats.settled([0.5, 0.5], 0.25)                                      # windows under 1 ms count
+    assert stats.relative_spread(np.array([1.0, 3.0])) == 0.25                  # two blocks have a spread
+    assert stats.relative_spread(np.array([0.25, 0.5, 0.75])) == 0.25           # a median under 1 too
+
+
+def test_compare_runs_boundaries():
+    rng = np.random.default_rng(21)
+    a = rng.lognormal(np.log(10), 0.02, 60)
+    one = stats.compare_runs(a, [12.0], n_boot=20)                              # one candidate sample is a run
+    assert one.candidate_blocks == 1 and one.ratio == 12.0 / np.median(a)
+    half = stats.compare_runs(a * 0.05, a * 0.06, n_boot=20)                    # medians under 1 ms
+    assert half.ratio == pytest.approx(1.2)
+    six = stats.compare_runs(a, a * 1.2, baseline_rounds=6, candidate_rounds=6, alpha=2.0 / 924, n_boot=20)
+    assert not six.decidable and six.p_value == 1.0                             # p can reach alpha, not go below
+    assert stats.compare_runs(a, a * 1.2, baseline_rounds=6, candidate_rounds=6, alpha=2.0 / 923,
+                              n_boot=20).decidable
+    noisy_base = stats.compare_runs(a * np.repeat([1.0, 1.3], 30), a, baseline_rounds=6, candidate_rounds=6,
+                                    n_boot=20)
+    assert noisy_base.too_noisy and any(n.startswith("baseline spread ±") for n in noisy_base.notes)
+    # spread exactly half the threshold: not too noisy (the rule is "wider than")
+    b = a * np.repeat([1.0, 1.02, 1.04, 1.0, 1.02, 1.04], 10)
+    s = stats.relative_spread(stats.block_medians(b, 6))
+    edge = stats.compare_runs(a, b, baseline_rounds=6, candidate_rounds=6, threshold=2 * s, n_boot=20)
+    assert edge.candidate_spread == s and not edge.too_noisy
+    assert not any("too wide" in n for n in edge.notes)
+
+
+def test_verdict_threshold_edges_give_no_note():
+    kw = dict(decidable=True, threshold=0.05, alpha=0.01)
+    up, down = 1.0 + 0.05, 1.0 / (1.0 + 0.05)
+    for ratio in (up, down):
+        notes = []
+        assert stats._verdict(ratio, 0.5, (0.9, 1.2), notes=notes, **kw) == "unchanged" and notes == []
+    assert stats._verdict(0.9, 0.01, (0.85, 0.99), notes=[], **kw) == "unchanged"   # p == alpha
+
+
+def test_compare_paired_spread_rule_and_medians():
+    base = np.array([10.0, 11.0, 9.0, 10.5, 10.0, 9.5, 10.2, 9.8])
+    cand = base * np.array([1.0, 1.02, 1.04, 1.0, 1.02, 1.04, 1.0, 1.02])
+    s = stats.relative_spread(cand / base)
+    assert s > 0
+
+    def run(threshold):
+        return stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.2, threshold=threshold,
+                                    n_boot=20)
+
+    t = run(2 * s)                                   # exactly half the threshold: not too noisy
+    assert t.baseline_spread == pytest.approx(s) and not t.too_noisy and not any("too wide" in n for n in t.notes)
+    assert run(s / 0.6).too_noisy and "too wide" in run(s / 0.6).notes[-1]   # spread 0.6 x threshold: too wide
+    assert not run(s / 0.4).too_noisy                # spread 0.4 x threshold: resolvable
+    assert t.baseline_median_ms == 10.0 and t.candidate_median_ms == 10.2
+    assert stats.compare_paired(base, cand, baseline_median=0.5, candidate_median=0.6, n_boot=20).ratio == \
+        pytest.approx(1.2)
+    eight = stats.compare_paired(base, cand, baseline_median=10.0, candidate_median=10.2, alpha=2.0 / 2 ** 8,
+                                 n_boot=20)
+    assert not eight.decidable                       # the smallest attainable p equals alpha: cannot go below
