@@ -320,3 +320,75 @@ def test_read_checkpoint_errors_are_one_clear_line(tmp_path):
     assert raw["max_accuracy"] == 81.5 and raw["args"].lr == 1e-3
     renamed = read_state_dict(tmp_path / "t.pth", remap=lambda d: {"x." + k: v for k, v in d.items()})
     assert set(renamed) == {"x." + k for k in sd}
+
+
+def test_load_checkpoint_reads_unwraps_renames_and_names_the_file(tmp_path):
+    from hvit_deploy.checkpoint import load_checkpoint
+
+    src = _tiny()
+    sd = src.state_dict()
+    torch.save({"state_dict_ema": {f"module.{k}": v + 1 if v.is_floating_point() else v for k, v in sd.items()},
+                "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "run.pth")
+    m = _tiny()
+    with torch.no_grad():
+        m[0].weight.zero_()
+    assert load_checkpoint(m, tmp_path / "run.pth") == ([], [])
+    assert torch.equal(m[0].weight, src[0].weight)
+    assert load_checkpoint(m, tmp_path / "run.pth", use_ema=True) == ([], [])
+    assert torch.equal(m[0].weight, src[0].weight + 1)
+    renamed = {f"old.{k}": v for k, v in sd.items()}
+    torch.save(renamed, tmp_path / "old.pth")
+    with pytest.raises(CheckpointError, match=r"^old\.pth does not match the model: 6 missing key\(s\) \(0\.weight, 0\.bias, 1\.weight, 1\.bias, \.\.\.\) and 6 unexpected"):
+        load_checkpoint(_tiny(), tmp_path / "old.pth")
+    remap = lambda d: {k[len("old."):]: v for k, v in d.items()}  # noqa: E731
+    assert load_checkpoint(_tiny(), tmp_path / "old.pth", remap=remap) == ([], [])
+    assert load_checkpoint(_tiny(), tmp_path / "old.pth", strict=False)[1] == [
+        k for k in renamed if not k.endswith("num_batches_tracked")]                 # never asked for
+    partial = {k: v for k, v in sd.items() if not k.startswith("1.")}
+    torch.save(partial, tmp_path / "p.pth")
+    assert load_checkpoint(_tiny(), tmp_path / "p.pth", ignore_keys=("1.weight", "1.bias", "1.running_mean",
+                                                                     "1.running_var")) == ([], [])
+    torch.save({"model": sd, "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refusing to unpickle evil.pth"):
+        load_checkpoint(_tiny(), tmp_path / "evil.pth")
+    assert load_checkpoint(_tiny(), tmp_path / "evil.pth", trust=True) == ([], [])
+
+
+def test_error_text_helpers():
+    from hvit_deploy.checkpoint import _short, _unpickler_reason
+
+    assert _short(ValueError("a\n  b\tc ")) == "a b c"                       # whitespace collapsed
+    assert _short(ValueError("x" * 300)) == "x" * 300                        # 300 characters fit
+    assert _short(ValueError("x" * 301)) == "x" * 300 + "..."                # more are cut
+    assert _short(KeyError()) == "KeyError"                                  # no text: the type
+    long = "Weights only load failed. Long advice...\n\nWeightsUnpickler error: Unsupported global: GLOBAL os.system\n" \
+           "Check the documentation of torch.load to learn more."
+    assert _unpickler_reason(pickle.UnpicklingError(long)) == "Unsupported global: GLOBAL os.system"
+    assert _unpickler_reason(pickle.UnpicklingError("WeightsUnpickler error:")) == "WeightsUnpickler error:"
+    assert _unpickler_reason(pickle.UnpicklingError("first line\nsecond")) == "first line"
+    assert _unpickler_reason(pickle.UnpicklingError("")) == "UnpicklingError"
+
+
+class _Evil1(Payload): pass  # noqa: E701
+class _Evil2(Payload): pass  # noqa: E701
+class _Evil3(Payload): pass  # noqa: E701
+class _Evil4(Payload): pass  # noqa: E701
+class _Evil5(Payload): pass  # noqa: E701
+
+
+def test_blocked_globals_names_at_most_five_and_never_the_safe_ones(tmp_path):
+    import builtins
+
+    from hvit_deploy.checkpoint import _blocked_globals
+
+    torch.save({"a": np.float64(1.0), "n": argparse.Namespace(x=1), "o": builtins.print, "e": builtins.exec,
+                "v": builtins.eval, "c": builtins.compile, "g": builtins.getattr, "i": builtins.input}, tmp_path / "m.pth")
+    names = _blocked_globals(tmp_path / "m.pth")
+    assert len(names) == 5 and all(n.startswith("builtins.") for n in names)   # six unsafe, five named
+    assert not any("numpy" in n or "Namespace" in n for n in names)
+    torch.save({"n": argparse.Namespace(x=1), "a": np.float64(2.0), "d": np.dtype("float32")}, tmp_path / "ok.pth")
+    assert _blocked_globals(tmp_path / "ok.pth") == []
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    assert _blocked_globals(tmp_path / "junk.pth") == []                     # unreadable: nothing to name
+    raw = read_checkpoint(tmp_path / "ok.pth")                               # all of them on the safe list
+    assert raw["n"].x == 1 and raw["a"] == 2.0 and raw["d"] == np.dtype("float32")
