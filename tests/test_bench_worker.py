@@ -2,7 +2,7 @@
 and the bench request."""
 from __future__ import annotations
 
-import time
+import gc
 from pathlib import Path
 
 import pytest
@@ -10,27 +10,96 @@ import pytest
 from hvit_deploy.bench.worker import timed_runs, warm_up
 
 
+class FakeClock:
+    """Integer nanoseconds that move only when a fake call (or the test) moves them: no wall-clock involved."""
+
+    def __init__(self):
+        self.now = 0
+        self.calls = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def taking(self, ns_of_call):
+        """A call whose k-th invocation (0-based) takes ``ns_of_call(k)`` nanoseconds of fake time."""
+        def call():
+            self.now += ns_of_call(self.calls)
+            self.calls += 1
+        return call
+
+
 def test_timed_runs_measures_only_the_call():
-    calls = []
-    ns = timed_runs(lambda: time.sleep(0.002), 5, progress=calls.append, interval_ns=0)
-    assert len(ns) == 5 and all(2_000_000 <= v < 50_000_000 for v in ns)
-    assert calls == [1, 2, 3, 4, 5]  # progress reported between calls, outside the timed region
+    clock = FakeClock()
+    durations = [3_000_000, 1_000_000, 7, 2_500_000, 1_000_000]
+    reported = []
+
+    def progress(i):  # time spent reporting must not land in any sample
+        reported.append(i)
+        clock.now += 10**9
+
+    ns = timed_runs(clock.taking(lambda k: durations[k]), 5, progress=progress, interval_ns=0, clock=clock)
+    assert ns == durations  # exactly the calls' own time, each in its own slot
+    assert reported == [1, 2, 3, 4, 5]  # progress reported between calls, outside the timed region
 
 
-def test_warm_up_stops_when_settled_or_capped():
+def test_timed_runs_reports_progress_once_per_interval_and_turns_gc_off():
+    clock = FakeClock()
+    gc_during = []
+
+    def call():
+        gc_during.append(gc.isenabled())
+        clock.now += 1_000_000
+
+    reported = []
+    ns = timed_runs(call, 7, progress=reported.append, interval_ns=2_500_000, clock=clock)
+    assert ns == [1_000_000] * 7
+    assert reported == [3, 6]  # after the first call past each 2.5 ms interval, not after every call
+    assert gc_during == [False] * 7 and gc.isenabled()  # the collector is off while timing, back on after
+    assert timed_runs(call, 0, clock=clock) == []
+    real = timed_runs(lambda: None, 3)  # the default clock: perf_counter_ns (no figure asserted)
+    assert len(real) == 3 and all(isinstance(v, int) and v >= 0 for v in real)
+
+
+def test_warm_up_stops_when_settled():
+    clock = FakeClock()
     cfg = {"min_runs": 3, "window": 4, "tolerance": 0.5, "max_runs": 100, "max_seconds": 10}
-    wu = warm_up(lambda: time.sleep(0.001), cfg)
+    seen = []
+    wu = warm_up(clock.taking(lambda k: 1_000_000), cfg, progress=seen.append, clock=clock)
     assert wu.settled and wu.runs == 3 + 2 * 4  # two windows are needed to compare medians
+    assert wu.window_medians_ms == [1.0, 1.0] and wu.seconds == 0.011 and wu.not_settled_because is None
+    assert seen == [3, 7, 11] and clock.calls == 11
 
-    state = {"n": 0}
+    # a window slower than the one before is a busy machine, not warm-up: it settles too
+    clock = FakeClock()
+    wu = warm_up(clock.taking(lambda k: 1_000_000 if k < 7 else 5_000_000), cfg, clock=clock)
+    assert wu.settled and wu.runs == 11 and wu.window_medians_ms == [1.0, 5.0]
 
-    def faster_each_time():  # never settles: each window is twice as fast as the last
-        state["n"] += 1
-        time.sleep(0.064 * 0.5 ** (state["n"] // 4))
 
-    wu = warm_up(faster_each_time, {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 25,
-                                    "max_seconds": 10})
-    assert not wu.settled and wu.runs <= 25 and "max_runs" in wu.not_settled_because
+def _faster_each_window(min_runs, window, first_ms):
+    """Each window twice as fast as the one before: never settles for a tolerance below 0.5."""
+    return lambda k: 1_000_000 if k < min_runs else int(first_ms * 1e6) >> ((k - min_runs) // window)
+
+
+def test_warm_up_capped_by_max_runs():
+    clock = FakeClock()
+    cfg = {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 25, "max_seconds": 10}
+    wu = warm_up(clock.taking(_faster_each_window(1, 4, 64)), cfg, clock=clock)
+    assert not wu.settled and wu.runs == 25 == clock.calls  # 1 + 6 windows of 4; a 7th would pass 25
+    assert wu.not_settled_because == "max_runs (25) reached"
+    assert wu.window_medians_ms == [64.0, 32.0, 16.0, 8.0, 4.0, 2.0]
+    # min_runs above max_runs: only max_runs are run
+    clock = FakeClock()
+    wu = warm_up(clock.taking(lambda k: 1000), {**cfg, "min_runs": 50, "max_runs": 6}, clock=clock)
+    assert wu.runs == 6 == clock.calls and not wu.settled and wu.window_medians_ms == []
+
+
+def test_warm_up_capped_by_max_seconds():
+    clock = FakeClock()
+    cfg = {"min_runs": 1, "window": 4, "tolerance": 0.05, "max_runs": 1000, "max_seconds": 0.5}
+    wu = warm_up(clock.taking(_faster_each_window(1, 4, 100)), cfg, clock=clock)
+    # 1 ms, then windows of 4 x 100 ms (0.401 s: under the limit) and 4 x 50 ms (0.601 s: over it)
+    assert not wu.settled and wu.runs == 9 and wu.seconds == 0.601
+    assert wu.not_settled_because == "max_seconds (0.5) reached"
 
 
 def test_messages_keep_protocol_1_on_the_wire():

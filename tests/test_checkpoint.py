@@ -5,9 +5,11 @@ Swin-style training files carry a REAL ``yacs.config.CfgNode`` (yacs is in the d
 holds a set and dicts, as the official SMT and Swin-ACmix releases do."""
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import yacs.config  # noqa: F401  (imported first, so save_training_checkpoint pickles the real CfgNode)
@@ -209,3 +211,184 @@ def test_safetensors(tmp_path, reference):
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     assert _same_weights(reference, create_model(SMALL, checkpoint=path))
+
+
+# ------------------------------------------------------------------- the loader's parts, on a two-layer model
+# (fast; each pins a message, an order or a boundary that a wrong constant or comparison would move)
+
+def _tiny() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+
+
+def test_extract_state_dict_unwraps_nested_containers_and_prefixes():
+    from hvit_deploy.checkpoint import extract_state_dict
+
+    sd = _tiny().state_dict()
+    assert extract_state_dict(_tiny()).keys() == sd.keys()                  # a module gives its own state dict
+    nested = {"model": {"state_dict": {f"module.model.{k}": v for k, v in sd.items()}}, "epoch": 3}
+    assert extract_state_dict(nested).keys() == sd.keys()                  # two containers, two prefixes
+    three = {"net": {"module": {"model_state": {f"_orig_mod.{k}": v for k, v in sd.items()}}}}
+    assert extract_state_dict(three).keys() == sd.keys()                   # three levels deep
+    ema = {k: v + 1 for k, v in sd.items() if v.is_floating_point()}
+    both = {"state_dict": sd, "state_dict_ema": ema, "model_ema": {}}
+    assert torch.equal(extract_state_dict(both)["0.weight"], sd["0.weight"])
+    assert torch.equal(extract_state_dict(both, use_ema=True)["0.weight"], ema["0.weight"])
+    assert torch.equal(extract_state_dict({"ema": ema, "model": sd}, use_ema=True)["0.bias"], ema["0.bias"])
+    assert torch.equal(extract_state_dict({"ema": ema, "model": sd})["0.bias"], sd["0.bias"])
+    # a prefix only some keys carry stays
+    mixed = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
+    assert set(extract_state_dict(mixed)) == {"module.a", "b"}
+    # half the values tensors is a state dict (its non-tensor entries dropped); fewer is a container
+    half = {"w": torch.zeros(1), "v": torch.zeros(1), "note": "x", "n": 3}
+    assert set(extract_state_dict(half)) == {"w", "v"}
+    assert set(extract_state_dict({"w": torch.zeros(1), "model": {"x": torch.ones(1)}, "a": 1})) == {"w"}  # 1 of 3
+    assert set(extract_state_dict({"w": torch.zeros(1), "model": {"x": torch.ones(1)}, "a": 1, "b": 2})) == {"x"}
+    with pytest.raises(CheckpointError) as e:
+        extract_state_dict({"epoch": 3, "optimizer": {}, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5})
+    assert str(e.value) == "no tensors found in the checkpoint (top-level keys: epoch, optimizer, a, b, c, d)"
+    with pytest.raises(CheckpointError, match="^checkpoint holds a list, not a state dict$"):
+        extract_state_dict([1])
+
+
+def test_load_state_dict_into_names_what_does_not_fit():
+    from hvit_deploy.checkpoint import load_state_dict_into
+
+    m = _tiny()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    assert load_state_dict_into(_tiny(), sd) == ([], [])
+    no_tracked = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    assert load_state_dict_into(_tiny(), no_tracked) == ([], [])           # num_batches_tracked is never asked for
+    short = {k: v for k, v in sd.items() if not k.startswith("1.")}
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_into(_tiny(), {**short, "x.a": torch.zeros(1)}, source="w.pth")
+    assert str(e.value) == ("w.pth does not match the model: 4 missing key(s) (1.weight, 1.bias, 1.running_mean, "
+                            "1.running_var) and 1 unexpected key(s) (x.a); is it the right variant? (strict=False "
+                            "loads what matches)")
+    extra = {f"x{i}": torch.zeros(1) for i in range(5)}
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_into(_tiny(), {**{k: v for k, v in sd.items() if k != "0.bias"}, **extra})
+    assert str(e.value).startswith("checkpoint does not match the model: 1 missing key(s) (0.bias) and 5 unexpected "
+                                   "key(s) (x0, x1, x2, x3, ...)")
+    target = _tiny()
+    with torch.no_grad():
+        for p in target.parameters():
+            p.zero_()
+    missing, unexpected = load_state_dict_into(target, {**short, "x.a": torch.zeros(1)}, strict=False)
+    assert missing == ["1.weight", "1.bias", "1.running_mean", "1.running_var"] and unexpected == ["x.a"]
+    assert torch.equal(target[0].weight, m[0].weight) and not target[1].weight.any()   # what matched was loaded
+    assert load_state_dict_into(_tiny(), short, strict=True, ignore_keys=("1.weight", "bias", "running_mean",
+                                                                           "running_var")) == ([], [])
+    bad = dict(sd, **{"0.weight": torch.zeros(4, 2), "1.bias": torch.zeros(4)})
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_into(_tiny(), bad, strict=False, source="b.pth")
+    assert str(e.value) == ("b.pth does not fit this model: 2 tensors differ in shape, e.g. 0.weight (4, 2) vs model "
+                            "(3, 2); 1.bias (4,) vs model (3,)")
+
+
+def test_head_classes_and_drop_head():
+    from hvit_deploy.checkpoint import drop_head, head_classes
+
+    sd = {"head.weight": torch.zeros(7, 4), "head.bias": torch.zeros(7), "fc.weight": torch.zeros(5, 4),
+          "blocks.0.w": torch.zeros(1), "header.w": torch.zeros(2)}
+    assert head_classes(sd, ["head", "fc"]) == 7 and head_classes(sd, ["fc", "head"]) == 5
+    assert head_classes(sd, ["classifier"]) is None
+    assert head_classes({"head.weight": torch.tensor(3.0)}, ["head"]) is None    # a 0-d tensor is no head
+    assert head_classes({"head.weight": "x"}, ["head"]) is None
+    assert set(drop_head(sd, ["head", "fc"])) == {"blocks.0.w", "header.w"}     # "header." is not "head."
+
+
+def test_read_checkpoint_errors_are_one_clear_line(tmp_path):
+    from hvit_deploy.checkpoint import read_checkpoint as read, read_state_dict
+
+    with pytest.raises(CheckpointError, match="^checkpoint is a directory, not a file: "):
+        read(tmp_path)
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="^cannot read w.safetensors as safetensors: "):
+        read(bad)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="^cannot read checkpoint junk.pth: "):
+        read(junk, trust=True)
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint junk.pth \(corrupt or not a PyTorch file\)"):
+        read(junk)
+    sd = _tiny().state_dict()
+    torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "max_accuracy": np.float64(81.5),
+                "args": argparse.Namespace(lr=1e-3)}, tmp_path / "t.pth")
+    raw = read(tmp_path / "t.pth")                                   # numpy scalar and Namespace are allowed
+    assert raw["max_accuracy"] == 81.5 and raw["args"].lr == 1e-3
+    renamed = read_state_dict(tmp_path / "t.pth", remap=lambda d: {"x." + k: v for k, v in d.items()})
+    assert set(renamed) == {"x." + k for k in sd}
+
+
+def test_load_checkpoint_reads_unwraps_renames_and_names_the_file(tmp_path):
+    from hvit_deploy.checkpoint import load_checkpoint
+
+    src = _tiny()
+    sd = src.state_dict()
+    torch.save({"state_dict_ema": {f"module.{k}": v + 1 if v.is_floating_point() else v for k, v in sd.items()},
+                "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "run.pth")
+    m = _tiny()
+    with torch.no_grad():
+        m[0].weight.zero_()
+    assert load_checkpoint(m, tmp_path / "run.pth") == ([], [])
+    assert torch.equal(m[0].weight, src[0].weight)
+    assert load_checkpoint(m, tmp_path / "run.pth", use_ema=True) == ([], [])
+    assert torch.equal(m[0].weight, src[0].weight + 1)
+    renamed = {f"old.{k}": v for k, v in sd.items()}
+    torch.save(renamed, tmp_path / "old.pth")
+    with pytest.raises(CheckpointError, match=r"^old\.pth does not match the model: 6 missing key\(s\) \(0\.weight, 0\.bias, 1\.weight, 1\.bias, \.\.\.\) and 6 unexpected"):
+        load_checkpoint(_tiny(), tmp_path / "old.pth")
+    remap = lambda d: {k[len("old."):]: v for k, v in d.items()}  # noqa: E731
+    assert load_checkpoint(_tiny(), tmp_path / "old.pth", remap=remap) == ([], [])
+    assert load_checkpoint(_tiny(), tmp_path / "old.pth", strict=False)[1] == [
+        k for k in renamed if not k.endswith("num_batches_tracked")]                 # never asked for
+    partial = {k: v for k, v in sd.items() if not k.startswith("1.")}
+    torch.save(partial, tmp_path / "p.pth")
+    assert load_checkpoint(_tiny(), tmp_path / "p.pth", ignore_keys=("1.weight", "1.bias", "1.running_mean",
+                                                                     "1.running_var")) == ([], [])
+    torch.save({"model": sd, "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refusing to unpickle evil.pth"):
+        load_checkpoint(_tiny(), tmp_path / "evil.pth")
+    assert load_checkpoint(_tiny(), tmp_path / "evil.pth", trust=True) == ([], [])
+
+
+def test_error_text_helpers():
+    from hvit_deploy.checkpoint import _short, _unpickler_reason
+
+    assert _short(ValueError("a\n  b\tc ")) == "a b c"                       # whitespace collapsed
+    assert _short(ValueError("x" * 300)) == "x" * 300                        # 300 characters fit
+    assert _short(ValueError("x" * 301)) == "x" * 300 + "..."                # more are cut
+    assert _short(KeyError()) == "KeyError"                                  # no text: the type
+    long = "Weights only load failed. Long advice...\n\nWeightsUnpickler error: Unsupported global: GLOBAL os.system\n" \
+           "Check the documentation of torch.load to learn more."
+    assert _unpickler_reason(pickle.UnpicklingError(long)) == "Unsupported global: GLOBAL os.system"
+    assert _unpickler_reason(pickle.UnpicklingError("WeightsUnpickler error:")) == "WeightsUnpickler error:"
+    assert _unpickler_reason(pickle.UnpicklingError("first line\nsecond")) == "first line"
+    assert _unpickler_reason(pickle.UnpicklingError("")) == "UnpicklingError"
+
+
+class _Evil1(Payload): pass  # noqa: E701
+class _Evil2(Payload): pass  # noqa: E701
+class _Evil3(Payload): pass  # noqa: E701
+class _Evil4(Payload): pass  # noqa: E701
+class _Evil5(Payload): pass  # noqa: E701
+
+
+def test_blocked_globals_names_at_most_five_and_never_the_safe_ones(tmp_path):
+    import builtins
+
+    from hvit_deploy.checkpoint import _blocked_globals
+
+    torch.save({"a": np.float64(1.0), "n": argparse.Namespace(x=1), "o": builtins.print, "e": builtins.exec,
+                "v": builtins.eval, "c": builtins.compile, "g": builtins.getattr, "i": builtins.input}, tmp_path / "m.pth")
+    names = _blocked_globals(tmp_path / "m.pth")
+    assert len(names) == 5 and all(n.startswith("builtins.") for n in names)   # six unsafe, five named
+    assert not any("numpy" in n or "Namespace" in n for n in names)
+    torch.save({"n": argparse.Namespace(x=1), "a": np.float64(2.0), "d": np.dtype("float32")}, tmp_path / "ok.pth")
+    assert _blocked_globals(tmp_path / "ok.pth") == []
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    assert _blocked_globals(tmp_path / "junk.pth") == []                     # unreadable: nothing to name
+    raw = read_checkpoint(tmp_path / "ok.pth")                               # all of them on the safe list
+    assert raw["n"].x == 1 and raw["a"] == 2.0 and raw["d"] == np.dtype("float32")

@@ -261,3 +261,59 @@ def test_require_power_per_runtime(tmp_path, capsys):
     assert main(args + ["--require-power", "5%", "--require-power", "torhc=10%"]) == 2
     err = capsys.readouterr().err
     assert "--require-power torhc=10%" in err and "torch" in err and "Traceback" not in err
+
+
+def test_json_form_of_the_comparison_and_its_summary(doc):
+    """What `compare --format json` prints: every key of a row and of the comparison, with the row's figures;
+    the summary line's wording and plurals."""
+    from hvit_deploy.bench.compare import Comparison, Row, _fmt
+
+    cand = scaled(doc, 1.10, only="onnxruntime")
+    cmp = compare_docs(doc, cand)
+    d = cmp.to_dict()
+    assert set(d) == {"summary", "threshold", "alpha", "rows", "environment_differences", "warnings"}
+    assert d["summary"] == cmp.summary() and d["threshold"] == cmp.threshold and d["alpha"] == cmp.alpha
+    assert d["warnings"] == cmp.warnings and d["environment_differences"] == []
+    row = next(r for r in cmp.rows if r.backend == "onnxruntime")
+    j = next(x for x in d["rows"] if x["backend"] == "onnxruntime")
+    assert j == {"model": "bench_tiny", "backend": "onnxruntime", "variant": row.form, "verdict": "regression",
+                 "baseline_median_ms": row.baseline_ms, "candidate_median_ms": row.candidate_ms, "ratio": row.ratio,
+                 "ratio_ci": list(row.ratio_ci), "p_value": row.p_value, "detectable_slowdown": row.detectable,
+                 "inconclusive": False, "notes": row.notes}
+    assert j["ratio"] == pytest.approx(1.10, abs=1e-3) and len(j["ratio_ci"]) == 2
+    assert Row("m", "b", "f", "new").to_dict()["ratio_ci"] is None
+    assert cmp.summary() == "1 regression, 0 improvements, 2 unchanged"
+    rows = [Row("m", "b", "f", v) for v in ("regression", "regression", "improvement", "new", "missing",
+                                               "not comparable", "not comparable")]
+    assert Comparison(rows, [], 0.05, 0.01).summary() == ("2 regressions, 1 improvement, 1 new, 1 missing, "
+                                                          "2 not comparable")
+    assert Comparison([], [], 0.05, 0.01).summary() == "0 regressions, 0 improvements"
+    assert _fmt(None) == "—" and _fmt([]) == "none" and _fmt(3) == "3"
+    assert _fmt([{"name": "H200"}, {"memory": 1}, "x"]) == "H200, {'memory': 1}, x"
+    env = copy.deepcopy(doc)
+    env["environment"]["gpu"] = [{"name": "H200"}]
+    e = compare_docs(doc, env).to_dict()["environment_differences"]
+    assert e == [{"field": "gpu", "baseline": "none", "candidate": "H200", "scope": "GPU backends"}]
+
+
+def test_require_power_marks_only_unchanged_rows_that_could_not_see_the_slowdown():
+    from hvit_deploy.bench.compare import Comparison, Row
+
+    rows = [Row("m", "a", "f", "unchanged", detectable=0.03), Row("m", "b", "f", "unchanged", detectable=0.05),
+            Row("m", "c", "f", "unchanged", detectable=None), Row("m", "d", "f", "regression", detectable=0.5)]
+    c = Comparison(rows, [], 0.05, 0.01)
+    c.require_power(0.05)
+    assert [r.inconclusive for r in rows] == [False, False, True, False]     # exactly the target is enough
+    c.require_power(0.05, {"a": 0.02})
+    assert [r.inconclusive for r in rows] == [True, False, True, False] and c.power_targets == {"a": 0.02}
+    assert [r.label for r in c.inconclusive()] == ["m/a/f", "m/c/f"]
+
+
+def test_states_named_in_notes(doc):
+    from hvit_deploy.bench.compare import _state
+    from hvit_deploy.bench.schema import ResultsEntry
+
+    assert _state(None) == "absent"
+    e = ResultsEntry(model="m", backend="b", variant="original", status="skipped", reason="no GPU here")
+    assert _state(e) == "skipped: no GPU here"
+    assert _state(ResultsEntry(model="m", backend="b", variant="original", status="ok", samples_ms=[1.0])) == "ok"

@@ -240,7 +240,11 @@ def test_broadcast_without_static_shapes_and_in_any_batch(xxs):
     (["efficientmod.nchw", "efficientmod.fold_layerscale", "explicit_attention"], 2e-6),
 ])
 def test_rewrites_equal(xxs, names, atol):
-    assert_rewrite_equal(xxs, "coreml", names, atol=atol, rtol=1e-5)
+    r = assert_rewrite_equal(xxs, "coreml", names, atol=atol, rtol=1e-5)
+    # each pass applied on xxs: 12 blocks with LayerScale, 6 modulation MLPs, 3 attentions, 60 Linears made 1x1 convs
+    counts = {"efficientmod.fold_layerscale": 12, "efficientmod.tiled_context": 6, "explicit_attention": 3,
+              "efficientmod.nchw": 60, "efficientmod.broadcast_modulation": 6}
+    assert r.hvit_rewrite_counts == {n: counts[n] for n in names}
 
 
 def test_rewrite_effects(xxs):

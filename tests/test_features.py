@@ -77,7 +77,7 @@ def detection_checkpoint(tmp_path_factory):
 def test_detection_checkpoint_loads_as_a_backbone(detection_checkpoint):
     model, path = detection_checkpoint
     with pytest.warns(Warning) as notes:
-        loaded = create_model("efficientmod_xxs", checkpoint=path, backbone=True, input_size=(512, 512))
+        loaded = create_model("efficientmod_xxs", checkpoint=path, backbone=True, input_size=(256, 256))
     text = " | ".join(str(n.message) for n in notes)
     assert "loading the backbone.* keys, 2 other key(s) (neck, heads) dropped" in text
     assert "ignoring 1 key(s) the backbone does not have (norm0.weight)" in text
@@ -89,27 +89,28 @@ def test_detection_checkpoint_loads_as_a_backbone(detection_checkpoint):
 def test_backbone_export_at_detection_resolutions(cli, tmp_path, detection_checkpoint):
     model, path = detection_checkpoint
     out = tmp_path / "out"
-    rc, stdout, err = cli(main, "efficientmod_xxs", "--features", "--input-size", "512", "--checkpoint", path,
+    # 256x256 (not a detector's 512+): the same non-224 backbone path at a quarter of the pixels
+    rc, stdout, err = cli(main, "efficientmod_xxs", "--features", "--input-size", "256", "--checkpoint", path,
                           "--to", "onnx", "openvino", "coreml", "--out", out)
     assert rc == 0, err
     entries = {a["format"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
-    shapes = [[1, 32, 128, 128], [1, 64, 64, 64], [1, 128, 32, 32], [1, 256, 16, 16]]
+    shapes = [[1, 32, 64, 64], [1, 64, 32, 32], [1, 128, 16, 16], [1, 256, 8, 8]]
     for fmt, entry in entries.items():
-        assert entry["path"].startswith("efficientmod_xxs-features-512.")
+        assert entry["path"].startswith("efficientmod_xxs-features-256.")
         assert entry["output_name"] == list(STAGE_NAMES) and entry["output_shape"] == shapes
         if fmt != "coreml":
             per = entry["validation"]["outputs"]
             assert list(per) == list(STAGE_NAMES) and all(per[s]["max_abs"] < 1e-4 for s in STAGE_NAMES)
             assert all(per[s]["min_cosine"] > 0.99999 for s in STAGE_NAMES)
-    graph = onnx.load(str(out / "efficientmod_xxs-features-512.onnx"))
+    graph = onnx.load(str(out / "efficientmod_xxs-features-256.onnx"))
     assert [o.name for o in graph.graph.output] == list(STAGE_NAMES)
-    facts = inspect_package(out / "efficientmod_xxs-features-512.mlpackage")
+    facts = inspect_package(out / "efficientmod_xxs-features-256.mlpackage")
     assert [(o["name"], o["shape"]) for o in facts["outputs"]] == list(zip(STAGE_NAMES, shapes))
-    x = np.random.default_rng(0).standard_normal((1, 3, 512, 512), dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256), dtype=np.float32)
     with torch.no_grad():
-        ref = [t.numpy() for t in StageFeatures(model, (3, 512, 512))(torch.from_numpy(x))]
-    for run, name in ((run_onnx, "efficientmod_xxs-features-512.onnx"),
-                      (run_openvino, "efficientmod_xxs-features-512.xml")):
+        ref = [t.numpy() for t in StageFeatures(model, (3, 256, 256))(torch.from_numpy(x))]
+    for run, name in ((run_onnx, "efficientmod_xxs-features-256.onnx"),
+                      (run_openvino, "efficientmod_xxs-features-256.xml")):
         got = run(out / name, [x], all_outputs=True)[0]
         for a, b in zip(got, ref):
             np.testing.assert_allclose(a, b, atol=1e-4)

@@ -34,14 +34,25 @@ def _traced_size_reads(model, shape) -> int:
     return sum(1 for n in graph.nodes() if n.kind() in ("aten::size", "aten::Int", "prim::NumToTensor"))
 
 
+# twins_svt_s (depths 2, 2, 10, 4): 18 attention modules made explicit; static shapes for the 9 GSA, 4 patch embeds,
+# 4 position convs and the model (the 9 LSA, every even block, take the rank-5 form instead)
+TWINS_COUNTS = {"explicit_attention": 18, "twins.static_shapes": 18, "twins.lsa_rank5": 9}
+
+
 @pytest.mark.parametrize("names", [["twins.static_shapes"], ["twins.lsa_rank5"], ["explicit_attention"], None])
 def test_twins_svt_rewrites_equal(svt, names):
     for backend in ("onnx", "coreml"):
-        assert_rewrite_equal(svt, backend, names, atol=1e-6, rtol=1e-5)
+        r = assert_rewrite_equal(svt, backend, names, atol=1e-6, rtol=1e-5)
+        assert r.hvit_rewrite_counts == {n: TWINS_COUNTS[n] for n in names or TWINS_COUNTS}  # each pass applied
+        if "explicit_attention" in r.hvit_rewrites:  # the fused SDPA path is switched off in every attention
+            assert any(getattr(m, "fused_attn", False) for m in svt.modules())
+            assert not any(getattr(m, "fused_attn", False) for m in r.modules())
 
 
 def test_twins_static_forms_are_bit_exact(pcpvt):
     r = hvit_deploy.rewrite(pcpvt, "onnx", names=["twins.static_shapes"])
+    assert r.hvit_rewrite_counts == {"twins.static_shapes": 25}  # 16 GSA + 4 patch embeds + 4 position convs + the model
+    assert _traced_size_reads(pcpvt, (1, 3, 224, 224)) > 0 and _traced_size_reads(r, (1, 3, 224, 224)) == 0
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(pcpvt(x), r(x))
@@ -84,7 +95,10 @@ def test_bicubic_matrix_equals_interpolate(src, dst):
 
 @pytest.mark.parametrize("names", [["crossvit.static_shapes"], ["crossvit.bicubic_as_matmul"], ["out_of_place"], None])
 def test_crossvit_rewrites_equal(crossvit, names):
-    assert_rewrite_equal(crossvit, "coreml", names, atol=1e-6, rtol=1e-5)
+    r = assert_rewrite_equal(crossvit, "coreml", names, atol=1e-6, rtol=1e-5)
+    counts = {"explicit_attention": 12, "out_of_place": 4, "crossvit.static_shapes": 21,
+              "crossvit.bicubic_as_matmul": 1}
+    assert r.hvit_rewrite_counts == {n: counts[n] for n in names or counts}  # each pass applied
 
 
 def test_crossvit_static_shapes_bit_exact_and_no_size_reads(crossvit):

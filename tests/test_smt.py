@@ -194,13 +194,30 @@ def test_detection_copy_keys_are_renamed(tmp_path, smt_t):
 
 # -------------------------------------------------------------------------------------------------- rewrites
 
+# how often each pass applies on smt_t (depths 2, 2, 8, 1): 8 SAM blocks (stages 1-2 and the first half of stage
+# 3), 5 MSA blocks, 13 blocks in all, 9 BatchNorms, 31 modules whose shapes are fixed
+COUNTS = {"smt.static_shapes": 31, "smt.drop_modulator": 8, "smt.fold_bn": 9, "smt.fold_layerscale": 13,
+          "smt.mhmc_split": 8, "smt.merge_mhmc": 8, "smt.fold_interleave": 8, "smt.msa_slices": 5,
+          "smt.dense_proj0": 8}
+
+
 @pytest.mark.parametrize("names", [
     ["smt.static_shapes"], ["smt.drop_modulator"], ["smt.fold_bn"], ["smt.fold_layerscale"], ["smt.mhmc_split"],
     ["smt.merge_mhmc"], ["smt.merge_mhmc", "smt.fold_interleave"], ["smt.msa_slices"],
     ["smt.mhmc_split", "smt.dense_proj0"], ["smt.merge_mhmc", "smt.dense_proj0"], ALL,
 ])
-def test_each_rewrite_is_equal(smt_t, names):
-    assert_rewrite_equal(smt_t, "onnx", names, atol=2e-6, rtol=1e-5)
+def test_each_rewrite_is_equal(smt_t, smt_t_ls, names):
+    # fold_layerscale needs a variant with LayerScale (on smt_t it would compare the model with itself)
+    model = smt_t_ls if "smt.fold_layerscale" in names else smt_t
+    r = assert_rewrite_equal(model, "onnx", names, atol=2e-6, rtol=1e-5)
+    assert r.hvit_rewrite_counts == {n: COUNTS[n] for n in names}  # each pass applied, as often as it should
+    if "smt.fold_layerscale" in names:
+        assert sum("gamma" in k for k in model.state_dict()) == 26  # 13 blocks x (gamma_1, gamma_2) ...
+        assert not any("gamma" in k for k in r.state_dict())         # ... all folded
+    if "smt.fold_bn" in names:
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in r.modules())
+    if "smt.dense_proj0" in names:  # proj0 becomes dense: no grouped 1x1 left in the SAM blocks
+        assert r.block1[0].attn.proj0.groups == 1 != smt_t.block1[0].attn.proj0.groups
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino", "coreml"])

@@ -35,7 +35,7 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     "compare": ("hvit_deploy/bench/compare.py", ["tests/test_compare.py"]),
     "checkpoint": ("hvit_deploy/checkpoint.py", ["tests/test_checkpoint.py"]),
 }
-COPY = ("hvit_deploy", "tests", "export_recipes", "profiles", "pyproject.toml", "README.md")
+COPY = ("hvit_deploy", "tests", "export_recipes", "profiles", "benchmarks", "pyproject.toml", "README.md")
 
 
 def _toml_list(items: list[str]) -> str:
@@ -53,7 +53,7 @@ def _prepare(work: Path, source: str, tests: list[str]) -> None:
         f.write("\n[tool.mutmut]\n"
                 f"source_paths = [\"hvit_deploy\"]\n"
                 f"only_mutate = [{json.dumps(source)}]\n"
-                f"also_copy = [\"tests\", \"export_recipes\", \"profiles\", \"README.md\"]\n"
+                f"also_copy = [\"tests\", \"export_recipes\", \"profiles\", \"benchmarks\", \"README.md\"]\n"
                 f"pytest_add_cli_args = [\"-n\", \"0\", \"-p\", \"no:cacheprovider\", \"-q\"]\n"
                 f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
                 "use_git_change_detection = false\n")

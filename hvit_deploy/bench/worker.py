@@ -42,10 +42,12 @@ def one_line(e: BaseException) -> str:
     return text if len(text) < 600 else text[:600] + " ..."
 
 
-def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL_NS, collect: bool = True) -> list[int]:
+def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL_NS, collect: bool = True,
+               clock=time.perf_counter_ns) -> list[int]:
     """``n`` timed calls; returns nanoseconds per call. Only ``call()`` sits between the two clock reads.
-    ``collect=False``: the caller already collected garbage and keeps the collector off (the paired blocks)."""
-    pc = time.perf_counter_ns
+    ``collect=False``: the caller already collected garbage and keeps the collector off (the paired blocks).
+    ``clock``: integer nanoseconds (tests pass a fake one)."""
+    pc = clock
     out = [0] * n
     if collect:
         gc.collect()
@@ -67,18 +69,18 @@ def timed_runs(call, n: int, progress=None, interval_ns: int = PROGRESS_INTERVAL
     return out
 
 
-def warm_up(call, cfg: m.WarmupConfig | dict, progress=None) -> m.WarmupReport:
+def warm_up(call, cfg: m.WarmupConfig | dict, progress=None, clock=time.perf_counter_ns) -> m.WarmupReport:
     """At least ``min_runs`` runs, then windows of ``window`` runs until latency stops improving (see
-    :func:`.stats.settled`); capped by ``max_runs`` and ``max_seconds``."""
+    :func:`.stats.settled`); capped by ``max_runs`` and ``max_seconds``. ``clock`` as in :func:`timed_runs`."""
     import statistics
 
     from .stats import settled
 
     cfg = cfg.model_dump() if isinstance(cfg, m.WarmupConfig) else cfg
-    t_start = time.perf_counter()
-    deadline = t_start + float(cfg["max_seconds"])
+    t_start = clock()
+    deadline = t_start + float(cfg["max_seconds"]) * 1e9
     runs = 0
-    first = timed_runs(call, min(int(cfg["min_runs"]), int(cfg["max_runs"])))
+    first = timed_runs(call, min(int(cfg["min_runs"]), int(cfg["max_runs"])), clock=clock)
     runs += len(first)
     medians: list[float] = []
     window = int(cfg["window"])
@@ -93,13 +95,13 @@ def warm_up(call, cfg: m.WarmupConfig | dict, progress=None) -> m.WarmupReport:
         if runs + window > int(cfg["max_runs"]):
             reason = f"max_runs ({cfg['max_runs']}) reached"
             break
-        if time.perf_counter() > deadline:
+        if clock() > deadline:
             reason = f"max_seconds ({cfg['max_seconds']}) reached"
             break
-        w = timed_runs(call, window)
+        w = timed_runs(call, window, clock=clock)
         runs += window
         medians.append(statistics.median(w) / 1e6)
-    return m.WarmupReport(runs=runs, settled=is_settled, seconds=round(time.perf_counter() - t_start, 3),
+    return m.WarmupReport(runs=runs, settled=is_settled, seconds=round((clock() - t_start) / 1e9, 3),
                           window_medians_ms=[round(x, 4) for x in medians[-6:]],
                           not_settled_because=None if is_settled else reason)
 
