@@ -113,10 +113,13 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         assert "speedup_vs_fp32" not in fp and "speedup_vs_original" not in e
 
 
-def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir, tiny_ckpt):
-    from hvit_deploy.bench import artifacts
+def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir, tiny_ckpt, monkeypatch):
+    from hvit_deploy.bench import artifacts, plugins
 
     _, doc = int8_run
+    # the key covers the --plugin files; the run's export process loaded only PLUGIN (this test process may have
+    # loaded others for earlier tests)
+    monkeypatch.setattr(plugins, "loaded_files", [str(Path(PLUGIN).resolve())])
     key_run = _by(doc)[("onnxruntime", "int8")]["artifact"]["key"]
 
     def key(folder, size=8):

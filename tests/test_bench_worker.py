@@ -144,3 +144,21 @@ def test_request_plans_jobs_once_and_travels_as_json(tmp_path):
     assert again.jobs() == req.jobs() and again.profile.settings() == req.profile.settings()
     with pytest.raises(HvitError, match="--no-rewrite and --variants contradict"):
         build_request(models=["bench_tiny"], forms=["rewritten"], no_rewrite=True)
+
+
+def test_a_plugin_file_named_two_ways_is_loaded_once(monkeypatch, tmp_path):
+    """The artifact cache key covers the --plugin files: the same file given relative and absolute counts once
+    (it was loaded and listed twice, so the coordinator's key differed from its export process's)."""
+    from hvit_deploy.bench import plugins
+
+    f = tmp_path / "my_plugin.py"
+    f.write_text("RUNS = globals().get('RUNS', 0) + 1\nimport sys\nsys.modules.setdefault('_plugin_runs', [])\n"
+                 "sys.modules['_plugin_runs'].append(1)\n")
+    monkeypatch.setattr(plugins, "loaded_files", [])
+    monkeypatch.setattr(plugins, "_loaded", set())
+    monkeypatch.chdir(tmp_path)
+    import sys
+
+    sys.modules.pop("_plugin_runs", None)
+    plugins.load([str(f), "my_plugin.py", str(f)])
+    assert plugins.loaded_files == [str(f.resolve())] and len(sys.modules.pop("_plugin_runs")) == 1

@@ -13,15 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_models  # noqa: E402,F401  (registers bench_tiny)
-
-from hvit_deploy.utils import cpu  # noqa: E402
+from hvit_deploy.utils import cpu
 
 PLUGIN = str(Path(__file__).parent / "bench_models.py")
 CAPABLE = str(Path(__file__).parent / "bf16_capable.py")
 FAST = ["--plugin", PLUGIN, "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"]
 REAL_BF16 = cpu.has_bf16()   # what this CPU really has, before any test mocks it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_models():
+    """bench_tiny registered when this module's tests run (not at import: collection imports every test module
+    in every xdist worker, and a registered plugin family would show in other modules' family lists)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_models  # noqa: F401
 
 
 @pytest.fixture
@@ -35,6 +40,8 @@ def tiny_ir(tmp_path_factory) -> Path:
     """bench_tiny as an FP32 OpenVINO IR (written by the real converter, no validation needed here)."""
     import openvino as ov
     import torch
+
+    import bench_models
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ir") / "tiny.xml"

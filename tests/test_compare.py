@@ -276,7 +276,7 @@ def test_json_form_of_the_comparison_and_its_summary(doc):
     assert d["warnings"] == cmp.warnings and d["environment_differences"] == []
     row = next(r for r in cmp.rows if r.backend == "onnxruntime")
     j = next(x for x in d["rows"] if x["backend"] == "onnxruntime")
-    assert j == {"model": "bench_tiny", "backend": "onnxruntime", "variant": row.form, "verdict": "regression",
+    assert j == {"model": "bench_tiny", "backend": "onnxruntime", "variant": row.form, "batch": 1, "verdict": "regression",
                  "baseline_median_ms": row.baseline_ms, "candidate_median_ms": row.candidate_ms, "ratio": row.ratio,
                  "ratio_ci": list(row.ratio_ci), "p_value": row.p_value, "detectable_slowdown": row.detectable,
                  "inconclusive": False, "notes": row.notes}

@@ -37,6 +37,9 @@ def load(items: list[str]) -> None:
                 path = Path(item)
                 if not path.is_file():
                     raise HvitError(f"--plugin {item}: no such file")
+                if str(path.resolve()) in loaded_files:  # the same file named another way (relative, absolute)
+                    _loaded.add(item)
+                    continue
                 name = f"hvit_bench_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
                 spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec)
