@@ -156,3 +156,13 @@ def test_bench_auto_refuses_variants(tmp_path, capsys):
     code = bench_main(["--models", "bench_tiny", "--precision", "auto", "--variants", "int8", "--out",
                        str(tmp_path / "r.json"), *FAST])
     assert code == 2 and "leave out --variants" in capsys.readouterr().err
+
+
+def test_int8_verdict_never_shows_a_ratio_below_the_bar_as_the_bar():
+    """1.196× is below 1.2×: the verdict shows three decimals where two would round it up to the bar."""
+    from hvit_deploy.bench.ladder import int8_verdict
+
+    cpu = {"model": "CPU", "flags": [], "vnni": False, "bf16": False}
+    assert int8_verdict(1.196, [1.16, 1.22], "onnxruntime", 1, cpu).startswith(
+        "INT8 does not pay here: 1.196× FP32 [1.16, 1.22] on onnxruntime, 1 thread,")
+    assert int8_verdict(0.93, None, "openvino", 2, cpu).startswith("INT8 does not pay here: 0.93× FP32 on openvino, 2 threads,")

@@ -84,7 +84,8 @@ def ladder_forms(runtimes: Iterable[str], models: Iterable[str], *, calibration:
 
 def int8_verdict(ratio: float, ci: list[float] | None, runtime: str, threads: int | None, cpu: dict) -> str:
     interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-    return (f"INT8 does not pay here: {ratio:.2f}× FP32{interval} on {runtime}, {threads} thread"
+    shown = f"{ratio:.2f}" if round(ratio, 2) < INT8_PAYS else f"{ratio:.3f}"  # 1.196 is not shown as 1.20
+    return (f"INT8 does not pay here: {shown}× FP32{interval} on {runtime}, {threads} thread"
             f"{'' if threads == 1 else 's'}, {cpu_words(cpu)} (recommended only from {INT8_PAYS:g}×)")
 
 
