@@ -10,7 +10,8 @@ summed) and ``acmix.shift_to_group_conv`` (one grouped conv). This script times 
   --case swin_t    the whole Swin-T + ACmix, shift form vs group-conv form, both with the backend's recipe
   --case resnet26  the whole ResNet-26 + ACmix likewise (slow on CPU: the 7x7 sliding-window attention)
   --unfold         instead: ResNet-26's three equal unfold forms (nn.Unfold, 49 slices, one-hot depthwise conv),
-                   the measurement behind the recipe's choice per backend
+                   the measurement behind the recipe's choice per backend, and nn.Unfold and the conv with
+                   ``acmix.rpe_into_keys`` (one unfold of k - pe instead of two, equal up to rounding)
 
 Every form is checked against the eager model first. Export: ONNX with the TorchScript exporter (opset 18, onnxsim),
 OpenVINO with ``openvino.convert_model`` on the module (f32 inference precision: on CPUs with bf16 units
@@ -76,7 +77,10 @@ def build_cases(args):
         torch.manual_seed(0)
         model = randomize_norm_stats(hvit_deploy.create_model("acmix_resnet26"))
         base = ["acmix.static_shapes", "acmix.fold_rates", "acmix.precompute_pe"]
-        forms = {"unfold": base, "slices": base + ["acmix.unfold_as_slices"], "conv": base + ["acmix.unfold_as_conv"]}
+        forms = {"unfold": base, "slices": base + ["acmix.unfold_as_slices"], "conv": base + ["acmix.unfold_as_conv"],
+                 "unfold+rpe": base + ["acmix.rpe_into_keys"],
+                 "conv+rpe": base + ["acmix.rpe_into_keys", "acmix.unfold_as_conv"],
+                 "sep+rpe": base + ["acmix.rpe_into_keys", "acmix.unfold_as_separable_conv"]}
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
         cases["acmix_resnet26 unfold forms"] = (
             {k: hvit_deploy.rewrite(model, "onnx", names=v) for k, v in forms.items()}, x, model)

@@ -32,8 +32,8 @@ PARAMS = {
 }
 SWIN_PASSES = ["acmix.static_shapes", "acmix.roll_as_slices", "acmix.window_rank4", "acmix.precompute_bias",
                "acmix.fold_rates"]
-RESNET_PASSES = ["acmix.static_shapes", "acmix.fold_rates", "acmix.precompute_pe", "acmix.unfold_as_slices",
-                 "acmix.unfold_as_conv"]
+RESNET_PASSES = ["acmix.static_shapes", "acmix.fold_rates", "acmix.precompute_pe", "acmix.rpe_into_keys",
+                 "acmix.unfold_as_slices", "acmix.unfold_as_conv", "acmix.unfold_as_separable_conv"]
 R26 = 64  # ResNet-26 works down to 64 (its single stage-4 block sees 4x4 before the stride); 38/50 need 128
 
 

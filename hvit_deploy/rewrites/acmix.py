@@ -21,6 +21,11 @@ ResNet-ACmix:
   the graph); ``conv_p`` is dropped.
 * ``acmix.unfold_as_slices``: ``nn.Unfold(7)`` of the reflect-padded maps as 49 static strided slices stacked on a
   new axis (rank 5); the same numbers, no im2col op.
+* ``acmix.unfold_as_conv`` / ``acmix.unfold_as_separable_conv``: the unfold as one-hot convolutions, one
+  (49 kernels of 7x7) or two (7 of 7x1, then 7 of 1x7 per row): one or two ops instead of 49 slices.
+* ``acmix.rpe_into_keys``: the relative positional term as ``unfold(pad(k - pe))`` with the query's own
+  ``<q, pe(x)>`` dropped (it is the same for all 49 window positions, so the softmax over them cancels it): one
+  unfold and one full-size subtraction instead of two unfolds and two 49x-size additions.
 
 Both:
 
@@ -187,12 +192,13 @@ class PatchEmbedExport(PatchEmbed):
 
 class ACmixExport(ACmix):
     """Settings: ``static_shape`` ((b, h, w) or None), ``pe`` (buffer: the positional encoding), ``unfold_form`` ("unfold", "slices"
-    or "conv", with the buffer ``unfold_kernels``),
+    "conv" or "conv_sep", with the buffers ``unfold_kernels``/``_rows``/``_cols``), ``rpe_in_keys`` (pe subtracted from k before the unfold),
     ``rates_folded`` (rate1 into v, rate2 into dep_conv/fc) and ``rate1_mul`` (rate1 kept as a multiply)."""
 
     def _init_export(self) -> None:
         self.static_shape: tuple[int, int, int] | None = None
         self.unfold_form = "unfold"
+        self.rpe_in_keys = False
         self.rates_folded = False
         if "pe" not in self._buffers:
             self.register_buffer("pe", None)
@@ -206,6 +212,10 @@ class ACmixExport(ACmix):
                                 for i in range(ka) for j in range(ka)], dim=2)
         if self.unfold_form == "conv":  # depthwise conv, one one-hot kernel per window position
             return F.conv2d(t, self.unfold_kernels, stride=s, groups=hd).reshape(n, hd, ka * ka, h_out, w_out)
+        if self.unfold_form == "conv_sep":  # the window's rows (ka x 1 one-hot), then each row's columns (1 x ka)
+            t = F.conv2d(t, self.unfold_kernels_rows, stride=(s, 1), groups=hd)  # channel c*ka + i
+            t = F.conv2d(t, self.unfold_kernels_cols, stride=(1, s), groups=hd * ka)  # (c*ka + i)*ka + j
+            return t.reshape(n, hd, ka * ka, h_out, w_out)
         return self.unfold(t).reshape(n, hd, ka * ka, h_out, w_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,10 +231,17 @@ class ACmixExport(ACmix):
         q_att = q.reshape(n, hd, h, w) * (float(hd) ** -0.5)
         if s > 1:
             q_att = q_att[:, :, ::s, ::s]
-        unfold_k = self._unfold(k.reshape(n, hd, h, w), n, h_out, w_out)
         pe = self.pe if self.pe is not None else self.positional_encoding(h, w, q)  # 1, hd, h, w
-        q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
-        att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
+        if getattr(self, "rpe_in_keys", False):
+            # <q(x), k(y) + pe(x) - pe(y)> over the window y = x + d: <q(x), pe(x)> is the same for every d, and
+            # the softmax over d cancels it; pad and unfold are linear, so unfold(pad(k)) - unfold(pad(pe)) is
+            # unfold(pad(k - pe))
+            unfold_k = self._unfold(k.reshape(n, hd, h, w) - pe, n, h_out, w_out)
+            att = (q_att.unsqueeze(2) * unfold_k).sum(1)
+        else:
+            unfold_k = self._unfold(k.reshape(n, hd, h, w), n, h_out, w_out)
+            q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
+            att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
         att = self.softmax(att)
         unfold_v = self._unfold(v.reshape(n, hd, h, w), n, h_out, w_out)
         out_att = (att.unsqueeze(1) * unfold_v).sum(2).reshape(b, self.out_planes, h_out, w_out)
@@ -403,6 +420,20 @@ def unfold_as_slices(model: nn.Module, ctx) -> int:
     return count
 
 
+@register_rewrite("acmix.rpe_into_keys", families=FAMILY, exact=False,
+                  description="positional term as unfold(pad(k - pe)); the query's own <q, pe> cancels in softmax")
+def rpe_into_keys(model: nn.Module, ctx) -> int:
+    """The attention logits ``<q(x), k(y) + pe(x) - pe(y)>`` over the window positions y become ``<q(x), k(y) -
+    pe(y)>``: the dropped ``<q(x), pe(x)>`` is one number per query, the same for all positions, so the softmax over
+    the positions returns the same weights (equal up to float rounding, hence not exact). The graph loses one
+    unfold (of pe) and two elementwise ops on the 49x-size window tensor, and gains one subtraction at map size."""
+    count = 0
+    for _, m in _modules(model, ACmix):
+        _export_form(m).rpe_in_keys = True
+        count += 1
+    return count
+
+
 @register_rewrite("acmix.unfold_as_conv", families=FAMILY, exact=True,
                   description="nn.Unfold(7) as a depthwise conv with 49 one-hot kernels")
 def unfold_as_conv(model: nn.Module, ctx) -> int:
@@ -416,6 +447,26 @@ def unfold_as_conv(model: nn.Module, ctx) -> int:
         kernels = torch.eye(ka * ka, device=p.device, dtype=p.dtype).reshape(ka * ka, 1, ka, ka)
         m.register_buffer("unfold_kernels", kernels.repeat(hd, 1, 1, 1))  # hd*ka^2, 1, ka, ka
         m.unfold_form = "conv"
+        count += 1
+    return count
+
+
+@register_rewrite("acmix.unfold_as_separable_conv", families=FAMILY, exact=True,
+                  description="nn.Unfold(7) as two one-hot convs: the window's 7 rows, then each row's 7 columns")
+def unfold_as_separable_conv(model: nn.Module, ctx) -> int:
+    """The one-hot unfold of ``acmix.unfold_as_conv`` split in two: a (7, 1) depthwise conv with 7 one-hot kernels
+    per channel (the rows of the window), then a (1, 7) conv with 7 one-hot kernels per row (the columns), channel
+    order as ``nn.Unfold``'s. 7 + 49 multiply-adds per unfolded element instead of 49 (the single conv computes
+    each of the 49 outputs from all 49 window pixels); every output is still one input times 1 plus zeros."""
+    count = 0
+    for _, m in _modules(model, ACmix):
+        _export_form(m)
+        ka, hd = m.kernel_att, m.head_dim
+        p = next(m.parameters())
+        eye = torch.eye(ka, device=p.device, dtype=p.dtype)
+        m.register_buffer("unfold_kernels_rows", eye.reshape(ka, 1, ka, 1).repeat(hd, 1, 1, 1))  # hd*ka, 1, ka, 1
+        m.register_buffer("unfold_kernels_cols", eye.reshape(ka, 1, 1, ka).repeat(hd * ka, 1, 1, 1))
+        m.unfold_form = "conv_sep"
         count += 1
     return count
 

@@ -8,9 +8,10 @@ The rewritten form of every torch runtime (CPU and CUDA) applies one export reci
 recipe's by default (the form the ONNX and OpenVINO artifacts are exported from, so eager and exported entries
 time the same computation), or another recipe's: the spec's ``rewrite_format``, else the environment's
 ``HVIT_TORCH_REWRITES`` (workers inherit it; profiles cannot carry runtime options). ACmix-ResNet is where it
-matters on a GPU: the ONNX recipe computes its 7×7 unfold as a depthwise conv with 49 one-hot kernels
-(``acmix.unfold_as_conv``, chosen for ONNX Runtime on CPUs), 6.8 of the rewritten model's 11.1 GFLOP at 224;
-``HVIT_TORCH_REWRITES=openvino`` keeps ``nn.Unfold`` (4.3 GFLOP, equal outputs; ``docs/gpu.md``).
+matters on a GPU: the ONNX recipe computes its 7×7 unfold of ``k - pe`` as two one-hot convs
+(``acmix.rpe_into_keys``, ``acmix.unfold_as_separable_conv``, chosen for ONNX Runtime on CPUs), 5.4 GFLOP at 224
+(11.1 with the single 49-kernel conv it used before); ``HVIT_TORCH_REWRITES=openvino`` keeps ``nn.Unfold`` (4.3
+GFLOP, equal outputs; ``docs/gpu.md``).
 """
 from __future__ import annotations
 
