@@ -317,3 +317,293 @@ def test_states_named_in_notes(doc):
     e = ResultsEntry(model="m", backend="b", variant="original", status="skipped", reason="no GPU here")
     assert _state(e) == "skipped: no GPU here"
     assert _state(ResultsEntry(model="m", backend="b", variant="original", status="ok", samples_ms=[1.0])) == "ok"
+
+
+# ------------------------------------------------------------------- unit tests of the parts (mutation-driven)
+# Hand-made entries and documents, no fixture file: each test pins exact figures, strings and exit codes, so that
+# a changed comparison, word or default in hvit_deploy/bench/compare.py fails one of them (tools/mutation.py).
+
+def _samples(seed, n=60, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [round(float(v), 6) for v in scale * (1.0 + 0.02 * rng.random(n))]
+
+
+def _entry(backend="onnxruntime", samples=None, *, model="m", variant="original", **kw):
+    from hvit_deploy.bench.schema import ResultsEntry
+
+    if samples is not None:
+        kw.update(samples_ms=samples, median_ms=float(np.median(samples)))
+    elif kw.get("status", "ok") == "ok":
+        raise AssertionError("an ok entry needs samples")
+    return ResultsEntry(model=model, backend=backend, variant=variant, **kw)
+
+
+def _doc(*entries, env=None, **kw):
+    from hvit_deploy.bench.schema import ResultsDoc
+
+    return ResultsDoc(results=list(entries), environment=env or {}, **kw)
+
+
+def test_exit_code_each_rule_alone():
+    from hvit_deploy.bench.compare import Comparison, Row
+
+    shy = Row("m", "a", "f", "unchanged")
+    shy.inconclusive = True
+    assert Comparison([shy], [], 0.05, 0.01).exit_code() == 0            # inconclusive counts only when asked
+    assert Comparison([shy], [], 0.05, 0.01).exit_code(require_power=True) == 5
+    assert Comparison([shy], [], 0.05, 0.01).exit_code(strict=True) == 0
+    missing = Comparison([Row("m", "a", "f", "missing")], [], 0.05, 0.01)
+    assert missing.exit_code() == 0 and missing.exit_code(strict=True) == 4
+    odd = Comparison([Row("m", "a", "f", "not comparable"), shy], [], 0.05, 0.01)
+    assert odd.exit_code(strict=True, require_power=True) == 4
+    reg = Comparison([Row("m", "a", "f", "regression"), Row("m", "b", "f", "missing"), shy], [], 0.05, 0.01)
+    assert reg.exit_code(strict=True, require_power=True) == 1
+
+
+def test_environment_diffs_scopes_order_and_gpu_names():
+    from hvit_deploy.bench.compare import EnvDiff, environment_diffs
+
+    base = {"cpu": {"model": "A", "logical_cores": 2}, "gpu": [{"name": "H200", "memory_gb": 141}],
+            "versions": {"python": "3.11", "openvino": "1", "torch": "2"}, "git": {"commit": "abc"}}
+    same_gpu = copy.deepcopy(base)
+    same_gpu["gpu"][0]["memory_gb"] = 140                      # only the GPU's name matters
+    assert environment_diffs(base, same_gpu) == []
+    assert environment_diffs({"gpu": None}, {}) == []
+    cand = {"cpu": {"model": "B", "logical_cores": 2}, "gpu": [{"name": "A100"}],
+            "versions": {"python": "3.12", "openvino": "2", "torch": "2"}, "git": {"commit": "def"}}
+    assert environment_diffs(base, cand) == [
+        EnvDiff("cpu.model", "A", "B", "all entries"),
+        EnvDiff("gpu", "H200", "A100", "GPU backends"),
+        EnvDiff("versions.python", "3.11", "3.12", "all entries"),
+        EnvDiff("versions.openvino", "1", "2", "openvino, openvino-gpu"),
+        EnvDiff("git.commit", "abc", "def", "informational"),
+    ]
+    assert environment_diffs({}, {"gpu": [{"name": "H200"}]}) == [EnvDiff("gpu", "none", "H200", "GPU backends")]
+
+
+def test_env_blockers_by_scope_and_backend():
+    from hvit_deploy.bench.compare import EnvDiff, _env_blockers
+
+    gpu = EnvDiff("gpu", "H200", "A100", "GPU backends")
+    info = EnvDiff("git.commit", "abc", "def", "informational")
+    ov = EnvDiff("versions.openvino", "1", "2", "openvino, openvino-gpu")
+    cpu = EnvDiff("cpu.model", "A", "B", "all entries")
+    assert _env_blockers("onnxruntime", [gpu, info, ov]) == []
+    assert _env_blockers("onnxruntime-cuda", [gpu, info, ov]) == ["gpu: H200 vs A100"]
+    assert _env_blockers("openvino-gpu", [gpu, info, ov]) == ["gpu: H200 vs A100", "versions.openvino: 1 vs 2"]
+    assert _env_blockers("openvino", [info, ov, cpu]) == ["versions.openvino: 1 vs 2", "cpu.model: A vs B"]
+    assert _env_blockers("no-such-runtime", [info, ov]) == []   # a plugin's runtime: no version field of its own
+    assert _env_blockers("no-such-runtime", [cpu]) == ["cpu.model: A vs B"]
+
+
+def test_parse_threshold_edges_and_messages():
+    assert parse_threshold("0.5%") == pytest.approx(0.005)    # a % sign always means percent
+    assert parse_threshold(" 2.5% ") == pytest.approx(0.025)
+    assert parse_threshold("1") == pytest.approx(0.01)        # 1 and above: percent
+    assert parse_threshold("0.99") == pytest.approx(0.99)
+    assert parse_threshold(12) == pytest.approx(0.12)
+    with pytest.raises(ValueError, match=r"^threshold '5X%' is not a number like 5% or 0\.05$"):
+        parse_threshold("5X%")
+    for text in ("0", "0%", "100%", "100", "-5%"):
+        with pytest.raises(ValueError, match=rf"^threshold '{text}' must be between 0% and 100%$"):
+            parse_threshold(text)
+
+
+def test_severity_keys_and_order():
+    from hvit_deploy.bench.compare import Row, _severity
+
+    assert _severity(Row("m", "b", "f", "regression", ratio=1.2)) == (0, -1.2)
+    assert _severity(Row("m", "b", "f", "regression")) == (0, 0)
+    assert _severity(Row("m", "b", "f", "improvement", ratio=0.8)) == (3, 0.8)
+    assert _severity(Row("m", "b", "f", "improvement")) == (3, 0)
+    assert _severity(Row("m", "b", "f", "missing", batch=4)) == (1, "m", "b", "f", 4)
+    assert _severity(Row("m", "b", "f", "unchanged", ratio=1.0)) == (5, "m", "b", "f", 1)
+
+
+def test_warnings_wording():
+    from hvit_deploy.bench.compare import Row, _warnings
+
+    noisy = Row("m", "b", "f", "unchanged", test={"too_noisy": True})
+    calm = Row("m", "c", "f", "unchanged", test={"too_noisy": False})
+    done, cut = _doc(status="complete"), _doc(status="interrupted")
+    assert _warnings([calm, Row("m", "d", "f", "new")], [], 0.05, [("baseline", done), ("candidate", done)]) == []
+    assert _warnings([calm, noisy], [], 0.05, [("baseline", done)]) == [
+        "some runs are too noisy to resolve a ±5% change; quieten the machine, use more iterations/rounds, or raise "
+        "--threshold"]
+    tail = (" measured in a single worker process per run: process-to-process variation (memory layout, core "
+            "placement; often a few %) is then outside the interval; record with --processes 3 or more (the ci "
+            "profile does)")
+    assert _warnings([], ["m/b/f"], 0.05, []) == ["1 entry was" + tail]
+    assert _warnings([], ["m/b/f", "m/c/f"], 0.05, []) == ["2 entries were" + tail]
+    assert _warnings([], [], 0.1, [("baseline", done), ("candidate", cut)]) == [
+        "the candidate run was interrupted; its unfinished entries count as missing"]
+
+
+def _rounds(seed, n=8, scale=1.0):
+    return _samples(seed, n=n, scale=scale)
+
+
+def test_test_passes_every_setting_to_the_paired_comparison():
+    from hvit_deploy.bench.compare import _test
+    from hvit_deploy.bench.stats import compare_paired
+
+    procs = [0, 0, 0, 0, 1, 1, 1, 1]
+    b = _entry(samples=_samples(1, 80), round_medians_ms=_rounds(2), round_process=procs)
+    c = _entry(samples=_samples(3, 80, 1.1), round_medians_ms=_rounds(4, scale=1.1), round_process=procs)
+    assert float(np.median(b.samples_ms)) != float(np.median(b.round_medians_ms))
+
+    def direct(**kw):
+        args = dict(baseline_median=float(np.median(b.samples_ms)), candidate_median=float(np.median(c.samples_ms)),
+                    threshold=0.2, alpha=0.05, round_process=procs, seed=7, unit="round")
+        return compare_paired(b.round_medians_ms, c.round_medians_ms, **{**args, **kw}).to_dict()
+
+    got = _test(b, c, True, threshold=0.2, alpha=0.05, seed=7).to_dict()
+    assert got == direct()
+    assert got["notes"][0] == "paired by round: 8 rounds timed side by side in one run"
+    # each setting changes the result, so the equality above checks that it was passed on
+    for other in ({"threshold": 0.05}, {"alpha": 0.01}, {"round_process": None}, {"seed": 0}):
+        assert direct(**other) != got, other
+    block = c.model_copy(update={"pairing_mode": {"block": 10}})
+    assert _test(b, block, True, threshold=0.2, alpha=0.05, seed=7).to_dict() == direct(unit="block")
+    assert direct(unit="block")["notes"][0] == "paired by block: 8 blocks timed side by side in one run"
+    # two rounds a side are still paired (too few to test); unequal counts fall back to the unpaired comparison
+    two_b = b.model_copy(update={"round_medians_ms": [1.0, 1.1], "round_process": None})
+    two_c = c.model_copy(update={"round_medians_ms": [1.2, 1.2], "round_process": None})
+    assert _test(two_b, two_c, True, threshold=0.2, alpha=0.05, seed=7).notes == [
+        "paired by round: 2 rounds timed side by side in one run", "too few rounds to test (2); use --rounds 8 or more"]
+    three_b = two_b.model_copy(update={"round_medians_ms": [1.0, 1.1, 1.0]})
+    assert _test(three_b, two_c, True, threshold=0.2, alpha=0.05, seed=7).notes == []
+    assert _test(two_b, two_c, False, threshold=0.2, alpha=0.05, seed=7).notes == []
+
+
+def test_test_passes_every_setting_to_the_unpaired_comparison():
+    from hvit_deploy.bench.compare import _test
+    from hvit_deploy.bench.stats import compare_runs
+
+    b = _entry(samples=_samples(1), rounds=6, round_process=[0, 0, 1, 1, 2, 2])
+    c = _entry(samples=_samples(3, scale=1.08), rounds=6, round_process=[0, 1, 2, 0, 1, 2])
+
+    def direct(**kw):
+        args = dict(threshold=0.2, alpha=0.05, baseline_rounds=6, candidate_rounds=6,
+                    baseline_round_process=b.round_process, candidate_round_process=c.round_process, seed=7)
+        return compare_runs(b.samples_ms, c.samples_ms, **{**args, **kw}).to_dict()
+
+    got = _test(b, c, False, threshold=0.2, alpha=0.05, seed=7).to_dict()
+    assert got == direct()
+    for other in ({"threshold": 0.05}, {"alpha": 0.01}, {"baseline_round_process": None},
+                  {"candidate_round_process": None}, {"seed": 0}, {"baseline_rounds": None},
+                  {"candidate_rounds": None}):
+        assert direct(**other) != got, other
+
+
+def _pair(paired, rb, rc, pb, pc, **kw):
+    from hvit_deploy.bench.compare import Row, _compare_pair
+
+    b = _entry(samples=_samples(1), round_medians_ms=_rounds(2, rb), processes=pb, iterations=60)
+    c = _entry(samples=_samples(3), round_medians_ms=_rounds(4, rc), processes=pc, iterations=60)
+    row = Row("m", "onnxruntime", "original", "unchanged")
+    one = _compare_pair(row, b, c, kw.pop("diffs", []), paired, threshold=0.05, alpha=0.01,
+                        allow_env_diff=kw.pop("allow", False), seed=0)
+    return one, row
+
+
+@pytest.mark.parametrize("paired,rb,rc,pb,pc,one", [
+    (False, 2, 2, None, None, True),     # one worker process (the default) per run
+    (True, 2, 2, None, None, False),     # paired rounds: the process-to-process spread cancels
+    (True, 3, 2, 1, 1, True),            # paired run, but the rounds do not line up
+    (False, 0, 0, 3, 3, False),
+    (False, 0, 0, 2, 2, False),
+    (False, 0, 0, 3, 1, True),
+])
+def test_compare_pair_says_when_a_single_process_measured_it(paired, rb, rc, pb, pc, one):
+    assert _pair(paired, rb, rc, pb, pc)[0] is one
+
+
+def test_compare_pair_notes_and_figures():
+    from hvit_deploy.bench.compare import EnvDiff, Row, _compare_pair, _test
+
+    cpu = EnvDiff("cpu.model", "A", "B", "all entries")
+    osd = EnvDiff("os.system", "Linux", "Darwin", "all entries")
+    b = _entry(samples=_samples(1), threads=1, iterations=60)
+    c = _entry(samples=_samples(3, scale=1.05), threads=4, iterations=30)
+    row = Row("m", "onnxruntime", "original", "unchanged")
+    assert _compare_pair(row, b, c, [cpu], False, threshold=0.05, alpha=0.01, allow_env_diff=False, seed=0) is False
+    assert row.verdict == "not comparable" and row.notes == ["differs: threads: 1 vs 4; cpu.model: A vs B"]
+    assert row.test is None and row.ratio is None
+    row = Row("m", "onnxruntime", "original", "unchanged")
+    assert _compare_pair(row, b, c, [cpu], False, threshold=0.05, alpha=0.01, allow_env_diff=True, seed=0) is False
+    assert row.notes == ["differs: threads: 1 vs 4"]
+    c = c.model_copy(update={"threads": 1})
+    row = Row("m", "onnxruntime", "original", "unchanged")
+    assert _compare_pair(row, b, c, [cpu, osd], True, threshold=0.05, alpha=0.01, allow_env_diff=True, seed=3)
+    t = _test(b, c, True, threshold=0.05, alpha=0.01, seed=3)
+    assert row.notes == (["compared despite environment differences: cpu.model: A vs B; os.system: Linux vs Darwin"]
+                         + t.notes + ["iterations differ (60 vs 30)"])
+    assert row.test == t.to_dict() and row.test != _test(b, c, True, threshold=0.05, alpha=0.01, seed=0).to_dict()
+    assert (row.verdict, row.ratio, row.ratio_ci, row.p_value, row.detectable) == (
+        t.verdict, t.ratio, t.ratio_ci, t.p_value, t.detectable)
+    assert (row.baseline_ms, row.candidate_ms) == (float(np.median(b.samples_ms)), float(np.median(c.samples_ms)))
+    same = c.model_copy(update={"iterations": 60})
+    row = Row("m", "onnxruntime", "original", "unchanged")
+    _compare_pair(row, b, same, [], False, threshold=0.05, alpha=0.01, allow_env_diff=False, seed=0)
+    assert row.notes == _test(b, same, False, threshold=0.05, alpha=0.01, seed=0).notes
+    # paired is passed on: the rounds are compared pairwise
+    _, row = _pair(True, 8, 8, 3, 3)
+    assert row.notes[0] == "paired by round: 8 rounds timed side by side in one run"
+
+
+def test_compare_docs_pairing_is_one_run_two_sides():
+    procs = [0, 0, 0, 0, 1, 1, 1, 1]
+
+    def docs(pb, pc):
+        b = _entry(samples=_samples(1, 80), round_medians_ms=_rounds(2), round_process=procs, processes=2)
+        c = _entry(samples=_samples(3, 80), round_medians_ms=_rounds(4), round_process=procs, processes=2)
+        return compare_docs(_doc(b, pairing=pb), _doc(c, pairing=pc))
+
+    paired = docs({"run": "r1", "side": "baseline"}, {"run": "r1", "side": "candidate"})
+    assert paired.paired is True
+    assert paired.rows[0].notes[0] == "paired by round: 8 rounds timed side by side in one run"
+    for pb, pc in (({"run": "r1", "side": "baseline"}, {"run": "r2", "side": "candidate"}),
+                   ({"run": "r1", "side": "baseline"}, {"run": "r1", "side": "baseline"}),
+                   ({"side": "baseline"}, {"side": "candidate"}),
+                   (None, {"run": "r1", "side": "candidate"}), (None, None)):
+        cmp = docs(pb, pc)
+        assert cmp.paired is False, (pb, pc)
+        assert not any(n.startswith("paired by") for n in cmp.rows[0].notes)
+
+
+def test_compare_docs_rows_notes_warnings_and_seed():
+    ok = dict(rounds=6, round_process=[0, 0, 1, 1, 2, 2], processes=3)
+    base = _doc(
+        _entry("torch", None, status="error", error="boom", batch_size=4),
+        _entry("torch", _samples(1), **ok),
+        _entry("openvino", _samples(2), **ok),
+        _entry("onnxruntime", None, model="n", status="skipped", reason="no GPU here"),
+        status="interrupted")
+    cand = _doc(
+        _entry("torch", None, status="skipped", reason="no GPU here", batch_size=4),
+        _entry("torch", _samples(3), **ok),
+        _entry("openvino", None, status="error", error="crash"),
+        _entry("onnxruntime", _samples(4), model="n", processes=1),
+        _entry("onnxruntime", _samples(5), model="z"),
+        status="complete")
+    cmp = compare_docs(base, cand)
+    assert cmp.skipped_both == ["m/torch/original/batch 4 (baseline error: boom; candidate skipped: no GPU here)"]
+    assert [(r.label, r.verdict) for r in cmp.rows] == [
+        ("m/openvino/original", "missing"), ("n/onnxruntime/original", "new"), ("z/onnxruntime/original", "new"),
+        ("m/torch/original", "unchanged")]
+    missing, new_n, new_z, same = cmp.rows
+    assert (missing.baseline_ms, missing.candidate_ms) == (float(np.median(_samples(2))), None)
+    assert missing.notes == ["candidate: error: crash"]
+    assert (new_n.baseline_ms, new_n.candidate_ms) == (None, float(np.median(_samples(4))))
+    assert new_n.notes == ["baseline: skipped: no GPU here"] and new_z.notes == []
+    assert cmp.warnings == ["the baseline run was interrupted; its unfinished entries count as missing"]
+    assert cmp.paired is False and cmp.env_diffs == []
+    # the seed reaches the bootstrap: 0 by default, the same figures for the same seed
+    assert same.ratio_ci == compare_docs(base, cand, seed=0).rows[-1].ratio_ci
+    assert same.ratio_ci != compare_docs(base, cand, seed=1).rows[-1].ratio_ci
+    assert compare_docs(base, cand, seed=5).rows[-1].ratio_ci == compare_docs(base, cand, seed=5).rows[-1].ratio_ci
+    # one process per run: warned, with the count; the candidate's interruption named as the candidate's
+    single = compare_docs(_doc(_entry("torch", _samples(1))), _doc(_entry("torch", _samples(3)), status="interrupted"))
+    assert [w.split(" measured")[0] for w in single.warnings] == [
+        "1 entry was", "the candidate run was interrupted; its unfinished entries count as missing"]
