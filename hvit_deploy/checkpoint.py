@@ -40,13 +40,16 @@ class _ConfigStub:
 
 def _safe_globals() -> list[Any]:
     """Objects that training scripts save beside the weights and that rebuild without running their code:
-    argparse namespaces, yacs configs (read as plain dicts), numpy scalars such as ``max_accuracy``."""
+    argparse namespaces, yacs configs (read as plain dicts), numpy scalars such as ``max_accuracy`` (under
+    numpy 2 also by their numpy 1.x name)."""
     allowed: list[Any] = [argparse.Namespace, collections.OrderedDict, (_ConfigStub, "yacs.config.CfgNode")]
     try:
         import numpy as np
 
         core = getattr(np, "_core", None) or getattr(np, "core")
-        allowed += [core.multiarray.scalar, np.dtype]
+        scalar = core.multiarray.scalar
+        # files written under numpy 1.x (most official releases) name the scalar numpy.core.multiarray.scalar
+        allowed += [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
         dtypes = getattr(np, "dtypes", None)
         if dtypes is not None:
             allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]

@@ -392,3 +392,41 @@ def test_blocked_globals_names_at_most_five_and_never_the_safe_ones(tmp_path):
     assert _blocked_globals(tmp_path / "junk.pth") == []                     # unreadable: nothing to name
     raw = read_checkpoint(tmp_path / "ok.pth")                               # all of them on the safe list
     assert raw["n"].x == 1 and raw["a"] == 2.0 and raw["d"] == np.dtype("float32")
+
+
+# ------------------------------------------------- what real release files carry, and every message word for word
+# (files from numpy 1.x and from GPU training are made by rewriting the names in a real torch.save's data.pkl:
+# protocol 2 writes a global as text, a string with its length in front)
+
+def _rewrite_pickle(path, old: bytes, new: bytes) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        items = [(info.filename, z.read(info.filename)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in items:
+            if name.endswith("/data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            z.writestr(name, data)
+
+
+NUMPY1_SCALAR = (b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
+ON_GPU = (b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")   # the storages' location tag
+
+
+def test_release_written_under_numpy1_on_a_gpu_loads_on_this_cpu(tmp_path):
+    """Official releases were saved from GPU training (storages tagged cuda:0) under numpy 1.x (a numpy scalar
+    pickled as numpy.core.multiarray.scalar, a name numpy 2 moved). Both must load here, safely and trusted.
+    (The numpy 1.x name was refused as "corrupt or not a PyTorch file" before it was allowlisted.)"""
+    sd = _tiny().state_dict()
+    path = tmp_path / "release.pth"
+    torch.save({"model": sd, "max_accuracy": np.float64(81.5), "epoch": 299}, path)
+    _rewrite_pickle(path, *NUMPY1_SCALAR)
+    _rewrite_pickle(path, *ON_GPU)
+    assert "numpy.core.multiarray.scalar" in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    for trust in (False, True):
+        raw = read_checkpoint(path, trust=trust)
+        assert raw["max_accuracy"] == 81.5 and type(raw["max_accuracy"]) is np.float64 and raw["epoch"] == 299
+        assert raw["model"].keys() == sd.keys()
+        assert all(v.device.type == "cpu" and torch.equal(v, sd[k]) for k, v in raw["model"].items())
