@@ -112,9 +112,10 @@ def _blocked_globals(p: Path) -> list[str]:
     except Exception:
         return []
     safe = {"yacs.config.CfgNode", "argparse.Namespace", "collections.OrderedDict", "numpy.dtype"}
-    return [n for n in names if n not in safe and not n.startswith(("numpy._core.multiarray.scalar",
-                                                                    "numpy.core.multiarray.scalar",
-                                                                    "numpy.dtypes."))][:5]
+    # torch returns a set: sorted, the same file gives the same message (and the same five names) every run
+    return sorted(n for n in names if n not in safe and not n.startswith(("numpy._core.multiarray.scalar",
+                                                                          "numpy.core.multiarray.scalar",
+                                                                          "numpy.dtypes.")))[:5]
 
 
 def _short(e: BaseException) -> str:
