@@ -447,18 +447,6 @@ def test_safe_read_stays_safe_when_the_environment_forces_torchs_unsafe_default(
     assert read_state_dict(tmp_path / "evil.pth", trust=True).keys() == _tiny().state_dict().keys()
 
 
-def test_numpy_scalars_are_read_without_touching_numpys_deprecated_core(tmp_path):
-    """``numpy.core`` is deprecated under numpy 2 (and going away): with warnings as errors (python -W error) a
-    file holding a numpy scalar must still load, so the allowlist is built from ``numpy._core``."""
-    import warnings
-
-    torch.save({"model": _tiny().state_dict(), "max_accuracy": np.float32(80.25)}, tmp_path / "w.pth")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        raw = read_checkpoint(tmp_path / "w.pth")
-    assert raw["max_accuracy"] == np.float32(80.25)
-
-
 def test_refusal_names_only_the_unsafe_objects(tmp_path):
     """A numpy 1.x training file with a real yacs config, a numpy dtype class and scalar, and two objects that run
     code: the message names exactly the two, comma-separated and sorted (torch hands them over as a set, in an
