@@ -40,13 +40,16 @@ class _ConfigStub:
 
 def _safe_globals() -> list[Any]:
     """Objects that training scripts save beside the weights and that rebuild without running their code:
-    argparse namespaces, yacs configs (read as plain dicts), numpy scalars such as ``max_accuracy``."""
+    argparse namespaces, yacs configs (read as plain dicts), numpy scalars such as ``max_accuracy`` (under
+    numpy 2 also by their numpy 1.x name)."""
     allowed: list[Any] = [argparse.Namespace, collections.OrderedDict, (_ConfigStub, "yacs.config.CfgNode")]
     try:
         import numpy as np
 
         core = getattr(np, "_core", None) or getattr(np, "core")
-        allowed += [core.multiarray.scalar, np.dtype]
+        scalar = core.multiarray.scalar
+        # files written under numpy 1.x (most official releases) name the scalar numpy.core.multiarray.scalar
+        allowed += [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
         dtypes = getattr(np, "dtypes", None)
         if dtypes is not None:
             allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
@@ -109,9 +112,10 @@ def _blocked_globals(p: Path) -> list[str]:
     except Exception:
         return []
     safe = {"yacs.config.CfgNode", "argparse.Namespace", "collections.OrderedDict", "numpy.dtype"}
-    return [n for n in names if n not in safe and not n.startswith(("numpy._core.multiarray.scalar",
-                                                                    "numpy.core.multiarray.scalar",
-                                                                    "numpy.dtypes."))][:5]
+    # torch returns a set: sorted, the same file gives the same message (and the same five names) every run
+    return sorted(n for n in names if n not in safe and not n.startswith(("numpy._core.multiarray.scalar",
+                                                                          "numpy.core.multiarray.scalar",
+                                                                          "numpy.dtypes.")))[:5]
 
 
 def _short(e: BaseException) -> str:

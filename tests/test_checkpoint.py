@@ -384,7 +384,8 @@ def test_blocked_globals_names_at_most_five_and_never_the_safe_ones(tmp_path):
     torch.save({"a": np.float64(1.0), "n": argparse.Namespace(x=1), "o": builtins.print, "e": builtins.exec,
                 "v": builtins.eval, "c": builtins.compile, "g": builtins.getattr, "i": builtins.input}, tmp_path / "m.pth")
     names = _blocked_globals(tmp_path / "m.pth")
-    assert len(names) == 5 and all(n.startswith("builtins.") for n in names)   # six unsafe, five named
+    assert names == ["builtins.compile", "builtins.eval", "builtins.exec", "builtins.getattr",
+                     "builtins.input"]                                       # six unsafe: the first five, sorted
     assert not any("numpy" in n or "Namespace" in n for n in names)
     torch.save({"n": argparse.Namespace(x=1), "a": np.float64(2.0), "d": np.dtype("float32")}, tmp_path / "ok.pth")
     assert _blocked_globals(tmp_path / "ok.pth") == []
@@ -392,3 +393,154 @@ def test_blocked_globals_names_at_most_five_and_never_the_safe_ones(tmp_path):
     assert _blocked_globals(tmp_path / "junk.pth") == []                     # unreadable: nothing to name
     raw = read_checkpoint(tmp_path / "ok.pth")                               # all of them on the safe list
     assert raw["n"].x == 1 and raw["a"] == 2.0 and raw["d"] == np.dtype("float32")
+
+
+# ------------------------------------------------- what real release files carry, and every message word for word
+# (files from numpy 1.x and from GPU training are made by rewriting the names in a real torch.save's data.pkl:
+# protocol 2 writes a global as text, a string with its length in front)
+
+def _rewrite_pickle(path, old: bytes, new: bytes) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        items = [(info.filename, z.read(info.filename)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in items:
+            if name.endswith("/data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            z.writestr(name, data)
+
+
+NUMPY1_SCALAR = (b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
+ON_GPU = (b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")   # the storages' location tag
+
+
+def test_release_written_under_numpy1_on_a_gpu_loads_on_this_cpu(tmp_path):
+    """Official releases were saved from GPU training (storages tagged cuda:0) under numpy 1.x (a numpy scalar
+    pickled as numpy.core.multiarray.scalar, a name numpy 2 moved). Both must load here, safely and trusted.
+    (The numpy 1.x name was refused as "corrupt or not a PyTorch file" before it was allowlisted.)"""
+    sd = _tiny().state_dict()
+    path = tmp_path / "release.pth"
+    torch.save({"model": sd, "max_accuracy": np.float64(81.5), "epoch": 299}, path)
+    _rewrite_pickle(path, *NUMPY1_SCALAR)
+    _rewrite_pickle(path, *ON_GPU)
+    assert "numpy.core.multiarray.scalar" in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    for trust in (False, True):
+        raw = read_checkpoint(path, trust=trust)
+        assert raw["max_accuracy"] == 81.5 and type(raw["max_accuracy"]) is np.float64 and raw["epoch"] == 299
+        assert raw["model"].keys() == sd.keys()
+        assert all(v.device.type == "cpu" and torch.equal(v, sd[k]) for k, v in raw["model"].items())
+
+
+def test_safe_read_stays_safe_when_the_environment_forces_torchs_unsafe_default(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns torch.load's default to unpickling anything; the loader passes
+    weights_only=True itself, so a file with pickled code is still refused (and read only when trusted)."""
+    from hvit_deploy.checkpoint import read_state_dict
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    torch.save({"model": _tiny().state_dict(), "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="^refusing to unpickle evil.pth: "):
+        read_checkpoint(tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="^refusing to unpickle evil.pth: "):
+        read_state_dict(tmp_path / "evil.pth")                          # not trusted unless asked
+    assert read_state_dict(tmp_path / "evil.pth", trust=True).keys() == _tiny().state_dict().keys()
+
+
+def test_refusal_names_only_the_unsafe_objects(tmp_path):
+    """A numpy 1.x training file with a real yacs config, a numpy dtype class and scalar, and two objects that run
+    code: the message names exactly the two, comma-separated and sorted (torch hands them over as a set, in an
+    order that changes with the process's hash seed)."""
+    import builtins
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _tiny().state_dict(), "config": _swin_style_config(), "acc": np.float64(1.0),
+                "dtype": type(np.dtype("float32")), "hook": Payload(), "log": builtins.print}, path)
+    _rewrite_pickle(path, *NUMPY1_SCALAR)
+    found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert {"yacs.config.CfgNode", "numpy.core.multiarray.scalar", "numpy.dtypes.Float32DType"} <= set(found)
+    system = f"{os.system.__module__}.system"   # posix.system here
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path)
+    assert system > "builtins.print"
+    assert str(e.value) == ("refusing to unpickle evil.pth: it holds objects outside the safe list (builtins.print, "
+                            f"{system}); re-save only the state dict, or pass --trust-checkpoint "
+                            "(trust_checkpoint=True) if you trust the file, which runs its pickled code")
+
+
+def test_read_errors_word_for_word(tmp_path, monkeypatch):
+    import sys
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint junk\.pth: invalid load key, '\\x00'\.$"):
+        read_checkpoint(junk, trust=True)
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint junk\.pth \(corrupt or not a PyTorch file\): "
+                                              r"Unsupported operand 0$"):
+        read_checkpoint(junk)
+    torch.save(_tiny().state_dict(), tmp_path / "cut.pth")
+    data = (tmp_path / "cut.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])                  # no zip directory: a RuntimeError
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint cut\.pth \(corrupt or not a PyTorch file\): "
+                                              r"RuntimeError: PytorchStreamReader failed reading zip archive: "
+                                              r"failed finding central directory\. .{100,}\.\.\.$"):
+        read_checkpoint(tmp_path / "cut.pth")
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match=r"^cannot read w\.safetensors as safetensors: Error while deserializing "
+                                              r"header: header too large$"):
+        read_checkpoint(bad)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)             # the package not installed
+    with pytest.raises(CheckpointError, match=r"^reading \.safetensors needs the safetensors package$"):
+        read_checkpoint(bad)
+
+
+def test_unpickler_reason_keeps_the_text_after_the_first_marker():
+    from hvit_deploy.checkpoint import _unpickler_reason
+
+    text = "advice\nWeightsUnpickler error: Unsupported global: GLOBAL a.WeightsUnpickler error: b\nmore"
+    assert _unpickler_reason(pickle.UnpicklingError(text)) == "Unsupported global: GLOBAL a.WeightsUnpickler error: b"
+
+
+def test_containers_unwrap_at_most_three_levels():
+    from hvit_deploy.checkpoint import extract_state_dict
+
+    sd = _tiny().state_dict()
+    assert extract_state_dict({"model": {"state_dict": {"net": sd}}}).keys() == sd.keys()
+    with pytest.raises(CheckpointError, match=r"^no tensors found in the checkpoint \(top-level keys: net\)$"):
+        extract_state_dict({"model": {"state_dict": {"module": {"net": sd}}}})
+
+
+def test_load_state_dict_into_lists_and_ignores_exactly():
+    from hvit_deploy.checkpoint import load_state_dict_into
+
+    sd = _tiny().state_dict()
+    wrong = {k: torch.zeros(9) for k in sd if not k.endswith("num_batches_tracked")}    # six tensors, all 1-d of 9
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_into(_tiny(), wrong, source="w.pth")
+    assert str(e.value) == ("w.pth does not fit this model: 6 tensors differ in shape, e.g. 0.weight (9,) vs model "
+                            "(3, 2); 0.bias (9,) vs model (3,); 1.weight (9,) vs model (3,)")
+    five_missing = {"0.weight": sd["0.weight"], **{f"x{i}": torch.zeros(1) for i in range(4)}}
+    with pytest.raises(CheckpointError) as e:
+        load_state_dict_into(_tiny(), five_missing, source="w.pth")
+    assert str(e.value) == ("w.pth does not match the model: 5 missing key(s) (0.bias, 1.weight, 1.bias, "
+                            "1.running_mean, ...) and 4 unexpected key(s) (x0, x1, x2, x3); is it the right variant? "
+                            "(strict=False loads what matches)")
+    # an ignore key is a suffix of the name (as in the factory's backbone filter), not only a dotted component
+    no_stats = {k: v for k, v in sd.items() if "running" not in k}
+    assert load_state_dict_into(_tiny(), no_stats, ignore_keys=("running_mean", "_var")) == ([], [])
+
+
+def test_read_state_dict_defaults_are_safe_and_plain(tmp_path):
+    from hvit_deploy.checkpoint import head_classes, read_state_dict
+
+    sd = _tiny().state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    torch.save({"state_dict": sd, "state_dict_ema": ema}, tmp_path / "w.pth")
+    assert torch.equal(read_state_dict(tmp_path / "w.pth")["0.weight"], sd["0.weight"])           # not the EMA
+    assert torch.equal(read_state_dict(tmp_path / "w.pth", use_ema=True)["0.weight"], ema["0.weight"])
+    torch.save({"model": sd, "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="^refusing to unpickle evil.pth: "):
+        read_state_dict(tmp_path / "evil.pth")
+    assert read_state_dict(tmp_path / "evil.pth", trust=True).keys() == sd.keys()
+    assert head_classes({"head.weight": torch.zeros(7)}, ["head"]) == 7                 # the first dimension

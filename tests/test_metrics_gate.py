@@ -269,3 +269,24 @@ def test_gate_near_tie_is_strictly_below_the_margin_with_two_or_three_classes():
     assert gate_figures(np.array([[1.0, 0.5, 0.0]]), np.array([[1.0, 0.5, 0.0]]), tie_margin=0.5)["near_tie_images"] == 0
     assert gate_figures(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]), tie_margin=0.5)["near_tie_images"] == 0
     assert gate_figures(np.array([[1.0, 0.75]]), np.array([[1.0, 0.75]]), tie_margin=0.5)["near_tie_images"] == 1
+
+
+def test_gate_non_finite_values_off_the_top_count_as_zero_too():
+    """A NaN/inf in a class that is not the top one is read as 0, not as numpy's default +-1.8e308 (which
+    would overflow the norm and turn the cosine to 0): the cosine of [1, 0, 0.5] with [1, 0, 0]."""
+    for bad in (np.nan, np.inf, -np.inf):
+        fig = gate_figures(np.array([[1.0, 0.0, 0.0]]), np.array([[1.0, bad, 0.5]]))
+        assert fig["finite"] is False and fig["top1_agreement"] == 1.0
+        assert fig["mean_cosine"] == pytest.approx(1 / np.sqrt(1.25), rel=1e-12)
+
+
+def test_gate_tie_arithmetic_is_float64_for_float32_logits():
+    """Runtimes hand back float32 logits; the margin arithmetic is float64, so a pick exactly tie_margin below
+    top-1 agrees (inclusive) and that gap is not a near tie (strictly below). In float32, 10.3 - (-0.2) rounds to
+    10.5 and both answers flip."""
+    ref = np.array([[10.3, -0.2]], dtype=np.float32)
+    margin = float(np.float64(ref[0, 0]) - np.float64(ref[0, 1]))
+    assert margin != float(ref[0, 0] - ref[0, 1])
+    fig = gate_figures(ref, ref[:, ::-1].copy(), tie_margin=margin)
+    assert fig["top1_agreement"] == 0.0 and fig["top1_agreement_within_tie"] == 1.0
+    assert fig["near_tie_images"] == 0
