@@ -72,12 +72,12 @@ class BenchRequest(BaseModel):
 
 def default_models() -> list[str]:
     """The smallest variant (by parameter count) of every registered family."""
-    from ..registry import _MODELS, list_families, list_models
+    from ..registry import get_spec, list_families, list_models
 
     picks = []
     for fam in list_families():
         names = list_models(fam)
-        picks.append(min(names, key=lambda n: (_MODELS[n].params or float("inf"), names.index(n))))
+        picks.append(min(names, key=lambda n: (get_spec(n).params or float("inf"), names.index(n))))
     return picks
 
 
