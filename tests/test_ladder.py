@@ -166,3 +166,24 @@ def test_int8_verdict_never_shows_a_ratio_below_the_bar_as_the_bar():
     assert int8_verdict(1.196, [1.16, 1.22], "onnxruntime", 1, cpu).startswith(
         "INT8 does not pay here: 1.196× FP32 [1.16, 1.22] on onnxruntime, 1 thread,")
     assert int8_verdict(0.93, None, "openvino", 2, cpu).startswith("INT8 does not pay here: 0.93× FP32 on openvino, 2 threads,")
+
+
+def test_a_pick_whose_interval_holds_one_says_it_is_not_settled():
+    """The pick stands on the point estimate; a non-FP32 pick whose interval reaches 1.0 carries a note (shown
+    after the pick line), a settled one and an FP32 pick do not."""
+    from hvit_deploy.bench.ladder import uncertain_pick
+    from hvit_deploy.export.ladder import LadderRung
+
+    def rung(precision, ratio, ci):
+        return LadderRung(precision=precision, form=precision, status="picked", ratio_vs_fp32=ratio, ratio_ci=ci)
+
+    assert uncertain_pick(rung("int8", 1.57, [0.48, 2.62])) == (
+        "not settled: int8's 1.57× FP32 has the interval [0.48, 2.62], which holds 1.0 (no faster); "
+        "more --rounds or a quieter machine settle it")
+    assert uncertain_pick(rung("int8", 1.30, [1.00, 1.41])) is not None   # 1.0 itself is "no faster"
+    assert uncertain_pick(rung("int8", 1.30, [1.01, 1.41])) is None
+    assert uncertain_pick(rung("bf16", 1.30, None)) is None                  # no interval: nothing to say
+    assert uncertain_pick(rung("fp32", 1.0, [0.9, 1.1])) is None
+    lad = Ladder(model="m", runtime="onnxruntime", pick="int8", pick_note="not settled: x")
+    assert Ladder.model_validate(json.loads(json.dumps(lad.to_json()))).pick_note == "not settled: x"
+    assert Ladder.model_validate({"model": "m", "runtime": "openvino", "pick": "fp32"}).pick_note is None  # old files

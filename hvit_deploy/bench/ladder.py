@@ -146,12 +146,22 @@ def _pick(lad: Ladder) -> None:
         return
     best = max(eligible, key=lambda r: r.ratio_vs_fp32)
     best.status, lad.pick, lad.pick_path = "picked", best.precision, best.path
+    lad.pick_note = uncertain_pick(best)
     for r in timed:
         if r is best:
             continue
         r.why = (f"passed over: INT8 does not pay here ({r.ratio_vs_fp32:.2f}× FP32, below {INT8_PAYS:g}×)"
                  if r.recommended is False else
                  f"passed over: {r.ratio_vs_fp32:.2f}× FP32 against {best.precision}'s {best.ratio_vs_fp32:.2f}×")
+
+
+def uncertain_pick(r: LadderRung) -> str | None:
+    """The pick stands on the point estimate; say so when its interval also holds "no faster than FP32"."""
+    if r.precision == "fp32" or not r.ratio_ci or r.ratio_ci[0] > 1.0:
+        return None
+    lo, hi = r.ratio_ci
+    return (f"not settled: {r.precision}'s {r.ratio_vs_fp32:.2f}× FP32 has the interval [{lo:.2f}, {hi:.2f}], "
+            f"which holds 1.0 (no faster); more --rounds or a quieter machine settle it")
 
 
 def _int8(lad: Ladder) -> None:

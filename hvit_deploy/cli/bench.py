@@ -314,8 +314,8 @@ def _print_ladders(req, doc, table_format: str, ladder: bool) -> None:
         print("\nprecision ladder (--precision auto):")
         print(format_ladders(ladders, table_format))
     for lad in ladders:
-        print(f"hvit-bench: pick: {lad.model} {lad.runtime}: {lad.pick or 'none (no rung passed and ran)'}",
-              file=sys.stderr)
+        print(f"hvit-bench: pick: {lad.model} {lad.runtime}: {lad.pick or 'none (no rung passed and ran)'}"
+              + (f" ({lad.pick_note})" if lad.pick_note else ""), file=sys.stderr)
     for line in (r.verdict for lad in ladders for r in lad.rungs if r.verdict):
         print(f"hvit-bench: {line}", file=sys.stderr)
 

@@ -243,7 +243,7 @@ def _print_ladders(ladders) -> None:
     print(format_ladders(ladders))
     for lad in ladders:
         print(f"  pick: {lad.model} {lad.format}: {lad.pick or 'none (no rung passed and ran)'}"
-              + (f" -> {lad.pick_path}" if lad.pick_path else ""))
+              + (f" -> {lad.pick_path}" if lad.pick_path else "") + (f" ({lad.pick_note})" if lad.pick_note else ""))
     for lad in ladders:
         for r in lad.rungs:
             if r.verdict:

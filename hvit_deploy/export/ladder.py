@@ -101,6 +101,7 @@ class Ladder(_Record):
     rungs: list[LadderRung] = Field(default_factory=list)
     pick: Optional[str] = None                 # the picked rung's precision (None: no rung passed and ran)
     pick_path: Optional[str] = None
+    pick_note: Optional[str] = None            # a pick other than FP32 whose interval reaches 1.0: not settled
     results: Optional[str] = None              # the hvit-bench results file of the timed run
 
     def rung(self, precision: str) -> Optional[LadderRung]:
