@@ -77,3 +77,32 @@ def test_long_function_check_counts_code_lines(tmp_path):
     src.write_text(f'def ok():\n    """doc\n    more doc"""\n{body}\n\ndef long():\n{body}\n    return 1\n')
     found = [f.split()[1] for f in _long_functions(src)]
     assert found == ["long"]
+
+
+def test_heavy_first_lists_test_files_that_exist():
+    """tests/conftest.py's HEAVY_FIRST orders files for the xdist workers: a renamed or removed file would silently
+    fall to the back, so every name must be a test file here, listed once."""
+    from conftest import HEAVY_FIRST
+
+    tests = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert len(set(HEAVY_FIRST)) == len(HEAVY_FIRST) and set(HEAVY_FIRST) <= tests, set(HEAVY_FIRST) - tests
+
+
+def test_heavy_files_are_handed_out_first(pytester, monkeypatch):
+    """With the project's options (--dist loadfile --no-loadscope-reorder) a file named in HEAVY_FIRST runs before
+    the others in an xdist worker, whatever its name or number of tests."""
+    import inspect
+
+    import conftest
+
+    # the hook itself, with a list of one file (not the whole conftest: its torch import would cost seconds)
+    pytester.makeconftest("import os\nHEAVY_FIRST = ('test_z_heavy.py',)\n\n\n"
+                          + inspect.getsource(conftest.pytest_collection_modifyitems))
+    pytester.makepyfile(test_a_light="def test_1(): pass\ndef test_2(): pass\ndef test_3(): pass\n",
+                        test_z_heavy="def test_1(): pass\n")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")   # xdist only: the other plugins cost seconds
+    r = pytester.runpytest_subprocess("-p", "xdist", "-n", "1", "--dist", "loadfile", "--no-loadscope-reorder", "-v",
+                                      "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=4)
+    ran = [line.split()[-1] for line in r.outlines if "PASSED" in line]
+    assert ran[0] == "test_z_heavy.py::test_1", r.outlines

@@ -1,6 +1,8 @@
 """``hvit-bench --variants original int8`` end to end on the tiny plugin model: INT8 timed beside FP32 in the same
 interleaved rounds, the entries' gate figures and ratios, the cache key following the calibration set, compare
-keeping int8 and FP32 apart, one-line errors for a missing calibration folder."""
+keeping int8 and FP32 apart, one-line errors for a missing calibration folder; and benchmarks/int8_vs_fp32.py's
+table, from a run that finds this file's INT8 and FP32 artifacts in the cache (the same images, checkpoint and
+calibration size make the same keys), so the script's test does not quantize and gate them a second time."""
 from __future__ import annotations
 
 import json
@@ -15,6 +17,7 @@ from int8_helpers import make_images  # noqa: E402
 
 from hvit_deploy.cli.bench import main  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(Path(__file__).parent / "bench_models.py")
 FAST = ["--plugin", PLUGIN, "--profile", str(Path(__file__).parent / "data" / "bench_fast.yaml"), "--no-progress"]
 
@@ -35,9 +38,12 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calib")
-    make_images(root, 12, seed=11, labelled=False)   # 24 images: 12 held out for the gate, 8 calibrate
-    return root
+    """24 images (12 held out for the gate, 8 of the rest calibrate), made as benchmarks/int8_vs_fp32.py makes its
+    own with --synthetic-images 24: the same files, so that script's run finds these INT8 artifacts cached."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from int8_vs_fp32 import synthetic_calibration
+
+    return synthetic_calibration(tmp_path_factory.mktemp("calib"), 12)
 
 
 def fitted_tiny(root: Path) -> Path:
@@ -195,3 +201,38 @@ def test_validation_figures_keep_gate_and_export_figures_by_name():
     assert kept == gate   # every gate figure, and not what is not a figure
     fp32 = metrics.compare([(ref, out)]).as_dict()
     assert validation_figures({**fp32, "passed": True}) == {**fp32, "passed": True}
+
+
+def test_int8_vs_fp32_prints_its_table(int8_run, tiny_ckpt, cache_dir, tmp_path):
+    """One model, one thread count, a few runs: the table prints with both runtimes, the latency and size ratios,
+    the gate figures and the layers kept in FP, and says its calibration images were made from the photos.
+    The script makes the images ``calib`` holds and is given int8_run's checkpoint, calibration size and cache
+    (HVIT_CACHE_DIR, set by ``cache_dir``): its FP32 and INT8 artifacts are cache hits, so what is checked here
+    is the script, not a second quantization (test_int8_entries_beside_fp32 checks that one)."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "int8_vs_fp32.py"), "--models", "bench_tiny",
+                        "--plugin", PLUGIN, "--profile", str(ROOT / "tests" / "data" / "bench_fast.yaml"),
+                        "--threads", "1", "--iters", "6", "--rounds", "2", "--processes", "1",
+                        "--synthetic-images", "24", "--calibration-size", "8", "--checkpoint", str(tiny_ckpt),
+                        "--out-dir", str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "model,backend,variant" not in r.stdout   # hvit-bench's own table goes to stderr
+    assert "| model " in r.stdout and "fp32/int8 (95% CI)" in r.stdout and "top-1 agr" in r.stdout
+    assert "made from the two shipped photos" in r.stdout
+    rows = json.loads(r.stdout[r.stdout.index("\n[") + 1:])
+    assert sorted(x["runtime"] for x in rows) == ["onnxruntime", "openvino"]
+    for x in rows:
+        assert x["model"] == "bench_tiny" and x["threads"] == 1 and x["rounds"] == 2 and x["processes"] == 1
+        ratio = float(x["fp32/int8 (95% CI)"].split()[0])
+        assert ratio > 0 and float(x["fp32 ms"]) > 0 and float(x["int8 ms"]) > 0
+        assert 0 < float(x["size ratio"]) < 1 and float(x["cosine"]) >= 0.99
+        gate_top1, strict = x["top-1 agr (strict)"].split()   # the gate's figure, the strict one in brackets
+        assert float(gate_top1) >= 0.99 and float(strict.strip("()")) <= float(gate_top1)
+    doc = json.loads((tmp_path / "out" / "results-t1.json").read_text())
+    assert len(list((tmp_path / "out" / "calibration").glob("*.png"))) == 24
+    # the shared exports: every artifact of the script's run was found in int8_run's cache, under int8_run's key
+    ran = {(e["backend"], e["variant"]): e["artifact"] for e in _by(int8_run[1]).values() if e.get("artifact")}
+    got = {(e["backend"], e["variant"]): e["artifact"] for e in doc["results"] if e.get("artifact")}
+    assert sorted(got) == [(b, v) for b in ("onnxruntime", "openvino") for v in ("int8", "original")]
+    assert all(a["cached"] is True and a["key"] == ran[k]["key"] for k, a in got.items())

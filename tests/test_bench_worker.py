@@ -162,3 +162,27 @@ def test_a_plugin_file_named_two_ways_is_loaded_once(monkeypatch, tmp_path):
     sys.modules.pop("_plugin_runs", None)
     plugins.load([str(f), "my_plugin.py", str(f)])
     assert plugins.loaded_files == [str(f.resolve())] and len(sys.modules.pop("_plugin_runs")) == 1
+
+
+def test_a_worker_leaves_after_its_atexit_handlers_and_flushes(tmp_path):
+    """A worker told to quit ends without the interpreter's teardown (:func:`.worker.leave`) but still runs its
+    atexit handlers (coverage saves its data in one) and flushes stdout, exit code 0. A real worker process, with a
+    plugin that registers such a handler and leaves unflushed output."""
+    from hvit_deploy.bench import messages as m
+    from hvit_deploy.bench.process import Worker, worker_env
+
+    marker = tmp_path / "atexit-ran"
+    plugin = tmp_path / "exit_plugin.py"
+    plugin.write_text("import atexit, sys\n"
+                      f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+                      "sys.stdout = open(sys.stdout.fileno(), 'w', buffering=1 << 16, closefd=False)\n"
+                      "sys.stdout.write('unflushed line from the plugin')\n")
+    w = Worker(worker_env(1, [str(plugin)]), "exit", tmp_path)
+    try:
+        assert isinstance(w.request(m.HelloCmd(), timeout=300), m.Hello)
+        w.send({"cmd": "quit"})
+        assert w.proc.wait(timeout=120) == 0
+    finally:
+        w.kill()
+    assert marker.read_text() == "yes"
+    assert "unflushed line from the plugin" in w.log_path.read_text()
