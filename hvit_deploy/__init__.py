@@ -9,6 +9,8 @@ The stable Python API::
 """
 from __future__ import annotations
 
+import os as _os
+
 from .errors import HvitError
 from .factory import create_model
 from .registry import MODELS as _MODELS
@@ -16,7 +18,11 @@ from .registry import get_spec, list_families, list_models
 from .rewriting import rewrite
 from .versions import __version__
 
-_MODELS.load()  # imports every family file: each registers its variants, ours and in timm (with pretrained_cfg)
+if not _os.environ.get("HVIT_DEFER_FAMILIES"):
+    # imports every family file: each registers its variants, ours and in timm (with pretrained_cfg). hvit-bench's
+    # worker processes defer it (the registry loads them on first use): one timing ONNX Runtime or OpenVINO never
+    # builds a model, and timm's import is half of the package's 5 s start-up
+    _MODELS.load()
 
 
 __all__ = ["create_model", "list_models", "list_families", "get_spec", "rewrite", "HvitError", "__version__"]

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch.nn as nn
-from timm.models import generate_default_cfgs, is_model, resolve_pretrained_cfg
-from timm.models import register_model as timm_register_model
 
 from .errors import UnknownModelError
 from .utils.registry import Registry
@@ -117,6 +115,7 @@ def _timm_entrypoint(spec: ModelSpec, arch: str) -> Callable[..., nn.Module]:
         size = _size_of(spec, kwargs.get("img_size"))
         if size is not None and pretrained_cfg is None:  # an explicit size picks that size's preprocessing
             pretrained_cfg = {**spec.pretrained_cfg(size), "architecture": arch}
+        from timm.models import resolve_pretrained_cfg  # timm is imported when a variant is registered, not with the package
         cfg = resolve_pretrained_cfg(arch, pretrained_cfg, pretrained_cfg_overlay).to_dict()
         if size is None and tuple(cfg["input_size"]) != spec.input_size:  # a tag such as "smt_l.384"
             kwargs["img_size"] = int(cfg["input_size"][-1])
@@ -151,6 +150,7 @@ def timm_default_cfgs(spec: ModelSpec, arch: str) -> dict:
     cfgs = {arch: spec.pretrained_cfg()}
     for size in spec.other_input_sizes:
         cfgs[f"{arch}.{size[1]}" if size[1] == size[2] else f"{arch}.{size[1]}x{size[2]}"] = spec.pretrained_cfg(size)
+    from timm.models import generate_default_cfgs
     return generate_default_cfgs(cfgs)
 
 
@@ -162,6 +162,7 @@ def register_in_timm(spec: ModelSpec, *, module: str | None = None, aliases: boo
     module = module or spec.builder.__module__
     table = sys.modules[module].__dict__.setdefault("default_cfgs", {})
     names = [spec.name] + [a for a in spec.aliases if a != spec.name] if aliases else [spec.name]
+    from timm.models import is_model, register_model as timm_register_model
     for arch in [n for n in names if not is_model(n)]:  # never shadow a model of timm's own (its cfg stands)
         table.update(timm_default_cfgs(spec, arch))
         entrypoint = _timm_entrypoint(spec, arch)

@@ -3,9 +3,12 @@ and the bench request."""
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
 import pytest
+
+import hvit_deploy
 
 from hvit_deploy.bench.worker import timed_runs, warm_up
 
@@ -186,3 +189,22 @@ def test_a_worker_leaves_after_its_atexit_handlers_and_flushes(tmp_path):
         w.kill()
     assert marker.read_text() == "yes"
     assert "unflushed line from the plugin" in w.log_path.read_text()
+
+
+def test_workers_load_the_model_families_on_first_use():
+    """Workers start with HVIT_DEFER_FAMILIES: importing the package skips the family files (and timm, about half
+    of its start-up); the first registry read loads them all, timm's registration included."""
+    import subprocess
+
+    from hvit_deploy.bench.process import worker_env
+
+    env = worker_env(1)
+    assert env["HVIT_DEFER_FAMILIES"] == "1"
+    code = ("import sys; import hvit_deploy.bench.worker; print('timm' in sys.modules, "
+            "'hvit_deploy.models.smt' in sys.modules); import hvit_deploy; print('smt_t' in hvit_deploy.list_models(), "
+            "len(hvit_deploy.list_models())); import timm; print(timm.is_model('smt_t'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    shipped = [n for n in hvit_deploy.list_models()    # a plugin test earlier in this process may have added one
+               if hvit_deploy.get_spec(n).builder.__module__.startswith("hvit_deploy.models.")]
+    assert out.stdout.split("\n")[:3] == ["False False", f"True {len(shipped)}", "True"]
