@@ -106,6 +106,11 @@ def test_fallback_keeps_the_head_in_fp_and_passes(fallback_run):
     assert by_fmt["openvino"]["quantization"]["settings"]["ignored_scope"] == ["__module.head/aten::linear/MatMul"]
     assert "/head/Gemm" in by_fmt["onnx"]["quantization"]["settings"]["nodes_excluded"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # each fallback try (a whole re-quantization) is announced, with the layers it keeps in float
+    for fmt in ("onnx", "openvino"):
+        assert f"{NAME} -> {fmt} int8: gate failed (" in err and "ranking the layers" in err
+        assert re.search(rf"{NAME} -> {fmt} int8: fallback try 1 of at most \d+: 1 layer\(s\) kept in floating "
+                         r"point \(head\) \.\.\.", err), err
 
 
 @pytest.mark.slow

@@ -58,6 +58,12 @@ def warn(msg: str) -> None:
     print(f"hvit-export: warning: {msg}", file=sys.stderr)
 
 
+def say(msg: str) -> None:
+    """A progress line on stderr: each fallback try re-quantizes (and for PT2E formats re-converts) the model,
+    minutes each on a large one, so the user sees what is going on."""
+    print(f"hvit-export: {msg}", file=sys.stderr, flush=True)
+
+
 def check_request(fmt: str, precision: str, calibration) -> None:
     if precision in COMPUTE_PRECISIONS:
         from ..formats import format_names, get_format
@@ -152,7 +158,8 @@ def convert(fp32: ExportResult, precision: str, *, out_dir: str | os.PathLike, t
             facts["compute_precision"] = info["check"]["compute_precision"]
             facts["notes"] = info["check"]["notes"]
         elif needs_data(fmt):
-            info = _int8_with_gate(fmt, Path(fp32.path), target, gate, options, fallback, list(fp32.rewrites))
+            info = _int8_with_gate(fmt, Path(fp32.path), target, gate, options, fallback, list(fp32.rewrites),
+                                   label=f"{fp32.model} -> {fmt} int8")
         else:
             from .coreml_weights import quantize_coreml_weights
 
@@ -271,7 +278,7 @@ def _pt2e_quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs):
 
 
 def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions,
-                    fallback: bool, rewrites: list[str]) -> dict:
+                    fallback: bool, rewrites: list[str], label: str = "int8") -> dict:
     from ..runtimes import run_artifact
 
     quantize, nodes, map_nodes = _quantizer(fmt, fp32_path, target, gate, q)
@@ -288,6 +295,7 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
     info: dict = {"calibration": gate.calibration.describe(), "held_out": held.describe(), "settings": settings,
                   "gate_thresholds": q.gate.model_dump(), "fallback": {"enabled": bool(fallback and q.fallback.enabled)}}
     if bad and info["fallback"]["enabled"] and gate.module is not None:
+        say(f"{label}: gate failed ({bad[0]}); ranking the layers by the harm INT8 does them ...")
         mapped = [(r, map_nodes(r["layer"], nodes)) for r in _ranking(gate, q, rewrites, info["fallback"])]
         mapped = [(r, n) for r, n in mapped if n]
         info["fallback"]["ranking"] = [dict(r, nodes=n) for r, n in mapped[:2 * q.fallback.max_layers]]
@@ -297,6 +305,9 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
             if not chosen:
                 break
             excluded = [n for _, ns in chosen for n in ns]
+            say(f"{label}: fallback try {len(tries)} of at most {q.fallback.max_tries}: {len(chosen)} layer(s) "
+                f"kept in floating point ({', '.join(r['layer'] for r, _ in chosen[:3])}"
+                f"{', ...' if len(chosen) > 3 else ''}) ...")
             settings = quantize(excluded)
             fig, bad = judge()
             tries.append({"layers_in_fp": [r["layer"] for r, _ in chosen], "nodes_in_fp": excluded,
