@@ -208,3 +208,33 @@ def test_workers_load_the_model_families_on_first_use():
     shipped = [n for n in hvit_deploy.list_models()    # a plugin test earlier in this process may have added one
                if hvit_deploy.get_spec(n).builder.__module__.startswith("hvit_deploy.models.")]
     assert out.stdout.split("\n")[:3] == ["False False", f"True {len(shipped)}", "True"]
+
+
+def test_the_exports_progress_lines_are_relayed_and_keep_a_busy_worker_alive(tmp_path):
+    """A worker that logs ``hvit-export: ...`` lines (an INT8 fallback's tries, minutes apiece) is relayed line by
+    line, and each line restarts the silence timeout: here the worker is silent on its channel for longer than the
+    timeout (two 7 s pauses, timeout 10 s) but says what it does in between, so it is not stopped as stalled. Other
+    output and a line still being written are not relayed."""
+    from hvit_deploy.bench import messages as m
+    from hvit_deploy.bench.process import Worker, worker_env
+
+    plugin = tmp_path / "busy_plugin.py"
+    plugin.write_text("import sys, time\n"
+                      "print('some converter chatter', file=sys.stderr, flush=True)\n"
+                      "print('hvit-export: tiny -> litert int8: fallback try 1 ...', file=sys.stderr, flush=True)\n"
+                      "time.sleep(7)\n"
+                      "print('hvit-export: tiny -> litert int8: fallback try 2 ...', file=sys.stderr, flush=True)\n"
+                      "time.sleep(7)\n"
+                      "sys.stderr.write('hvit-export: half a line'); sys.stderr.flush()\n")
+    w = Worker(worker_env(1, [str(plugin)]), "busy", tmp_path)
+    notes = []
+    try:
+        assert isinstance(w.request(m.HelloCmd(), timeout=10, on_note=notes.append), m.Hello)
+    finally:
+        w.kill()
+    assert notes == ["hvit-export: tiny -> litert int8: fallback try 1 ...",
+                     "hvit-export: tiny -> litert int8: fallback try 2 ..."]
+    assert w.notes() == []   # read once; the unfinished line is not a note
+    with open(w.log_path, "ab") as f:
+        f.write(b" now done\nhvit-export: next\nchatter\n")
+    assert w.notes() == ["hvit-export: half a line now done", "hvit-export: next"]

@@ -21,6 +21,7 @@ from . import messages as m
 WORKER_MODULE = "hvit_deploy.bench.worker"
 PKG_ROOT = package_parent()  # the directory holding this hvit_deploy package
 QUIT_GRACE_S = 5.0
+NOTE_PREFIX = b"hvit-export: "  # the export's progress lines (quantize/stage.py say), relayed by hvit-bench
 
 
 class WorkerError(Exception):
@@ -72,6 +73,8 @@ class Worker:
             os.close(w)
         self._r = r
         self._buf = b""
+        self._log_pos = 0
+        self._log_rest = b""
 
     def send(self, cmd: m.Command | dict) -> None:
         import json
@@ -83,7 +86,20 @@ class Worker:
         except (BrokenPipeError, OSError):
             raise WorkerError(self._death_message()) from None
 
-    def _readline(self, timeout: float) -> m.Reply:
+    def notes(self) -> list[str]:
+        """The progress lines the worker has written to its log since the last call (``hvit-export: ...``: the
+        export's own, e.g. each INT8 fallback try); whole lines only."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_pos)
+                chunk = f.read()
+        except OSError:
+            return []
+        self._log_pos += len(chunk)
+        *lines, self._log_rest = (self._log_rest + chunk).split(b"\n")
+        return [ln.decode("utf-8", "replace").rstrip() for ln in lines if ln.startswith(NOTE_PREFIX)]
+
+    def _readline(self, timeout: float, on_note: Callable[[str], None] | None = None) -> m.Reply:
         import json
 
         deadline = time.monotonic() + timeout
@@ -95,6 +111,12 @@ class Worker:
             if not ready:
                 if self.proc.poll() is not None:
                     raise WorkerError(self._death_message())
+                if on_note is not None:
+                    news = self.notes()
+                    for line in news:
+                        on_note(line)
+                    if news:  # a worker that says what it is doing is not stalled
+                        deadline = time.monotonic() + timeout
                 continue
             chunk = os.read(self._r, 1 << 16)
             if not chunk:
@@ -105,12 +127,13 @@ class Worker:
         return m.parse_reply(json.loads(line))
 
     def request(self, cmd: m.Command | dict, timeout: float, on_event: Callable[[m.Reply], None] | None = None,
-                final: tuple[str, ...] = ()) -> m.Reply:
+                final: tuple[str, ...] = (), on_note: Callable[[str], None] | None = None) -> m.Reply:
         """Send ``cmd`` and return the first typed reply (:mod:`.messages`) whose event is in ``final`` (or any
-        non-progress event); ``timeout`` is the longest silence allowed between two messages."""
+        non-progress event); ``timeout`` is the longest silence allowed between two messages. ``on_note``: each
+        progress line the worker logs meanwhile (:meth:`notes`), which also counts as a sign of life."""
         self.send(cmd)
         while True:
-            msg = self._readline(timeout)
+            msg = self._readline(timeout, on_note)
             ev = msg.event
             if ev in ("progress", "warming", "loaded"):
                 if on_event:

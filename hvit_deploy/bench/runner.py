@@ -139,10 +139,11 @@ class Runner:
         if w in self.active:
             self.active.remove(w)
 
-    def _one_shot(self, label: str, cmd: m.Command, timeout: float, side: Side | None = None) -> m.Reply:
+    def _one_shot(self, label: str, cmd: m.Command, timeout: float, side: Side | None = None,
+                  on_note: Callable[[str], None] | None = None) -> m.Reply:
         w = self._spawn(label, side)
         try:
-            msg = w.request(cmd, timeout)
+            msg = w.request(cmd, timeout, on_note=on_note)
         finally:
             self._release(w)
         return msg
@@ -224,7 +225,8 @@ class Runner:
                           checkpoint=self.plan.checkpoints.get(model), batch_size=self.p.batch_size,
                           precision=self.p.precision)
         try:
-            msg = self._one_shot(f"export-{model}-{side.name}", cmd, timeout=self.p.timeout_s, side=side)
+            msg = self._one_shot(f"export-{model}-{side.name}", cmd, timeout=self.p.timeout_s, side=side,
+                                 on_note=lambda line: self.log("  " + line))
         except WorkerError as e:
             msg = m.Failed(error=str(e))
         for i, (fmt, form, dyn) in enumerate(forms):
