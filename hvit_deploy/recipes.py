@@ -126,6 +126,9 @@ class QuantizationOptions(_Strict):
     onnx_nodes_to_exclude: list[str] = []
     openvino_ignored_patterns: list[str] = []
     openvino_ignored_types: list[str] = []
+    # PT2E, per format (executorch, litert): modules kept in floating point, by regular expression matched in full
+    # against the module path (``layer1.0.conv2.conv1``); their nodes are left out of the quantizer's annotation
+    pt2e_modules_in_fp: dict[Literal["executorch", "litert"], list[str]] = {}
     # Core ML weight quantization
     coreml_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     gate: QuantGate = QuantGate()
@@ -139,6 +142,13 @@ class QuantizationOptions(_Strict):
                 re.compile(pat)
             except re.error as e:
                 raise ValueError(f"not a regular expression: {pat!r} ({e})") from None
+        return v
+
+    @field_validator("pt2e_modules_in_fp")
+    @classmethod
+    def _regex_table(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pats in v.values():
+            cls._regexes(pats)
         return v
 
 

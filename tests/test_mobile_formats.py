@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -275,6 +276,58 @@ def test_int8_gate_failure_goes_to_the_per_layer_fallback(exported, int8):
     assert info["settings"]["nodes_in_fp"] == tries[-1]["nodes_in_fp"] and info["layers_in_fp"]
     assert list(out.iterdir()) == []  # a failed gate leaves nothing that looks like a good artifact
 
+
+
+def _fc_input_types(tflite) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite))
+    types = {t["index"]: np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
+    return [types[op["inputs"][0]] for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+
+
+@NEEDS_EXTRA
+def test_recipe_modules_in_fp_stay_float_from_the_first_try(exported, int8):
+    """The recipe's ``pt2e_modules_in_fp`` for the format (ACmix keeps its q/k/v convs float on LiteRT): those
+    modules' nodes are left out of the annotation on the first try; the fallback's ``nodes_in_fp`` stays its own,
+    and another format's entry does not apply."""
+    from hvit_deploy import quantize
+    from hvit_deploy.preprocess import preprocessing_for
+    from hvit_deploy.quantize import pt2e_int8
+
+    session, fp32, out0 = exported
+    _, results, out_int8 = int8
+    model = session.reference_model
+    q = session.recipe.quantization.model_copy(deep=True)
+    folder = results["litert"].entry["quantization"]["calibration"]["folder"]
+    sets = quantize.stage.load_sets(folder, preprocess=preprocessing_for(session.spec, session.input_size), options=q)
+    nodes = pt2e_int8.graph_nodes(pt2e_int8.export_graph(model, torch.from_numpy(sets[0].arrays[:1])))
+    fc = sorted({mod for _, op, mod in nodes if op == "linear"})
+    assert fc and all(fc)
+    q.pt2e_modules_in_fp = {"litert": [re.escape(m) for m in fc], "executorch": [".*"]}
+    gate = quantize.GateInputs(calibration=sets[0], held_out=sets[1], batch=1, runtime="litert",
+                               reference_logits=quantize.eager_logits(model, sets[1].arrays, 1), module=lambda: model)
+    out = out0 / "modules_in_fp"
+    out.mkdir()
+    r = quantize.convert(fp32["litert"], "int8", out_dir=out, target_name="tiny-int8.tflite", options=q, gate=gate)
+    assert r.ok, r.error
+    s = r.entry["quantization"]["settings"]
+    n_linear = sum(op == "linear" for _, op, _ in nodes)
+    assert s["recipe_nodes_in_fp"]["nodes"] == [n for n, op, _ in nodes if op == "linear"]
+    assert len(s["recipe_nodes_in_fp"]["nodes"]) == n_linear and s["nodes_in_fp"] == []
+    # the linear layers take float in this file and INT8 in the fully quantized one
+    assert _fc_input_types(out / "tiny-int8.tflite") == ["float32"] * n_linear
+    assert set(_fc_input_types(out_int8 / results["litert"].entry["path"])) == {"int8"}
+
+
+def test_recipe_modules_in_fp_must_be_regular_expressions():
+    from hvit_deploy.recipes import QuantizationOptions
+
+    assert QuantizationOptions(pt2e_modules_in_fp={"litert": [r"layer\d+\.conv1"]}).pt2e_modules_in_fp
+    with pytest.raises(ValueError, match=r"not a regular expression: '\('"):
+        QuantizationOptions(pt2e_modules_in_fp={"litert": ["("]})
+    with pytest.raises(ValueError):
+        QuantizationOptions(pt2e_modules_in_fp={"coreml": ["x"]})
 
 def test_heavy_ops_are_told_from_cheap_ones():
     """The names get_delegation_info gives (aten_<op>_<overload>), as ACmix's undelegated softmax came out."""

@@ -73,6 +73,15 @@ def nodes_for(layer: str, nodes: list[tuple[str, str, str]]) -> list[str]:
     return [name for name, _, mod in nodes if mod == layer]
 
 
+def nodes_matching(patterns: list[str], nodes: list[tuple[str, str, str]]) -> list[str]:
+    """The nodes whose module path (``layer1.0.conv2.conv1``) matches one of the recipe's regular expressions
+    (``re.fullmatch``)."""
+    import re
+
+    rx = [re.compile(p) for p in patterns]
+    return [name for name, _, mod in nodes if mod and any(r.fullmatch(mod) for r in rx)]
+
+
 def _calibrate(prepared, arrays: np.ndarray, batch: int) -> int:
     import torch
 

@@ -255,12 +255,14 @@ def _quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: Qua
             return quantize_openvino(fp32_path, target, arrays, batch, q, excluded)
         return quantize, quantizable_nodes(fp32_path), fb.openvino_nodes_for
     if fmt in PT2E_FORMATS:
-        return _pt2e_quantizer(fmt, fp32_path, target, gate)
+        return _pt2e_quantizer(fmt, fp32_path, target, gate, q)
     raise QuantizationError(f"--precision int8 is not made for {fmt} here")
 
 
-def _pt2e_quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs):
-    """PT2E quantizes the module the FP32 artifact was exported from (exported once more, same node names)."""
+def _pt2e_quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q: QuantizationOptions):
+    """PT2E quantizes the module the FP32 artifact was exported from (exported once more, same node names). The
+    nodes of the modules the recipe's ``pt2e_modules_in_fp`` names for ``fmt`` are left out of the annotation from
+    the first try on (``settings.recipe_nodes_in_fp``); ``nodes_in_fp`` stays the fallback's."""
     import torch
 
     from . import pt2e_int8
@@ -271,9 +273,13 @@ def _pt2e_quantizer(fmt: str, fp32_path: Path, target: Path, gate: GateInputs):
     example = torch.from_numpy(np.ascontiguousarray(gate.calibration.arrays[:gate.batch]))
     nodes = pt2e_int8.graph_nodes(pt2e_int8.export_graph(module, example))
     make = pt2e_int8.quantize_executorch if fmt == "executorch" else pt2e_int8.quantize_litert
+    patterns = q.pt2e_modules_in_fp.get(fmt, [])
+    by_recipe = pt2e_int8.nodes_matching(patterns, nodes)
 
     def quantize(excluded):
-        return make(module, example, fp32_path, target, gate.calibration.arrays, gate.batch, excluded)
+        s = make(module, example, fp32_path, target, gate.calibration.arrays, gate.batch, by_recipe + list(excluded))
+        s.update(nodes_in_fp=list(excluded), recipe_nodes_in_fp={"patterns": list(patterns), "nodes": by_recipe})
+        return s
     return quantize, nodes, pt2e_int8.nodes_for
 
 
