@@ -54,14 +54,14 @@ class QuantizationError(HvitError):
     """A quantization request that cannot be carried out as asked."""
 
 
-def warn(msg: str) -> None:
-    print(f"hvit-export: warning: {msg}", file=sys.stderr)
-
-
 def say(msg: str) -> None:
-    """A progress line on stderr: each fallback try re-quantizes (and for PT2E formats re-converts) the model,
-    minutes each on a large one, so the user sees what is going on."""
+    """A progress line on stderr (hvit-bench relays these from its export worker: bench/process.py NOTE_PREFIX):
+    each fallback try re-quantizes (and for PT2E formats re-converts) the model, minutes each on a large one."""
     print(f"hvit-export: {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    say(f"warning: {msg}")
 
 
 def check_request(fmt: str, precision: str, calibration) -> None:
