@@ -33,7 +33,8 @@ PARAMS = {
 SWIN_PASSES = ["acmix.static_shapes", "acmix.roll_as_slices", "acmix.window_rank4", "acmix.precompute_bias",
                "acmix.fold_rates"]
 RESNET_PASSES = ["acmix.static_shapes", "acmix.fold_rates", "acmix.precompute_pe", "acmix.rpe_into_keys",
-                 "acmix.unfold_as_slices", "acmix.unfold_as_conv", "acmix.unfold_as_separable_conv"]
+                 "acmix.unfold_as_slices", "acmix.unfold_as_conv", "acmix.unfold_as_separable_conv",
+                 "acmix.halo_attention"]
 R26 = 64  # ResNet-26 works down to 64 (its single stage-4 block sees 4x4 before the stride); 38/50 need 128
 
 
@@ -304,7 +305,34 @@ def test_swin_rewrite_alone(swin_t, name):
 def test_resnet_rewrite_alone(resnet26, name):
     atol = 0 if _exact(name) else 1e-6
     r = assert_rewrite_equal(resnet26, "onnx", [name], atol=atol, rtol=0 if atol == 0 else 1e-5, inputs=1)
-    assert r.hvit_rewrite_counts[name] == 8
+    # at 64 the last block's output is 2x2, which has no halo tile: it keeps the unfold
+    assert r.hvit_rewrite_counts[name] == (7 if name == "acmix.halo_attention" else 8)
+
+
+def test_halo_tiles_and_mask():
+    from hvit_deploy.rewrites.acmix import halo_mask, halo_tile
+    assert [halo_tile(s, s) for s in (56, 28, 14, 7, 4, 2, 9)] == [8, 7, 7, 7, 4, None, None]
+    assert halo_tile(56, 28) == 7
+    m = halo_mask(2, 2, 3)                       # tile 2, stride 2, window 3: region side 2*1 + 3 = 5
+    assert tuple(m.shape) == (4, 25) and set(m.unique().tolist()) == {0.0, -1e9}
+    inside = (m == 0).reshape(2, 2, 5, 5)
+    assert int(inside.sum()) == 4 * 9            # every query sees exactly its own 3x3 window
+    assert inside[1, 1, 2:5, 2:5].all() and not inside[1, 1, :2].any() and not inside[1, 1, :, :2].any()
+    assert inside[0, 1, 0:3, 2:5].all() and not inside[0, 1, 3:].any()
+
+
+def test_halo_attention_at_224_every_block():
+    """At 224 every block gets tiles (56 -> 8, the stride-2 blocks' 28, 14 and 7 -> 7, their region 19 wide),
+    and the whole model matches the original; the unfold and its 49-fold copies are gone from the graph."""
+    torch.manual_seed(1)
+    m = _trained_looking(hvit_deploy.create_model("acmix_resnet26"))
+    names = ["acmix.static_shapes", "acmix.precompute_pe", "acmix.fold_rates", "acmix.halo_attention"]
+    r = assert_rewrite_equal(m, "onnx", names, atol=1e-6, rtol=1e-5, inputs=1)
+    assert r.hvit_rewrite_counts["acmix.halo_attention"] == 8
+    tiles = [(a.stride, a.halo_tile, tuple(a.halo_mask.mask.shape)) for a in r.modules() if hasattr(a, "halo_tile")]
+    assert tiles[:3] == [(1, 8, (64, 196)), (2, 7, (49, 361)), (1, 7, (49, 169))]
+    kinds = _node_kinds(torch.jit.trace(r, torch.randn(1, 3, 224, 224)))
+    assert "aten::im2col" not in kinds and "aten::matmul" in kinds
 
 
 def test_family_passes_leave_the_other_family_alone(swin_t, resnet26):
@@ -456,8 +484,11 @@ def test_coreml_converts(swin_t, resnet26, which):
                if op.outputs and op.outputs[0].shape is not None) <= 5
     n_acmix = 12 if which == "swin" else 8
     # Swin: patch embed + fc + dep_conv per block; ResNet: stem, 4 downsample, conv1/conv3 per bottleneck, and per
-    # ACmix q/k/v, fc, dep_conv and the three one-hot unfold convs (k, v and the positional encoding)
-    assert ops.count("conv") == (1 + 2 * n_acmix if which == "swin" else 1 + 4 + 2 * 8 + 8 * n_acmix)
+    # ACmix q/k/v, fc and dep_conv; the 2x2 last block has no halo tile and keeps its three one-hot unfold convs (k,
+    # v and the positional encoding), the other seven attend by matmuls over tiles
+    assert ops.count("conv") == (1 + 2 * n_acmix if which == "swin" else 1 + 4 + 2 * 8 + 5 * n_acmix + 3)
+    if which == "resnet":
+        assert ops.count("matmul") == 2 * 7
 
 
 # --------------------------------------------------------------------------------- through the exporter

@@ -199,6 +199,7 @@ class ACmixExport(ACmix):
         self.static_shape: tuple[int, int, int] | None = None
         self.unfold_form = "unfold"
         self.rpe_in_keys = False
+        self.halo_tile: int | None = None
         self.rates_folded = False
         if "pe" not in self._buffers:
             self.register_buffer("pe", None)
@@ -218,6 +219,48 @@ class ACmixExport(ACmix):
             return t.reshape(n, hd, ka * ka, h_out, w_out)
         return self.unfold(t).reshape(n, hd, ka * ka, h_out, w_out)
 
+    def _window_attention(self, q_att, k, v, pe, b, n, h, w, h_out, w_out) -> torch.Tensor:
+        """The official form: every query's k_att x k_att window unfolded (a k_att^2-times copy of k and v)."""
+        s, hd = self.stride, self.head_dim
+        if getattr(self, "rpe_in_keys", False):
+            # <q(x), k(y) + pe(x) - pe(y)> over the window y = x + d: <q(x), pe(x)> is the same for every d, and
+            # the softmax over d cancels it; pad and unfold are linear, so unfold(pad(k)) - unfold(pad(pe)) is
+            # unfold(pad(k - pe))
+            unfold_k = self._unfold(k.reshape(n, hd, h, w) - pe, n, h_out, w_out)
+            att = (q_att.unsqueeze(2) * unfold_k).sum(1)
+        else:
+            unfold_k = self._unfold(k.reshape(n, hd, h, w), n, h_out, w_out)
+            q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
+            att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
+        att = self.softmax(att)
+        unfold_v = self._unfold(v.reshape(n, hd, h, w), n, h_out, w_out)
+        return (att.unsqueeze(1) * unfold_v).sum(2).reshape(b, self.out_planes, h_out, w_out)
+
+    def _halo_attention(self, q_att, k, v, pe, b, n, h_out, w_out) -> torch.Tensor:
+        """The same attention as matrix products over tiles (HaloNet's blocked local attention): the queries in
+        ``halo_tile`` x ``halo_tile`` tiles, each against the keys of the padded region its windows cover (side
+        ``R = s*(t-1) + k_att``), with ``halo_mask`` (:class:`HaloMask`: 0 inside a query's own window, -1e9
+        outside) added to the logits so the softmax over the region is the softmax over the window. Needs ``rpe_in_keys``: the
+        positional term rides on the keys."""
+        t, s, hd, ka = self.halo_tile, self.stride, self.head_dim, self.kernel_att
+        a_, b_ = h_out // t, w_out // t
+        r, st = s * (t - 1) + ka, s * t
+        # every reshape and transpose at rank 4 or less (Core ML takes at most rank 5, XNNPACK's transpose rank 4)
+        qt = q_att.reshape(n * hd * a_, t, b_, t).transpose(1, 2).reshape(n, hd, a_ * b_, t * t)
+        qt = qt.permute(0, 2, 3, 1).reshape(n * a_ * b_, t * t, hd)
+
+        def regions(x):  # (n, hd, H+2p, W+2p) -> (n, a*b, hd, r*r): the overlapping regions, by slices
+            x = torch.cat([x[:, :, i * st:i * st + r] for i in range(a_)], 2)  # n, hd, a*r, W+2p
+            x = torch.cat([x[..., j * st:j * st + r] for j in range(b_)], 3)  # n, hd, a*r, b*r
+            return x.reshape(n * hd * a_, r, b_, r).transpose(1, 2).reshape(n, hd, a_ * b_, r * r)
+
+        kt = regions(self.pad_att(k - pe)).transpose(1, 2).reshape(n * a_ * b_, hd, r * r)
+        vt = regions(self.pad_att(v)).permute(0, 2, 3, 1).reshape(n * a_ * b_, r * r, hd)
+        att = torch.softmax(self.halo_mask(torch.matmul(qt, kt)), dim=-1)  # n*a*b, t*t, r*r
+        out = torch.matmul(att, vt).reshape(n, a_ * b_, t * t, hd).permute(0, 3, 1, 2)  # n, hd, a*b, t*t
+        out = out.reshape(n * hd * a_, b_, t, t).transpose(1, 2)
+        return out.reshape(b, self.out_planes, h_out, w_out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
         if self.static_shape is not None:
@@ -232,19 +275,11 @@ class ACmixExport(ACmix):
         if s > 1:
             q_att = q_att[:, :, ::s, ::s]
         pe = self.pe if self.pe is not None else self.positional_encoding(h, w, q)  # 1, hd, h, w
-        if getattr(self, "rpe_in_keys", False):
-            # <q(x), k(y) + pe(x) - pe(y)> over the window y = x + d: <q(x), pe(x)> is the same for every d, and
-            # the softmax over d cancels it; pad and unfold are linear, so unfold(pad(k)) - unfold(pad(pe)) is
-            # unfold(pad(k - pe))
-            unfold_k = self._unfold(k.reshape(n, hd, h, w) - pe, n, h_out, w_out)
-            att = (q_att.unsqueeze(2) * unfold_k).sum(1)
+        if getattr(self, "halo_tile", None):
+            out_att = self._halo_attention(q_att, k.reshape(n, hd, h, w), v.reshape(n, hd, h, w), pe,
+                                           b, n, h_out, w_out)
         else:
-            unfold_k = self._unfold(k.reshape(n, hd, h, w), n, h_out, w_out)
-            q_pe = pe[:, :, ::s, ::s] if s > 1 else pe
-            att = (q_att.unsqueeze(2) * (unfold_k + q_pe.unsqueeze(2) - self._unfold(pe, 1, h_out, w_out))).sum(1)
-        att = self.softmax(att)
-        unfold_v = self._unfold(v.reshape(n, hd, h, w), n, h_out, w_out)
-        out_att = (att.unsqueeze(1) * unfold_v).sum(2).reshape(b, self.out_planes, h_out, w_out)
+            out_att = self._window_attention(q_att, k, v, pe, b, n, h, w, h_out, w_out)
 
         f_all = self.fc(torch.cat([t.reshape(b, nh, hd, h * w) for t in (q, k, v)], 1))
         f_conv = f_all.permute(0, 2, 1, 3).reshape(b, self.kernel_conv ** 2 * hd, h, w)
@@ -430,6 +465,61 @@ def rpe_into_keys(model: nn.Module, ctx) -> int:
     count = 0
     for _, m in _modules(model, ACmix):
         _export_form(m).rpe_in_keys = True
+        count += 1
+    return count
+
+
+class HaloMask(nn.Module):
+    """Adds the constant window mask to the tile's logits. A module of its own so that quantizers can be told to
+    leave this add alone by module path (``...conv2.halo_mask``): an INT8 add would take its range from the -1e9
+    entries and round every real logit to 0 (recipe ``quantization.pt2e_modules_in_fp``)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self.mask
+
+
+def halo_mask(tile: int, stride: int, kernel_att: int) -> torch.Tensor:
+    """(tile^2, r^2), r = stride*(tile-1) + kernel_att: 0 where region position (ri, rj) lies in the window of
+    query (ti, tj) of the tile (stride*ti <= ri < stride*ti + kernel_att, the same for columns), -1e9 elsewhere."""
+    r = stride * (tile - 1) + kernel_att
+    q = torch.arange(tile) * stride
+    rr = torch.arange(r)
+    inside = (rr[None, :] >= q[:, None]) & (rr[None, :] < q[:, None] + kernel_att)  # tile, r
+    both = inside[:, None, :, None] & inside[None, :, None, :]  # ti, tj, ri, rj
+    return torch.where(both, 0.0, -1e9).reshape(tile * tile, r * r)
+
+
+def halo_tile(h_out: int, w_out: int, largest: int = 8) -> int | None:
+    """The largest common divisor of the output sides that is at most ``largest`` (and at least 4), else None."""
+    for t in range(largest, 3, -1):
+        if h_out % t == 0 and w_out % t == 0:
+            return t
+    return None
+
+
+@register_rewrite("acmix.halo_attention", families=FAMILY, exact=False,
+                  description="ResNet-ACmix window attention as masked matrix products over query tiles (no unfold)")
+def halo_attention(model: nn.Module, ctx) -> int:
+    """Instead of a 49-times copy of k and v (the unfold) and elementwise products over it, the queries are taken in
+    tiles and multiplied with the keys and values of the padded region their windows cover (two batched matmuls
+    per block); a constant mask keeps each query's softmax to its own window. The positional term rides on the
+    keys as in ``acmix.rpe_into_keys`` (equal up to float rounding, hence not exact). Modules whose output size has
+    no tile between 4 and 8 keep the unfold."""
+    probe = ctx.probe(model)
+    count = 0
+    for name, m in _modules(model, ACmix):
+        _, _, h, w = probe[name].args[0]
+        t = halo_tile(int(h) // m.stride, int(w) // m.stride)
+        if t is None or m.dilation != 1:
+            continue
+        _export_form(m)
+        m.halo_mask = HaloMask(halo_mask(t, m.stride, m.kernel_att).to(next(m.parameters())))
+        m.halo_tile = t
+        m.rpe_in_keys = True
         count += 1
     return count
 
