@@ -506,3 +506,20 @@ def test_exporter_round_trip_resnet26(tmp_path):
         assert r.ok, r.error
         assert r.rewrites == load_recipe("acmix").rewrites_for(fmt)
         assert r.validation["max_abs"] < 1e-4 and r.validation["top1"] == 1.0
+
+
+def test_pt2e_recipe_keeps_the_halo_masks_add_float(resnet26):
+    """Both PT2E quantizers annotate adds; the recipe's ``pt2e_modules_in_fp`` names the window mask's module, so
+    the graph the quantizer sees leaves exactly those adds (one per tiled block) out, and nothing else on
+    ExecuTorch."""
+    from hvit_deploy.quantize import pt2e_int8
+
+    r = rewrite(resnet26, "onnx")   # the PT2E formats take the ONNX list
+    nodes = pt2e_int8.graph_nodes(pt2e_int8.export_graph(r, torch.randn(1, 3, R26, R26)))
+    q = load_recipe("acmix").quantization
+    kept = pt2e_int8.nodes_matching(q.pt2e_modules_in_fp["executorch"], nodes)
+    ops = {name: (op, mod) for name, op, mod in nodes}
+    assert len(kept) == 7 and {ops[n][0] for n in kept} == {"add"}
+    assert {ops[n][1] for n in kept} == {f"{a}.halo_mask" for a, m in r.named_modules() if getattr(m, "halo_tile", 0)}
+    lite = pt2e_int8.nodes_matching(q.pt2e_modules_in_fp["litert"], nodes)
+    assert set(kept) < set(lite) and sum(ops[n][0] == "conv2d" for n in lite) == 3 * 8
