@@ -118,6 +118,12 @@ class QuantizationOptions(_Strict):
     # gate. "auto": every layer on x86 CPUs without VNNI, NNCF's default elsewhere.
     openvino_overflow_fix: Literal["auto", "enable", "first_layer", "disable"] = "auto"
     onnx_pre_process: bool = True
+    # Data-movement ops quantized as well as Conv/MatMul/Gemm (ONNX Runtime's quantizer gives them their input's
+    # scale, and ONNX Runtime then moves uint8 through them instead of float32): worth it where layout work between
+    # quantized ops is a large share of the time (ACmix-ResNet's halo attention: its INT8 went from 1.15x to 1.31x
+    # FP32 with the gate figures unchanged). Off by default: measured on ACmix only.
+    onnx_data_movement_ops: list[Literal["Transpose", "Reshape", "Concat", "Slice", "Pad", "Squeeze", "Unsqueeze",
+                                         "Split", "Gather", "MaxPool", "Resize"]] = []
     # Nodes the recipe keeps in floating point before any fallback, by regular expression (Python ``re.search``).
     # ONNX: searched in each Conv/MatMul/Gemm node's name and its input names (so a weight's initializer name, e.g.
     # ACmix's ``unfold_kernels``, picks its convolutions whichever exporter named the node). OpenVINO: NNCF

@@ -257,6 +257,58 @@ def test_onnx_keeps_the_attention_output_matmul_in_float(tmp_path):
     assert none["attention_output_in_fp"] == []
 
 
+def test_onnx_data_movement_ops_carry_uint8(tmp_path):
+    """A recipe's ``onnx_data_movement_ops`` get QDQ of their own (ONNX Runtime then runs them on uint8); by default
+    no Transpose is touched. The quantized model still runs and agrees with FP32."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from hvit_deploy.quantize.onnx_int8 import quantize_onnx
+    from hvit_deploy.recipes import QuantizationOptions
+
+    class ConvThenLayout(torch.nn.Module):  # a conv's output rearranged before the next quantized op
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 4, stride=4)
+            self.fc = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = self.conv(x).reshape(1, 16, 256).transpose(1, 2)   # (1, 256, 16)
+            return self.fc(y).mean(1)
+
+    torch.manual_seed(0)
+    model, path = ConvThenLayout().eval(), tmp_path / "layout.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 64, 64), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=18, dynamo=False)
+    calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+
+    def wrapped_transposes(out):
+        g = onnx.load(str(out)).graph
+        producer = {o: n.op_type for n in g.node for o in n.output}
+        consumers = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n.op_type)
+        return [n.name for n in g.node if n.op_type == "Transpose" and producer.get(n.input[0]) == "DequantizeLinear"
+                and consumers.get(n.output[0]) == ["QuantizeLinear"]]
+
+    plain, moved = tmp_path / "plain.onnx", tmp_path / "moved.onnx"
+    s0 = quantize_onnx(path, plain, calib, 1, QuantizationOptions(onnx_pre_process=False))
+    s1 = quantize_onnx(path, moved, calib, 1, QuantizationOptions(onnx_pre_process=False,
+                                                                  onnx_data_movement_ops=["Transpose", "Reshape"]))
+    assert s0["op_types_quantized"] == ["Conv", "MatMul", "Gemm"] and wrapped_transposes(plain) == []
+    assert s1["op_types_quantized"] == ["Conv", "MatMul", "Gemm", "Transpose", "Reshape"]
+    assert wrapped_transposes(moved)
+    x = calib[:1]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy().ravel()
+    y = ort.InferenceSession(str(moved), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0].ravel()
+    assert np.isfinite(y).all() and float(y @ ref / np.linalg.norm(y) / np.linalg.norm(ref)) > 0.98
+    with pytest.raises(ValueError):
+        QuantizationOptions(onnx_data_movement_ops=["Softmax"])
+
+
 def test_recipe_keeps_matched_nodes_in_float(tmp_path):
     """``onnx_nodes_to_exclude`` (regex on node and input names) and ``openvino_ignored_patterns``/``_types``
     (NNCF IgnoredScope) keep the matched layers' inputs in float, and the settings record what matched."""

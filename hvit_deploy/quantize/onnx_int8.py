@@ -8,7 +8,8 @@ default is S8S8, but its x86 integer kernels take unsigned activations natively,
 EfficientMod-xxs 0.65x as fast as FP32 while U8S8 made it 1.25x as fast (README, INT8).
 
 Only the compute ops are quantized (``op_types_to_quantize``: Conv, MatMul, Gemm), so Add/Mul/Softmax and the
-LayerNorm chains stay in float as they do in NNCF's OpenVINO graph. With the recipe's ``model_type: transformer``
+LayerNorm chains stay in float as they do in NNCF's OpenVINO graph; a recipe may add data-movement ops
+(``onnx_data_movement_ops``: Transpose, Concat, Slice, ...), which then carry uint8 between quantized ops. With the recipe's ``model_type: transformer``
 the MatMul that multiplies the softmax's attention probabilities with the values (``softmax → [reshape /
 transpose] → MatMul``) is kept in float too: that is NNCF's transformer pattern ``multihead_attention_output``,
 and for a reason: probabilities of a few hundred tokens sit far below the 1/255 step of a per-tensor INT8 scale
@@ -90,6 +91,7 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
     reduce_range = reduce_range_for(opts)
+    ops = list(dict.fromkeys(list(QUANTIZED_OPS) + list(opts.onnx_data_movement_ops)))
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.q.onnx")
     try:
         with captured():
@@ -97,7 +99,7 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
                             per_channel=opts.onnx_per_channel, reduce_range=reduce_range,
                             activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method,
-                            op_types_to_quantize=list(QUANTIZED_OPS),
+                            op_types_to_quantize=ops,
                             nodes_to_exclude=excluded,
                             extra_options={"CalibMaxIntermediateOutputs": 64})
         os.replace(tmp, out)
@@ -106,7 +108,7 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": ("int7 (reduce_range) " if reduce_range else "int8 ")
             + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
-            "calibration_method": opts.onnx_calibration, "op_types_quantized": list(QUANTIZED_OPS),
+            "calibration_method": opts.onnx_calibration, "op_types_quantized": ops,
             "attention_output_in_fp": pattern, "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude),
                                                                           "nodes": by_recipe},
             "nodes_excluded": excluded}
