@@ -240,8 +240,8 @@ class ACmixExport(ACmix):
         """The same attention as matrix products over tiles (HaloNet's blocked local attention): the queries in
         ``halo_tile`` x ``halo_tile`` tiles, each against the keys of the padded region its windows cover (side
         ``R = s*(t-1) + k_att``), with ``halo_mask`` (:class:`HaloMask`: 0 inside a query's own window, -1e9
-        outside) added to the logits so the softmax over the region is the softmax over the window. Needs ``rpe_in_keys``: the
-        positional term rides on the keys."""
+        outside) added to the logits so the softmax over the region is the softmax over the window. The positional
+        term always rides on the keys here (as ``rpe_in_keys`` does for the unfold)."""
         t, s, hd, ka = self.halo_tile, self.stride, self.head_dim, self.kernel_att
         a_, b_ = h_out // t, w_out // t
         r, st = s * (t - 1) + ka, s * t
