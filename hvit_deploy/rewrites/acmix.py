@@ -249,10 +249,11 @@ class ACmixExport(ACmix):
         qt = q_att.reshape(n * hd * a_, t, b_, t).transpose(1, 2).reshape(n, hd, a_ * b_, t * t)
         qt = qt.permute(0, 2, 3, 1).reshape(n * a_ * b_, t * t, hd)
 
-        def regions(x):  # (n, hd, H+2p, W+2p) -> (n, a*b, hd, r*r): the overlapping regions, by slices
-            x = torch.cat([x[:, :, i * st:i * st + r] for i in range(a_)], 2)  # n, hd, a*r, W+2p
-            x = torch.cat([x[..., j * st:j * st + r] for j in range(b_)], 3)  # n, hd, a*r, b*r
-            return x.reshape(n * hd * a_, r, b_, r).transpose(1, 2).reshape(n, hd, a_ * b_, r * r)
+        def regions(x):  # (n, hd, H+2p, W+2p) -> (n, hd, a*b, r*r): the overlapping regions, tile by tile
+            # one r x r slice per tile, concatenated in tile order: no transpose (row strips, then columns, then a
+            # transpose ran 1.10x slower in ONNX Runtime and 1.04x in OpenVINO; ExecuTorch and LiteRT the same)
+            x = torch.cat([x[:, :, i * st:i * st + r, j * st:j * st + r] for i in range(a_) for j in range(b_)], 2)
+            return x.reshape(n, hd, a_ * b_, r * r)
 
         kt = regions(self.pad_att(k - pe)).transpose(1, 2).reshape(n * a_ * b_, hd, r * r)
         vt = regions(self.pad_att(v)).permute(0, 2, 3, 1).reshape(n * a_ * b_, r * r, hd)
