@@ -11,7 +11,8 @@ summed) and ``acmix.shift_to_group_conv`` (one grouped conv). This script times 
   --case resnet26  the whole ResNet-26 + ACmix likewise (slow on CPU: the 7x7 sliding-window attention)
   --unfold         instead: ResNet-26's three equal unfold forms (nn.Unfold, 49 slices, one-hot depthwise conv),
                    the measurement behind the recipe's choice per backend, and nn.Unfold and the conv with
-                   ``acmix.rpe_into_keys`` (one unfold of k - pe instead of two, equal up to rounding)
+                   ``acmix.rpe_into_keys`` (one unfold of k - pe instead of two, equal up to rounding), and
+                   ``acmix.halo_attention`` (no unfold: matmuls over query tiles; the recipes' form since)
 
 Every form is checked against the eager model first. Export: ONNX with the TorchScript exporter (opset 18, onnxsim),
 OpenVINO with ``openvino.convert_model`` on the module (f32 inference precision: on CPUs with bf16 units
@@ -80,7 +81,8 @@ def build_cases(args):
         forms = {"unfold": base, "slices": base + ["acmix.unfold_as_slices"], "conv": base + ["acmix.unfold_as_conv"],
                  "unfold+rpe": base + ["acmix.rpe_into_keys"],
                  "conv+rpe": base + ["acmix.rpe_into_keys", "acmix.unfold_as_conv"],
-                 "sep+rpe": base + ["acmix.rpe_into_keys", "acmix.unfold_as_separable_conv"]}
+                 "sep+rpe": base + ["acmix.rpe_into_keys", "acmix.unfold_as_separable_conv"],
+                 "halo": base + ["acmix.halo_attention"]}
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
         cases["acmix_resnet26 unfold forms"] = (
             {k: hvit_deploy.rewrite(model, "onnx", names=v) for k, v in forms.items()}, x, model)
