@@ -10,10 +10,10 @@ EfficientMod-xxs 0.65x as fast as FP32 while U8S8 made it 1.25x as fast (README,
 Only the compute ops are quantized (``op_types_to_quantize``: Conv, MatMul, Gemm), so Add/Mul/Softmax and the
 LayerNorm chains stay in float as they do in NNCF's OpenVINO graph; a recipe may add data-movement ops
 (``onnx_data_movement_ops``: Transpose, Concat, Slice, ...), which then carry uint8 between quantized ops.
-With the recipe's ``model_type: transformer`` the MatMul that multiplies the softmax's attention probabilities with the values (``softmax → [reshape /
-transpose] → MatMul``) is kept in float too: that is NNCF's transformer pattern ``multihead_attention_output``,
-and for a reason: probabilities of a few hundred tokens sit far below the 1/255 step of a per-tensor INT8 scale
-over [0, 1]. On efficientmod_xxs this one pattern takes the logits' cosine with FP32 from 0.997 to 0.9998.
+With the recipe's ``model_type: transformer`` the MatMul that multiplies the softmax's attention probabilities
+with the values (``softmax → [reshape / transpose] → MatMul``) is kept in float too: that is NNCF's transformer
+pattern ``multihead_attention_output``, and for a reason: probabilities of a few hundred tokens sit far below the
+1/255 step of a per-tensor INT8 scale over [0, 1]. On efficientmod_xxs this one pattern takes the logits' cosine with FP32 from 0.997 to 0.9998.
 """
 from __future__ import annotations
 

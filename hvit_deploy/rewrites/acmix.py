@@ -191,9 +191,10 @@ class PatchEmbedExport(PatchEmbed):
 
 
 class ACmixExport(ACmix):
-    """Settings: ``static_shape`` ((b, h, w) or None), ``pe`` (buffer: the positional encoding), ``unfold_form`` ("unfold", "slices"
-    "conv" or "conv_sep", with the buffers ``unfold_kernels``/``_rows``/``_cols``), ``rpe_in_keys`` (pe subtracted from k before the unfold),
-    ``rates_folded`` (rate1 into v, rate2 into dep_conv/fc) and ``rate1_mul`` (rate1 kept as a multiply)."""
+    """Settings: ``static_shape`` ((b, h, w) or None), ``pe`` (buffer: the positional encoding), ``unfold_form``
+    ("unfold", "slices", "conv" or "conv_sep", with the buffers ``unfold_kernels``/``_rows``/``_cols``),
+    ``rpe_in_keys`` (pe subtracted from k before the unfold), ``halo_tile`` (with the ``halo_mask`` module: the
+    attention by matmuls over tiles, no unfold), ``rates_folded`` (rate1 into v, rate2 into dep_conv/fc) and ``rate1_mul`` (rate1 kept as a multiply)."""
 
     def _init_export(self) -> None:
         self.static_shape: tuple[int, int, int] | None = None
@@ -520,7 +521,6 @@ def halo_attention(model: nn.Module, ctx) -> int:
         _export_form(m)
         m.halo_mask = HaloMask(halo_mask(t, m.stride, m.kernel_att).to(next(m.parameters())))
         m.halo_tile = t
-        m.rpe_in_keys = True
         count += 1
     return count
 
