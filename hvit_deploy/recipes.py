@@ -124,8 +124,15 @@ class QuantizationOptions(_Strict):
     # FP32 with the gate figures unchanged). Off by default: measured on ACmix only.
     onnx_data_movement_ops: list[Literal["Transpose", "Reshape", "Concat", "Slice", "Pad", "Squeeze", "Unsqueeze",
                                          "Split", "Gather", "MaxPool", "Resize"]] = []
+    # Elementwise ops quantized too: a Relu (or Clip) after a quantized op is folded into that op's output range (no
+    # float round trip per activation), an Add or Mul between quantized tensors runs as QLinearAdd / QLinearMul. A
+    # constant that is not a real range (ACmix's -1e9 window mask) must be kept float by onnx_nodes_to_exclude.
+    # Off by default: measured on ACmix-ResNet only (its ReLUs and branch adds), where transformers' Add/Mul sit in
+    # LayerNorm and GELU chains.
+    onnx_elementwise_ops: list[Literal["Relu", "Clip", "Add", "Mul"]] = []
     # Nodes the recipe keeps in floating point before any fallback, by regular expression (Python ``re.search``).
-    # ONNX: searched in each Conv/MatMul/Gemm node's name and its input names (so a weight's initializer name, e.g.
+    # ONNX: searched in the name and input names of each node of a quantized op type (Conv/MatMul/Gemm and the
+    # recipe's elementwise ops) (so a weight's initializer name, e.g.
     # ACmix's ``unfold_kernels``, picks its convolutions whichever exporter named the node). OpenVINO: NNCF
     # ``IgnoredScope`` patterns, matched from the start of a friendly name as NNCF does (``re.match``: start one with
     # ``.*``), and op types (e.g. ``Multiply``).

@@ -523,3 +523,43 @@ def test_pt2e_recipe_keeps_the_halo_masks_add_float(resnet26):
     assert {ops[n][1] for n in kept} == {f"{a}.halo_mask" for a, m in r.named_modules() if getattr(m, "halo_tile", 0)}
     lite = pt2e_int8.nodes_matching(q.pt2e_modules_in_fp["litert"], nodes)
     assert set(kept) < set(lite) and sum(ops[n][0] == "conv2d" for n in lite) == 3 * 8
+
+
+def test_onnx_int8_recipe_quantizes_relus_and_adds_but_keeps_the_conv_path_and_masks_float(resnet26, tmp_path):
+    """ACmix's ONNX INT8 recipe: the ReLUs fold into their convs' ranges and the branch adds become quantized adds,
+    while the conv path's fc and dep_conv (slower in INT8 on ONNX Runtime) and the window masks' adds (-1e9 is no
+    range) are matched by name and stay float, and nothing else is (no consumer of fc's output by its tensor name)."""
+    import onnx
+    import onnxruntime as ort
+
+    from hvit_deploy.quantize.onnx_int8 import quantize_onnx
+
+    x = torch.randn(1, 3, R26, R26, generator=torch.Generator().manual_seed(5))
+    r = rewrite(resnet26, "onnx")
+    _onnx(r, x, tmp_path / "fp32.onnx")
+    calib = np.random.default_rng(0).standard_normal((3, 3, R26, R26)).astype(np.float32)
+    opts = load_recipe("acmix").quantization.model_copy(update={"onnx_pre_process": False})
+    s = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, 1, opts)
+    assert {"Relu", "Add", "Mul"} <= set(s["op_types_quantized"])
+    g = onnx.load(str(tmp_path / "int8.onnx")).graph
+    op = {n.name: n.op_type for n in g.node}
+    kept = set(s["recipe_nodes_to_exclude"]["nodes"])
+    unfolds = {n.name for n in g.node if any("unfold_kernels" in i for i in n.input)}   # the untiled 2x2 block
+    roles = sorted(n.split("/conv2/")[1].split("/")[0] for n in kept - unfolds)
+    assert roles == ["dep_conv"] * 8 + ["fc"] * 8 + ["halo_mask"] * 7
+    assert {op[n] for n in kept - unfolds if "halo_mask" in n} == {"Add"} and unfolds and unfolds <= kept
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    dq_fed = {n.name for n in g.node if any(producer.get(i) == "DequantizeLinear" for i in n.input)}
+    inits = {t.name for t in g.initializer}
+    dq_weights = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    assert not [n.name for n in g.node if n.name in kept and set(n.input) & dq_weights]   # float weights and mask
+    assert all(set(n.input) & dq_weights for n in g.node if n.op_type == "Conv" and n.name not in kept)
+    branch_adds = [n for n in op if n.endswith("/conv2/Add")]
+    assert len(branch_adds) == 8 and set(branch_adds) <= dq_fed                     # QLinearAdd on ONNX Runtime
+    fp32_relus = sum(n.op_type == "Relu" for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node)
+    assert sum(v == "Relu" for v in op.values()) < fp32_relus                        # folded into the conv ranges
+    y = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0].ravel()
+    with torch.no_grad():
+        ref = resnet26(x).numpy().ravel()
+    assert np.isfinite(y).all() and float(y @ ref / np.linalg.norm(y) / np.linalg.norm(ref)) > 0.95

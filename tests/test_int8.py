@@ -307,10 +307,12 @@ def test_onnx_data_movement_ops_carry_uint8(tmp_path):
     assert np.isfinite(y).all() and float(y @ ref / np.linalg.norm(y) / np.linalg.norm(ref)) > 0.98
     with pytest.raises(ValueError):
         QuantizationOptions(onnx_data_movement_ops=["Softmax"])
+    with pytest.raises(ValueError):
+        QuantizationOptions(onnx_elementwise_ops=["Softmax"])
 
 
 def test_recipe_keeps_matched_nodes_in_float(tmp_path):
-    """``onnx_nodes_to_exclude`` (regex on node and input names) and ``openvino_ignored_patterns``/``_types``
+    """``onnx_nodes_to_exclude`` (regex on node and weight names) and ``openvino_ignored_patterns``/``_types``
     (NNCF IgnoredScope) keep the matched layers' inputs in float, and the settings record what matched."""
     import numpy as np
     import onnx

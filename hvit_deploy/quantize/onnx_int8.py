@@ -9,7 +9,8 @@ EfficientMod-xxs 0.65x as fast as FP32 while U8S8 made it 1.25x as fast (README,
 
 Only the compute ops are quantized (``op_types_to_quantize``: Conv, MatMul, Gemm), so Add/Mul/Softmax and the
 LayerNorm chains stay in float as they do in NNCF's OpenVINO graph; a recipe may add data-movement ops
-(``onnx_data_movement_ops``: Transpose, Concat, Slice, ...), which then carry uint8 between quantized ops.
+(``onnx_data_movement_ops``: Transpose, Concat, Slice, ...), which then carry uint8 between quantized ops, and
+elementwise ops (``onnx_elementwise_ops``: a Relu folded into its producer's range, Add/Mul as QLinearAdd/QLinearMul).
 With the recipe's ``model_type: transformer`` the MatMul that multiplies the softmax's attention probabilities
 with the values (``softmax → [reshape / transpose] → MatMul``) is kept in float too: that is NNCF's transformer
 pattern ``multihead_attention_output``, and for a reason: probabilities of a few hundred tokens sit far below the
@@ -86,12 +87,12 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             return next(self._it, None)
 
     pattern = attention_output_matmuls(source) if opts.model_type == "transformer" else []
-    by_recipe = recipe_excluded(source, opts.onnx_nodes_to_exclude)
+    ops = quantized_op_types(opts)
+    by_recipe = recipe_excluded(source, opts.onnx_nodes_to_exclude, ops)
     excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern + by_recipe))
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
     reduce_range = reduce_range_for(opts)
-    ops = list(dict.fromkeys(list(QUANTIZED_OPS) + list(opts.onnx_data_movement_ops)))
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.q.onnx")
     try:
         with captured():
@@ -114,8 +115,16 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             "nodes_excluded": excluded}
 
 
-def recipe_excluded(path: Path, patterns: list[str]) -> list[str]:
-    """The Conv/MatMul/Gemm nodes whose name or an input's name matches one of the recipe's ``patterns``."""
+def quantized_op_types(opts: QuantizationOptions) -> list[str]:
+    """The op types handed to ONNX Runtime's quantizer: Conv/MatMul/Gemm and the recipe's data-movement and
+    elementwise ops."""
+    return list(dict.fromkeys([*QUANTIZED_OPS, *opts.onnx_data_movement_ops, *opts.onnx_elementwise_ops]))
+
+
+def recipe_excluded(path: Path, patterns: list[str], op_types=QUANTIZED_OPS) -> list[str]:
+    """The nodes of ``op_types`` whose name or the name of a weight they read (an initializer, e.g. ACmix's
+    ``unfold_kernels``: named the same by either exporter) matches one of the recipe's ``patterns``. Activations'
+    names are not searched: ``/conv2/fc/Conv_output_0`` would pick every consumer of the fc conv as well."""
     import re
 
     if not patterns:
@@ -123,8 +132,9 @@ def recipe_excluded(path: Path, patterns: list[str]) -> list[str]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS
-            and any(re.search(p, t) for p in patterns for t in (n.name, *n.input))]
+    weights = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in op_types
+            and any(re.search(p, t) for p in patterns for t in (n.name, *(i for i in n.input if i in weights)))]
 
 
 def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
