@@ -403,3 +403,32 @@ def test_gate_counts_near_ties_as_agreement_but_not_clear_flips():
     assert len(bad) == 1 and "top-1 agreement 0.750" in bad[0] and "near ties within 0.05" in bad[0]
     strict = gate_figures(ref, out, tie_margin=0.0)
     assert strict["top1_agreement_within_tie"] == 0.5
+
+
+def test_elementwise_scope_keeps_other_variants_elementwise_ops_float(tmp_path):
+    """``onnx_elementwise_scope``: of the recipe's elementwise op types, only nodes whose names match are quantized
+    (ACmix: ResNet-ACmix's stem and stages, not Swin-ACmix's attention-mask adds and GELU products, which failed the
+    gate); an empty scope takes them all, and no elementwise ops at all exclude nothing."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hvit_deploy.quantize.onnx_int8 import elementwise_out_of_scope
+    from hvit_deploy.recipes import load_recipe, QuantizationOptions
+
+    names = [("Relu", "/relu/Relu"), ("Add", "/layer1/layer1.0/Add"), ("Mul", "/layer2/layer2.1/conv2/Mul"),
+             ("Add", "/layers.0/blocks.0/attn/Add"), ("Mul", "/layers.3/blocks.1/mlp/act/Mul"), ("Conv", "/layers.0/x")]
+    nodes, prev = [], "input"
+    for i, (op, name) in enumerate(names):
+        ins = [prev] if op in ("Relu", "Conv") else [prev, prev]
+        nodes.append(helper.make_node(op, ins, [f"t{i}"], name=name))
+        prev = f"t{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1])])
+    path = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    acmix = load_recipe("acmix").quantization
+    assert elementwise_out_of_scope(path, acmix) == ["/layers.0/blocks.0/attn/Add", "/layers.3/blocks.1/mlp/act/Mul"]
+    assert elementwise_out_of_scope(path, acmix.model_copy(update={"onnx_elementwise_scope": []})) == []
+    assert elementwise_out_of_scope(path, QuantizationOptions(onnx_elementwise_scope=["^/layer\\d"])) == []
+    with pytest.raises(ValueError, match="not a regular expression"):
+        QuantizationOptions(onnx_elementwise_scope=["(unclosed"])

@@ -89,7 +89,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
     pattern = attention_output_matmuls(source) if opts.model_type == "transformer" else []
     ops = quantized_op_types(opts)
     by_recipe = recipe_excluded(source, opts.onnx_nodes_to_exclude, ops)
-    excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern + by_recipe))
+    out_of_scope = elementwise_out_of_scope(source, opts)
+    excluded = list(dict.fromkeys(list(nodes_to_exclude or []) + pattern + by_recipe + out_of_scope))
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[opts.onnx_calibration]
     reduce_range = reduce_range_for(opts)
@@ -110,7 +111,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": ("int7 (reduce_range) " if reduce_range else "int8 ")
             + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
             "calibration_method": opts.onnx_calibration, "op_types_quantized": ops,
-            "attention_output_in_fp": pattern, "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude),
+            "attention_output_in_fp": pattern, "elementwise_out_of_scope": len(out_of_scope),
+            "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude),
                                                                           "nodes": by_recipe},
             "nodes_excluded": excluded}
 
@@ -119,6 +121,20 @@ def quantized_op_types(opts: QuantizationOptions) -> list[str]:
     """The op types handed to ONNX Runtime's quantizer: Conv/MatMul/Gemm and the recipe's data-movement and
     elementwise ops."""
     return list(dict.fromkeys([*QUANTIZED_OPS, *opts.onnx_data_movement_ops, *opts.onnx_elementwise_ops]))
+
+
+def elementwise_out_of_scope(path: Path, opts: QuantizationOptions) -> list[str]:
+    """The nodes of the recipe's ``onnx_elementwise_ops`` types whose name matches none of its
+    ``onnx_elementwise_scope`` patterns (none when the scope is empty): they stay float."""
+    import re
+
+    if not opts.onnx_elementwise_ops or not opts.onnx_elementwise_scope:
+        return []
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type in opts.onnx_elementwise_ops
+            and not any(re.search(p, n.name) for p in opts.onnx_elementwise_scope)]
 
 
 def recipe_excluded(path: Path, patterns: list[str], op_types=QUANTIZED_OPS) -> list[str]:
