@@ -85,6 +85,9 @@ class QuantFallback(_Strict):
     sensitivity_images: int = Field(4, ge=1, le=64, description="held-out images used to rank the layers")
     candidates: int = Field(12, ge=1, description="layers measured end to end after a one-pass pre-ranking by "
                             "their local quantization error (each costs a forward pass per sensitivity image)")
+    group_tries: int = Field(2, ge=0, description="when keeping single layers float does not pass: more "
+                             "re-quantizations, each keeping the worst role groups float (layers named alike but "
+                             "for their numbers: every block's q/k/v convs), the worst one, then two, ...; 0: off")
 
 
 class QuantizationOptions(_Strict):

@@ -432,3 +432,73 @@ def test_elementwise_scope_keeps_other_variants_elementwise_ops_float(tmp_path):
     assert elementwise_out_of_scope(path, QuantizationOptions(onnx_elementwise_scope=["^/layer\\d"])) == []
     with pytest.raises(ValueError, match="not a regular expression"):
         QuantizationOptions(onnx_elementwise_scope=["(unclosed"])
+
+
+def test_fallback_keeps_a_role_group_float_when_single_layers_are_not_enough(tmp_path):
+    """INT8 error spread over every block's fc (an activation outlier planted before each, the same function in
+    FP32): keeping the worst single fc float does not pass the gate, keeping the role ``blocks.*.fc`` does, and
+    the manifest's tries say which."""
+    import numpy as np
+
+    from hvit_deploy.quantize import calibration, stage
+    from hvit_deploy.quantize.fallback import role_groups
+    from hvit_deploy.recipes import QuantGate, QuantizationOptions
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.fc = torch.nn.LayerNorm(32), torch.nn.Linear(32, 32)
+
+        def forward(self, t):
+            return t + self.fc(self.norm(t))
+
+    class Blocks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 32, 8, stride=8)
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(4))
+            self.head = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            t = self.stem(x).flatten(2).transpose(1, 2)
+            for b in self.blocks:
+                t = b(t)
+            return self.head(t.mean(1))
+
+    torch.manual_seed(0)
+    model = Blocks().eval()
+    with torch.no_grad():
+        for i, b in enumerate(model.blocks):   # an outlier channel into each fc, undone by its weights
+            c = 3 + 5 * i
+            b.norm.weight[c] *= 1000.0
+            b.norm.bias[c] = 1000.0
+            b.fc.weight[:, c] /= 1000.0
+    assert role_groups(["stem", "blocks.0.fc", "blocks.1.fc", "head", "blocks.0.fc/matmul"]) == {
+        "blocks.*.fc": ["blocks.0.fc", "blocks.1.fc"]}
+    path = tmp_path / "blocks.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 64, 64), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=18, dynamo=False)
+    rng = np.random.default_rng(0)
+    arrays = rng.standard_normal((16, 3, 64, 64)).astype(np.float32)
+
+    def images(role, a):
+        return calibration.ImageSet(root=tmp_path, role=role, paths=[], hashes=[f"{role}{i}" for i in range(len(a))],
+                                    arrays=a)
+
+    held = images("held-out", arrays[8:])
+    gate = stage.GateInputs(calibration=images("calibration", arrays[:8]), held_out=held, batch=1,
+                            runtime="onnxruntime", reference_logits=stage.eager_logits(model, held.arrays, 1),
+                            module=lambda: model)
+    q = QuantizationOptions(onnx_pre_process=False, gate=QuantGate(min_top1_agreement=0, min_top5_agreement=0,
+                                                                  min_mean_cosine=0.99))
+    q.fallback.max_layers, q.fallback.max_tries = 1, 1
+    info = stage._int8_with_gate("onnx", path, tmp_path / "blocks-int8.onnx", gate, q, True, [])
+    tries = info["gate"]["tries"]
+    assert info["ok"], tries
+    assert tries[0]["failures"] and len(tries[1]["layers_in_fp"]) == 1 and tries[1]["failures"]   # one fc: not enough
+    assert tries[-1]["groups_in_fp"] == ["blocks.*.fc"] and info["layers_in_fp"] == [f"blocks.{i}.fc" for i in range(4)]
+    assert len(tries[-1]["nodes_in_fp"]) == 4
+    assert set(tries[-1]["nodes_in_fp"]) <= set(info["settings"]["nodes_excluded"])
+    assert info["fallback"]["groups"][0]["layer"] == "blocks.*.fc" and tries[-1]["figures"]["mean_cosine"] >= 0.99
+    q.fallback.group_tries = 0
+    assert not stage._int8_with_gate("onnx", path, tmp_path / "b2.onnx", gate, q, True, [])["ok"]

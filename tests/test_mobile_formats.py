@@ -254,7 +254,7 @@ def test_int8_gate_failure_goes_to_the_per_layer_fallback(exported, int8):
     _, results, _ = int8
     q = session.recipe.quantization.model_copy(deep=True)
     q.gate.min_mean_cosine = 0.9999999
-    q.fallback.max_layers, q.fallback.max_tries = 1, 1   # one fallback try: one more conversion
+    q.fallback.max_layers, q.fallback.max_tries, q.fallback.group_tries = 1, 1, 0   # one fallback try: one more conversion
     from hvit_deploy.preprocess import preprocessing_for
 
     folder = results["litert"].entry["quantization"]["calibration"]["folder"]

@@ -172,6 +172,88 @@ def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: in
     return ranking
 
 
+def role_groups(names: list[str]) -> dict[str, list[str]]:
+    """Layers of one role: names equal but for their numbers (``layer2.1.conv2.conv1`` and ``layer3.0.conv2.conv3``
+    are both ``layer*.*.conv*.conv*``, the blocks' ``attn.qkv`` of every stage ``layers.*.blocks.*.attn.qkv``),
+    with at least two members, in first-seen order."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(re.sub(r"\d+", "*", n), []).append(n)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def rank_groups(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: int = 1,
+                calib_images: int = 16) -> list[dict]:
+    """``[{"layer": role, "kind": "group", "members", "harm", "cosine"}]``, most harmful first: each role group
+    (:func:`role_groups` of the layers and matmul groups :func:`rank_layers` ranks) quantized as a whole, the rest
+    float. Where INT8's error is spread over many layers of one role (ACmix's q/k/v convolutions on LiteRT), no
+    single layer stands out and keeping the worst few singly does not pass the gate; the whole role can."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    mods = dict(layers)
+    ranges, mm_ranges = {}, {}
+
+    def observe(name):
+        def hook(_m, inp):
+            r = ranges.setdefault(name, [float("inf"), float("-inf")])
+            r[0], r[1] = min(r[0], float(inp[0].min())), max(r[1], float(inp[0].max()))
+        return hook
+
+    def observe_mm(mod, i, ab):
+        for j, t in enumerate(ab):
+            r = mm_ranges.setdefault(mod, {}).setdefault((i, j), [float("inf"), float("-inf")])
+            r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
+        return ab
+
+    def run(arrays):
+        outs = [model(torch.from_numpy(c)).float().numpy() for c in whole_chunks(arrays, batch)]
+        return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
+
+    handles = [m.register_forward_pre_hook(observe(n)) for n, m in layers]
+    hook = _MatmulHook(model, observe_mm)
+    try:
+        with torch.no_grad(), hook:
+            run(calib[:max(calib_images, batch)])
+    finally:
+        hook.remove()
+        for h in handles:
+            h.remove()
+    names = [n for n, _ in layers if n in ranges] + [mod + MATMUL_SUFFIX for mod in mm_ranges]
+    with torch.no_grad():
+        ref = run(held)
+    ranking = []
+    for role, members in role_groups(names).items():
+        convs = [n for n in members if not n.endswith(MATMUL_SUFFIX)]
+        mm_mods = {n[:-len(MATMUL_SUFFIX)] for n in members if n.endswith(MATMUL_SUFFIX)}
+        saved = {n: mods[n].weight.data.clone() for n in convs}
+        hs = [mods[n].register_forward_pre_hook(lambda _m, inp, lo=ranges[n][0], hi=ranges[n][1]:
+                                                (_fake_quant_activation(inp[0], lo, hi),) + tuple(inp[1:]))
+              for n in convs]
+
+        def fq(m_, i, ab):
+            r = mm_ranges.get(m_, {}) if m_ in mm_mods else {}
+            return tuple(_fake_quant_activation(t, *r[(i, j)]) if (i, j) in r else t for j, t in enumerate(ab))
+
+        mm_hook = _MatmulHook(model, fq)
+        try:
+            for n in convs:
+                mods[n].weight.data.copy_(_fake_quant_weight(saved[n]))
+            with torch.no_grad(), mm_hook:
+                out = run(held)
+        finally:
+            mm_hook.remove()
+            for n in convs:
+                mods[n].weight.data.copy_(saved[n])
+            for h in hs:
+                h.remove()
+        denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+        cos = float(np.mean(np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 0.0)))
+        ranking.append({"layer": role, "kind": "group", "members": members, "harm": 1.0 - cos, "cosine": cos})
+    ranking.sort(key=lambda r: -r["harm"])
+    return ranking
+
+
 def _fq_products(mod: str, ranges_m: dict):
     def fq(m_, i, ab):
         if m_ != mod:

@@ -321,6 +321,23 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
             if not bad or len(chosen) >= min(q.fallback.max_layers, len(mapped)):
                 break
             k *= 2
+        if bad and q.fallback.group_tries:
+            groups = [(g, sorted({n for m in g["members"] for n in map_nodes(m, nodes)}))
+                      for g in _group_ranking(gate, q, rewrites, info["fallback"])]
+            groups = [(g, n) for g, n in groups if n]
+            info["fallback"]["groups"] = [dict(g, nodes=n) for g, n in groups[:2 * q.fallback.group_tries]]
+            for k in range(1, min(q.fallback.group_tries, len(groups)) + 1):
+                chosen = groups[:k]
+                excluded = sorted({n for _, ns in chosen for n in ns})
+                say(f"{label}: single layers were not enough; fallback try {len(tries)}: role group(s) "
+                    f"{', '.join(g['layer'] for g, _ in chosen)} ({sum(len(g['members']) for g, _ in chosen)} "
+                    "layers) kept in floating point ...")
+                settings = quantize(excluded)
+                fig, bad = judge()
+                tries.append({"layers_in_fp": [m for g, _ in chosen for m in g["members"]], "nodes_in_fp": excluded,
+                              "groups_in_fp": [g["layer"] for g, _ in chosen], "figures": fig, "failures": bad})
+                if not bad:
+                    break
         info["settings"] = settings
     info["gate"] = {"before_fallback": tries[0]["figures"], "final": tries[-1]["figures"], "tries": tries,
                     "passed": not bad}
@@ -331,6 +348,22 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
                  (" (fallback off)" if not info["fallback"]["enabled"] else ""))
         info["error"] = "INT8 accuracy gate failed" + extra + ": " + "; ".join(bad)
     return info
+
+
+def _group_ranking(gate: GateInputs, q: QuantizationOptions, rewrites: list[str], record: dict) -> list[dict]:
+    """The role groups by the harm their quantization does as a whole (:func:`.fallback.rank_groups`), cached
+    beside the layers' ranking."""
+    from . import fallback as fb
+
+    t0 = time.perf_counter()
+    held = gate.held_out
+    n_sens = min(q.fallback.sensitivity_images, len(held.arrays))
+    key = ("groups", tuple(rewrites), gate.calibration.sha256, held.sha256, n_sens)
+    if key not in gate.rankings:
+        gate.rankings[key] = fb.rank_groups(gate.module(), gate.calibration.arrays,
+                                            held.arrays[:max(n_sens, gate.batch)], batch=gate.batch, calib_images=8)
+    record["group_ranking_s"] = round(time.perf_counter() - t0, 2)
+    return gate.rankings[key]
 
 
 def _ranking(gate: GateInputs, q: QuantizationOptions, rewrites: list[str], record: dict) -> list[dict]:
