@@ -114,6 +114,20 @@ def test_a_graph_the_converter_cannot_take_names_the_op(tmp_path, fmt):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
+def test_native_converter_chatter_is_captured_not_printed(capfd):
+    """LiteRT's MLIR converter and interpreter write to descriptor 2 from C++, past ``sys.stderr``: the converters'
+    capture takes those lines too (shown only when something fails), and gives the descriptor back afterwards."""
+    from hvit_deploy.formats.quiet import captured
+
+    with captured(native=True) as buf:
+        os.write(2, b"I0000 status_scoped_diagnostic_handler.cc:61] warning: Missing quantization parameter\n")
+        print("python-level", file=sys.stderr)
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "Missing quantization parameter" in buf.getvalue() and "python-level" in buf.getvalue()
+    assert "Missing quantization parameter" not in err and "python-level" not in err and "after" in err
+
+
 @NEEDS_EXTRA
 def test_hvit_bench_times_both(tmp_path, monkeypatch):
     from hvit_deploy.cli.bench import main

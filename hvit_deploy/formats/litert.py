@@ -59,7 +59,7 @@ def _convert(job, tmp: Path) -> dict:
     from .quiet import captured
 
     t0 = time.perf_counter()
-    with captured():
+    with captured(native=True):   # the MLIR converter logs to descriptor 2 itself
         try:
             import litert_torch
 

@@ -9,10 +9,13 @@ import os
 import sys
 import warnings
 
+from ..utils.native_io import native_stderr_into
+
 
 @contextlib.contextmanager
-def captured():
-    """Capture Python-level stdout/stderr, warnings and converter loggers; yields the buffer."""
+def captured(native: bool = False):
+    """Capture Python-level stdout/stderr, warnings and converter loggers (``native``: also what native code
+    writes to descriptor 2); yields the buffer."""
     buf = io.StringIO()
     loggers = [logging.getLogger(n) for n in ("coremltools", "torch.onnx", "torch.export", "torch._dynamo",
                                               "onnxscript", "torch.fx", "onnx_ir")]
@@ -21,7 +24,8 @@ def captured():
         lg.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), \
+                (native_stderr_into(buf) if native else contextlib.nullcontext()):
             try:
                 yield buf
             finally:

@@ -178,7 +178,7 @@ def quantize_litert(module, example, fp32_tflite: Path, target: Path, calib: np.
     from ..formats.quiet import captured
 
     quantizer = litert_quantizer(excluded)
-    with captured():
+    with captured(native=True):   # the MLIR converter logs a line per op it cannot annotate to descriptor 2
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
 

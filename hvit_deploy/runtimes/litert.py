@@ -12,8 +12,11 @@ dequantized with theirs, so the runtime takes and gives float like every other.
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
+from ..utils.native_io import native_stderr_into
 from .base import Runtime, Unavailable, os_threads, random_input, register_runtime, timed_load
 
 
@@ -34,7 +37,8 @@ class LiteRtRuntime(Runtime):
         except ImportError as e:
             raise Unavailable(f"ai-edge-litert is not installed ({e})") from None
         before = os_threads()
-        self.interp, self.load_s = timed_load(lambda: self._load(Interpreter))
+        with native_stderr_into(io.StringIO()):   # absl's "log messages before InitializeLog" and the delegate's note
+            self.interp, self.load_s = timed_load(lambda: self._load(Interpreter))
         after = os_threads()
         self.inp = self.interp.get_input_details()[0]
         self.outs = self.interp.get_output_details()
