@@ -502,3 +502,13 @@ def test_fallback_keeps_a_role_group_float_when_single_layers_are_not_enough(tmp
     assert info["fallback"]["groups"][0]["layer"] == "blocks.*.fc" and tries[-1]["figures"]["mean_cosine"] >= 0.99
     q.fallback.group_tries = 0
     assert not stage._int8_with_gate("onnx", path, tmp_path / "b2.onnx", gate, q, True, [])["ok"]
+    # a failure the simulation does not explain (no outliers; a gate nothing passes): no group tries, and why
+    plain, q.fallback.group_tries = Blocks().eval(), 2
+    torch.onnx.export(plain, torch.randn(1, 3, 64, 64), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=18, dynamo=False)
+    q.gate.min_mean_cosine = 0.9999999
+    g2 = stage.GateInputs(calibration=gate.calibration, held_out=held, batch=1, runtime="onnxruntime",
+                          reference_logits=stage.eager_logits(plain, held.arrays, 1), module=lambda: plain)
+    info = stage._int8_with_gate("onnx", path, tmp_path / "b3.onnx", g2, q, True, [])
+    assert not info["ok"] and "simulation does not explain" in info["fallback"]["groups_skipped"]
+    assert not any("groups_in_fp" in t for t in info["gate"]["tries"]) and len(info["gate"]["tries"]) == 2

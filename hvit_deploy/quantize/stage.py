@@ -326,6 +326,19 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
                       for g in _group_ranking(gate, q, rewrites, info["fallback"])]
             groups = [(g, n) for g, n in groups if n]
             info["fallback"]["groups"] = [dict(g, nodes=n) for g, n in groups[:2 * q.fallback.group_tries]]
+            # a group is worth a re-quantization only where the simulation sees harm the single layers did not
+            # carry (more than the worst single's) and that the gate could notice (a tenth of the cosine it allows
+            # to lose); where every simulated harm is below that, the runtime's INT8 differs from the simulation
+            worst_single = max((r["harm"] for r, _ in mapped if r.get("harm") is not None), default=0.0)
+            floor = max(0.1 * (1.0 - q.gate.min_mean_cosine), 1e-4)
+            useful = [(g, n) for g, n in groups if g["harm"] >= floor and g["harm"] > worst_single]
+            if groups and not useful:
+                info["fallback"]["groups_skipped"] = (
+                    f"no role group's simulated harm (at most {groups[0][0]['harm']:.2g}) is both above {floor:.2g} "
+                    f"and above the worst single layer's ({worst_single:.2g}): the simulation does not explain the "
+                    "runtime's INT8 error here")
+                say(f"{label}: no role group stands out in the simulation; no group tries")
+            groups = useful
             for k in range(1, min(q.fallback.group_tries, len(groups)) + 1):
                 chosen = groups[:k]
                 excluded = sorted({n for _, ns in chosen for n in ns})
