@@ -112,8 +112,7 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
             "calibration_method": opts.onnx_calibration, "op_types_quantized": ops,
             "attention_output_in_fp": pattern, "elementwise_out_of_scope": len(out_of_scope),
-            "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude),
-                                                                          "nodes": by_recipe},
+            "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude), "nodes": by_recipe},
             "nodes_excluded": excluded}
 
 
