@@ -15,6 +15,9 @@ MatMul*``, ``__module.layers.2.blocks.6.attn/aten::matmul/MatMul``).
 """
 from __future__ import annotations
 
+import contextlib
+import re
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -77,6 +80,84 @@ def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     return q.reshape(w.shape)
 
 
+class _Sensitivity:
+    """One model's INT8 sensitivity, simulated in PyTorch: the calibration ranges of every layer's input and of
+    every module's matrix products (observed once, on ``calib``), and the logits with any set of those layers and
+    matmul groups fake-quantized together (:meth:`quantized`)."""
+
+    def __init__(self, model: nn.Module, calib: np.ndarray, batch: int, calib_images: int):
+        self.model, self.batch = model, batch
+        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+        self.mods = dict(self.layers)
+        self.ranges: dict[str, list[float]] = {}
+        self.mm_ranges: dict[str, dict[tuple[int, int], list[float]]] = {}
+
+        def observe(name):
+            def hook(_m, inp):
+                x = inp[0]
+                r = self.ranges.setdefault(name, [float("inf"), float("-inf")])
+                r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))
+            return hook
+
+        def observe_mm(mod, i, ab):
+            for j, t in enumerate(ab):
+                r = self.mm_ranges.setdefault(mod, {}).setdefault((i, j), [float("inf"), float("-inf")])
+                r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
+            return ab
+
+        handles = [m.register_forward_pre_hook(observe(n)) for n, m in self.layers]
+        hook = _MatmulHook(model, observe_mm)
+        try:
+            with hook:
+                self.run(calib[:max(calib_images, batch)])
+        finally:
+            hook.remove()
+            for h in handles:
+                h.remove()
+        # what can be ranked: the layers that ran, then one matmul group per module that multiplies activations
+        self.names = [n for n, _ in self.layers if n in self.ranges] + [mod + MATMUL_SUFFIX for mod in self.mm_ranges]
+
+    def run(self, arrays: np.ndarray) -> np.ndarray:
+        """The logits, one row per image (whole batches only, as the quantizers calibrate)."""
+        outs = [self.model(torch.from_numpy(c)).float().numpy() for c in whole_chunks(arrays, self.batch)]
+        return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
+
+    def quantized(self, names: list[str], held: np.ndarray) -> np.ndarray:
+        """The logits on ``held`` with ``names`` fake-quantized: a layer's input per tensor with its range and its
+        weights per output channel; a matmul group's products, both inputs per tensor with their ranges."""
+        convs = [n for n in names if not n.endswith(MATMUL_SUFFIX)]
+        mm_mods = {n[:-len(MATMUL_SUFFIX)] for n in names if n.endswith(MATMUL_SUFFIX)}
+        saved = {n: self.mods[n].weight.data.clone() for n in convs}
+        hooks = [self.mods[n].register_forward_pre_hook(
+            lambda _m, inp, lo=self.ranges[n][0], hi=self.ranges[n][1]:
+            (_fake_quant_activation(inp[0], lo, hi),) + tuple(inp[1:])) for n in convs]
+
+        def fq(mod, i, ab):
+            r = self.mm_ranges.get(mod, {}) if mod in mm_mods else {}
+            return tuple(_fake_quant_activation(t, *r[(i, j)]) if (i, j) in r else t for j, t in enumerate(ab))
+
+        mm_hook = _MatmulHook(self.model, fq) if mm_mods else contextlib.nullcontext()
+        try:
+            for n in convs:
+                self.mods[n].weight.data.copy_(_fake_quant_weight(saved[n]))
+            with mm_hook:
+                return self.run(held)
+        finally:
+            if mm_mods:
+                mm_hook.remove()
+            for n in convs:
+                self.mods[n].weight.data.copy_(saved[n])
+            for h in hooks:
+                h.remove()
+
+
+def _harm(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
+    """(1 - mean cosine of the rows, mean cosine)."""
+    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = float(np.mean(np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 0.0)))
+    return 1.0 - cos, cos
+
+
 @torch.no_grad()
 def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: int = 1,
                 calib_images: int = 16, candidates: int | None = None) -> list[dict]:
@@ -87,77 +168,25 @@ def rank_layers(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: in
     pass by their local error (``||f(q(x), q(w)) - f(x, w)||^2 / ||f(x, w)||^2`` at the layer itself, the
     layer's SQNR), and only the ``candidates`` worst are measured end to end; the others follow, by local error,
     without a ``harm``."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    ranges: dict[str, list[float]] = {}
-
-    def observe(name):
-        def hook(_m, inp):
-            x = inp[0]
-            r = ranges.setdefault(name, [float("inf"), float("-inf")])
-            r[0], r[1] = min(r[0], float(x.min())), max(r[1], float(x.max()))
-        return hook
-
-    def run(arrays):  # whole batches only, as the quantizers calibrate
-        outs = [model(torch.from_numpy(c)).float().numpy() for c in whole_chunks(arrays, batch)]
-        return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
-
-    mm_ranges: dict[str, dict[tuple[int, int], list[float]]] = {}
-
-    def observe_mm(mod, i, ab):
-        for j, t in enumerate(ab):
-            r = mm_ranges.setdefault(mod, {}).setdefault((i, j), [float("inf"), float("-inf")])
-            r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
-        return ab
-
-    handles = [m.register_forward_pre_hook(observe(n)) for n, m in layers]
-    hook = _MatmulHook(model, observe_mm)
-    try:
-        with hook:
-            run(calib[:max(calib_images, batch)])
-    finally:
-        hook.remove()
-        for h in handles:
-            h.remove()
-    kinds = {n: ("conv" if isinstance(m, (nn.Conv1d, nn.Conv2d)) else "linear") for n, m in layers}
-    entries = [n for n, _ in layers if n in ranges] + [mod + MATMUL_SUFFIX for mod in mm_ranges]
+    sens = _Sensitivity(model, calib, batch, calib_images)
+    kinds = {n: ("conv" if isinstance(m, (nn.Conv1d, nn.Conv2d)) else "linear") for n, m in sens.layers}
+    entries = list(sens.names)
     local: dict[str, float] = {}
     if candidates is not None and len(entries) > candidates:
-        local = _local_errors(model, layers, ranges, mm_ranges, run, held)
+        local = _local_errors(model, sens.layers, sens.ranges, sens.mm_ranges, sens.run, held)
         entries.sort(key=lambda n: -local.get(n, 0.0))
     measured, rest = (entries[:candidates], entries[candidates:]) if local else (entries, [])
-    ref = run(held)
-
-    def harm(out) -> tuple[float, float]:
-        denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-        cos = float(np.mean(np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 0.0)))
-        return 1.0 - cos, cos
-
-    mods = dict(layers)
+    ref = sens.run(held)
     ranking = []
     for name in measured:
+        out = sens.quantized([name], held)
         if name.endswith(MATMUL_SUFFIX):
             mod = name[:-len(MATMUL_SUFFIX)]
-            hook = _MatmulHook(model, _fq_products(mod, mm_ranges[mod]))
-            try:
-                with hook:
-                    out = run(held)
-            finally:
-                hook.remove()
-            entry = {"layer": name, "module": mod, "kind": "matmul", "products": len({i for i, _ in mm_ranges[mod]})}
+            entry = {"layer": name, "module": mod, "kind": "matmul",
+                     "products": len({i for i, _ in sens.mm_ranges[mod]})}
         else:
-            m = mods[name]
-            lo, hi = ranges[name]
-            h = m.register_forward_pre_hook(lambda _m, inp, lo=lo, hi=hi: (_fake_quant_activation(inp[0], lo, hi),)
-                                            + tuple(inp[1:]))
-            saved = m.weight.data.clone()
-            m.weight.data.copy_(_fake_quant_weight(saved))
-            try:
-                out = run(held)
-            finally:
-                m.weight.data.copy_(saved)
-                h.remove()
             entry = {"layer": name, "kind": kinds[name]}
-        h_, cos = harm(out)
+        h_, cos = _harm(ref, out)
         entry.update(harm=h_, cosine=cos)
         if local:
             entry["local_error"] = local.get(name, 0.0)
@@ -176,91 +205,27 @@ def role_groups(names: list[str]) -> dict[str, list[str]]:
     """Layers of one role: names equal but for their numbers (``layer2.1.conv2.conv1`` and ``layer3.0.conv2.conv3``
     are both ``layer*.*.conv*.conv*``, the blocks' ``attn.qkv`` of every stage ``layers.*.blocks.*.attn.qkv``),
     with at least two members, in first-seen order."""
-    import re
-
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(re.sub(r"\d+", "*", n), []).append(n)
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 
+@torch.no_grad()
 def rank_groups(model: nn.Module, calib: np.ndarray, held: np.ndarray, batch: int = 1,
                 calib_images: int = 16) -> list[dict]:
     """``[{"layer": role, "kind": "group", "members", "harm", "cosine"}]``, most harmful first: each role group
     (:func:`role_groups` of the layers and matmul groups :func:`rank_layers` ranks) quantized as a whole, the rest
-    float. Where INT8's error is spread over many layers of one role (ACmix's q/k/v convolutions on LiteRT), no
-    single layer stands out and keeping the worst few singly does not pass the gate; the whole role can."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    mods = dict(layers)
-    ranges, mm_ranges = {}, {}
-
-    def observe(name):
-        def hook(_m, inp):
-            r = ranges.setdefault(name, [float("inf"), float("-inf")])
-            r[0], r[1] = min(r[0], float(inp[0].min())), max(r[1], float(inp[0].max()))
-        return hook
-
-    def observe_mm(mod, i, ab):
-        for j, t in enumerate(ab):
-            r = mm_ranges.setdefault(mod, {}).setdefault((i, j), [float("inf"), float("-inf")])
-            r[0], r[1] = min(r[0], float(t.min())), max(r[1], float(t.max()))
-        return ab
-
-    def run(arrays):
-        outs = [model(torch.from_numpy(c)).float().numpy() for c in whole_chunks(arrays, batch)]
-        return np.concatenate(outs).reshape(-1, outs[0].shape[-1])
-
-    handles = [m.register_forward_pre_hook(observe(n)) for n, m in layers]
-    hook = _MatmulHook(model, observe_mm)
-    try:
-        with torch.no_grad(), hook:
-            run(calib[:max(calib_images, batch)])
-    finally:
-        hook.remove()
-        for h in handles:
-            h.remove()
-    names = [n for n, _ in layers if n in ranges] + [mod + MATMUL_SUFFIX for mod in mm_ranges]
-    with torch.no_grad():
-        ref = run(held)
+    float. Where INT8's error is spread over many layers of one role, no single layer stands out and keeping the
+    worst few singly does not pass the gate; the whole role can."""
+    sens = _Sensitivity(model, calib, batch, calib_images)
+    ref = sens.run(held)
     ranking = []
-    for role, members in role_groups(names).items():
-        convs = [n for n in members if not n.endswith(MATMUL_SUFFIX)]
-        mm_mods = {n[:-len(MATMUL_SUFFIX)] for n in members if n.endswith(MATMUL_SUFFIX)}
-        saved = {n: mods[n].weight.data.clone() for n in convs}
-        hs = [mods[n].register_forward_pre_hook(lambda _m, inp, lo=ranges[n][0], hi=ranges[n][1]:
-                                                (_fake_quant_activation(inp[0], lo, hi),) + tuple(inp[1:]))
-              for n in convs]
-
-        def fq(m_, i, ab):
-            r = mm_ranges.get(m_, {}) if m_ in mm_mods else {}
-            return tuple(_fake_quant_activation(t, *r[(i, j)]) if (i, j) in r else t for j, t in enumerate(ab))
-
-        mm_hook = _MatmulHook(model, fq)
-        try:
-            for n in convs:
-                mods[n].weight.data.copy_(_fake_quant_weight(saved[n]))
-            with torch.no_grad(), mm_hook:
-                out = run(held)
-        finally:
-            mm_hook.remove()
-            for n in convs:
-                mods[n].weight.data.copy_(saved[n])
-            for h in hs:
-                h.remove()
-        denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-        cos = float(np.mean(np.where(denom > 0, (ref * out).sum(1) / np.maximum(denom, 1e-30), 0.0)))
-        ranking.append({"layer": role, "kind": "group", "members": members, "harm": 1.0 - cos, "cosine": cos})
+    for role, members in role_groups(sens.names).items():
+        h_, cos = _harm(ref, sens.quantized(members, held))
+        ranking.append({"layer": role, "kind": "group", "members": members, "harm": h_, "cosine": cos})
     ranking.sort(key=lambda r: -r["harm"])
     return ranking
-
-
-def _fq_products(mod: str, ranges_m: dict):
-    def fq(m_, i, ab):
-        if m_ != mod:
-            return ab
-        return tuple(_fake_quant_activation(t, *ranges_m[(i, j)]) if (i, j) in ranges_m else t
-                     for j, t in enumerate(ab))
-    return fq
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
