@@ -554,6 +554,9 @@ def test_onnx_int8_recipe_quantizes_relus_and_adds_but_keeps_the_conv_path_and_m
     dq_weights = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     assert not [n.name for n in g.node if n.name in kept and set(n.input) & dq_weights]   # float weights and mask
     assert all(set(n.input) & dq_weights for n in g.node if n.op_type == "Conv" and n.name not in kept)
+    # the halo attention's output MatMuls (softmax probabilities times values) quantized by the recipe's name scope
+    assert s["attention_output_in_fp"] == [] and len(s["attention_output_int8"]) == 7
+    assert set(s["attention_output_int8"]) <= dq_fed and {op[n] for n in s["attention_output_int8"]} == {"MatMul"}
     branch_adds = [n for n in op if n.endswith("/conv2/Add")]
     assert len(branch_adds) == 8 and set(branch_adds) <= dq_fed                     # QLinearAdd on ONNX Runtime
     fp32_relus = sum(n.op_type == "Relu" for n in onnx.load(str(tmp_path / "fp32.onnx")).graph.node)

@@ -255,6 +255,18 @@ def test_onnx_keeps_the_attention_output_matmul_in_float(tmp_path):
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in softmax_out for n in g.node)  # probabilities
     none = quantize_onnx(path, out, calib, 1, QuantizationOptions(onnx_pre_process=False, model_type="default"))
     assert none["attention_output_in_fp"] == []
+    # a recipe's onnx_attention_output_int8 picks it by name: both its inputs (probabilities and values) are then INT8
+    other = quantize_onnx(path, out, calib, 1, QuantizationOptions(onnx_pre_process=False,
+                                                                     onnx_attention_output_int8=["^/nothing/"]))
+    assert other["attention_output_in_fp"] == pattern and other["attention_output_int8"] == []
+    picked = quantize_onnx(path, out, calib, 1, QuantizationOptions(
+        onnx_pre_process=False, onnx_attention_output_int8=[re.escape(pattern[0])]))
+    assert picked["attention_output_in_fp"] == [] and picked["attention_output_int8"] == pattern
+    assert pattern[0] not in picked["nodes_excluded"]
+    g = onnx.load(str(out)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    node = next(n for n in g.node if n.name == pattern[0])
+    assert [producer.get(i) for i in node.input] == ["DequantizeLinear", "DequantizeLinear"]
 
 
 def test_onnx_data_movement_ops_carry_uint8(tmp_path):

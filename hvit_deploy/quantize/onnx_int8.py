@@ -15,10 +15,13 @@ With the recipe's ``model_type: transformer`` the MatMul that multiplies the sof
 with the values (``softmax → [reshape / transpose] → MatMul``) is kept in float too: that is NNCF's transformer
 pattern ``multihead_attention_output``, and for a reason: probabilities of a few hundred tokens sit far below the
 1/255 step of a per-tensor INT8 scale over [0, 1]. On efficientmod_xxs this one pattern takes the logits' cosine with FP32 from 0.997 to 0.9998.
+A recipe may quantize some of them anyway (``onnx_attention_output_int8``, by name): a window of a few dozen
+positions (ACmix-ResNet's 7x7) leaves its probabilities far above that step.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             return next(self._it, None)
 
     pattern = attention_output_matmuls(source) if opts.model_type == "transformer" else []
+    attention_int8 = [n for n in pattern if any(re.search(p, n) for p in opts.onnx_attention_output_int8)]
+    pattern = [n for n in pattern if n not in attention_int8]
     ops = quantized_op_types(opts)
     by_recipe = recipe_excluded(source, opts.onnx_nodes_to_exclude, ops)
     out_of_scope = elementwise_out_of_scope(source, opts)
@@ -111,7 +116,8 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             "activations": f"{opts.onnx_activations} (per tensor, asymmetric)", "weights": ("int7 (reduce_range) " if reduce_range else "int8 ")
             + ("per channel" if opts.onnx_per_channel else "per tensor") + " symmetric", "reduce_range": reduce_range,
             "calibration_method": opts.onnx_calibration, "op_types_quantized": ops,
-            "attention_output_in_fp": pattern, "elementwise_out_of_scope": len(out_of_scope),
+            "attention_output_in_fp": pattern, "attention_output_int8": attention_int8,
+            "elementwise_out_of_scope": len(out_of_scope),
             "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude), "nodes": by_recipe},
             "nodes_excluded": excluded}
 
@@ -125,8 +131,6 @@ def quantized_op_types(opts: QuantizationOptions) -> list[str]:
 def elementwise_out_of_scope(path: Path, opts: QuantizationOptions) -> list[str]:
     """The nodes of the recipe's ``onnx_elementwise_ops`` types whose name matches none of its
     ``onnx_elementwise_scope`` patterns (none when the scope is empty): they stay float."""
-    import re
-
     if not opts.onnx_elementwise_ops or not opts.onnx_elementwise_scope:
         return []
     import onnx
@@ -140,8 +144,6 @@ def recipe_excluded(path: Path, patterns: list[str], op_types=QUANTIZED_OPS) -> 
     """The nodes of ``op_types`` whose name or the name of a weight they read (an initializer, e.g. ACmix's
     ``unfold_kernels``: named the same by either exporter) matches one of the recipe's ``patterns``. Activations'
     names are not searched: ``/conv2/fc/Conv_output_0`` would pick every consumer of the fc conv as well."""
-    import re
-
     if not patterns:
         return []
     import onnx
