@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch.nn as nn
+if TYPE_CHECKING:  # the registry is read without torch (hvit-bench's workers start without it)
+    import torch.nn as nn
 
 from .errors import UnknownModelError
 from .utils.registry import Registry
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., "nn.Module"]
 StateDictHook = Callable[[dict], dict]
 # the modules whose outputs are a backbone's four stages, for a built model: [(module name, layout)], layout
 # "nchw", "nhwc" or "tokens" (B, N, C); see hvit_deploy/export/features.py
-FeatureStages = Callable[[nn.Module], list[tuple[str, str]]]
+FeatureStages = Callable[["nn.Module"], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)

@@ -192,22 +192,25 @@ def test_a_worker_leaves_after_its_atexit_handlers_and_flushes(tmp_path):
 
 
 def test_workers_load_the_model_families_on_first_use():
-    """Workers start with HVIT_DEFER_FAMILIES: importing the package skips the family files (and timm, about half
-    of its start-up); the first registry read loads them all, timm's registration included."""
+    """Workers start with HVIT_DEFER_FAMILIES: importing the package skips the family files, timm and torch (a
+    worker timing ONNX Runtime or OpenVINO never needs them); the first registry read loads them all, timm's
+    registration included, and create_model / rewrite are there on first use."""
     import subprocess
 
     from hvit_deploy.bench.process import worker_env
 
     env = worker_env(1)
     assert env["HVIT_DEFER_FAMILIES"] == "1"
-    code = ("import sys; import hvit_deploy.bench.worker; print('timm' in sys.modules, "
+    code = ("import sys; import hvit_deploy.bench.worker; print('timm' in sys.modules, 'torch' in sys.modules, "
             "'hvit_deploy.models.smt' in sys.modules); import hvit_deploy; print('smt_t' in hvit_deploy.list_models(), "
-            "len(hvit_deploy.list_models())); import timm; print(timm.is_model('smt_t'))")
+            "len(hvit_deploy.list_models())); import timm; print(timm.is_model('smt_t')); "
+            "from hvit_deploy import create_model, rewrite; m = rewrite(create_model('efficientmod_xxs'), 'onnx'); "
+            "print(type(m).__name__, hvit_deploy.create_model is create_model)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     shipped = [n for n in hvit_deploy.list_models()    # a plugin test earlier in this process may have added one
                if hvit_deploy.get_spec(n).builder.__module__.startswith("hvit_deploy.models.")]
-    assert out.stdout.split("\n")[:3] == ["False False", f"True {len(shipped)}", "True"]
+    assert out.stdout.split("\n")[:4] == ["False False False", f"True {len(shipped)}", "True", "EfficientMod True"]
 
 
 def test_the_exports_progress_lines_are_relayed_and_keep_a_busy_worker_alive(tmp_path):
