@@ -118,3 +118,26 @@ def test_cuda_graphs_and_fp16_time_on_the_gpu(tmp_path):
     assert all(e["status"] == "ok" for e in by.values())
     assert by["torch-cuda-graphs"]["threads_readback"]["graph_max_abs_vs_eager"] < 1e-3
     assert by["torch-cuda-fp16"]["threads_readback"]["fp16_cosine_vs_fp32"] >= 0.999
+
+
+def test_torch_predict_needs_no_inference_mode_from_the_caller():
+    """The torch runtime enters inference mode at load for its timed calls; a caller in the same thread that leaves
+    that mode later (the bf16 gate run in process, a test's ``with torch.inference_mode()``) must not break predict:
+    the model's tensors were made in inference mode and cannot meet autograd outside it."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_models  # noqa: F401  (registers bench_tiny)
+
+    from hvit_deploy.runtimes import RuntimeSpec
+
+    with torch.inference_mode():
+        rt = get_runtime("torch")(RuntimeSpec(model="bench_tiny", backend="torch", threads=1))
+    assert not torch.is_inference_mode_enabled()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    (y,) = rt.predict([x])
+    with torch.inference_mode():
+        ref = rt.model(torch.from_numpy(x)).numpy()
+    assert y.shape == (1, 10) and np.isfinite(y).all() and np.array_equal(y, ref)

@@ -87,7 +87,8 @@ class CompiledMixin:
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
         fn = getattr(self, "compiled", self.model)
-        return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
+        with t.inference_mode():  # as it was compiled (see TorchRuntime.predict)
+            return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def _compile_and_check(self) -> None:
         torch, x = self.torch, self.x

@@ -137,7 +137,9 @@ class TorchRuntime(Runtime):
 
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
-        with self._autocast():
+        # inference mode here too, not only the one entered at load: a caller in the same thread (the gate run in
+        # process, a test) may have left it since, and the model's tensors, made in it, cannot then meet autograd
+        with t.inference_mode(), self._autocast():
             return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def op_profile(self, runs: int, top: int) -> list[dict]:

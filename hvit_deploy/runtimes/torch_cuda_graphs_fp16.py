@@ -62,7 +62,8 @@ class TorchCudaGraphsFp16Runtime(TorchCudaGraphsRuntime):
         """Eager inference in the compute precision once :meth:`prepare` has cast the model (FP32 before)."""
         t = self.torch
         dt = next(self.model.parameters()).dtype
-        return [self.model(t.from_numpy(x).to(self.torch_device, dt)).float().cpu().numpy() for x in inputs]
+        with t.inference_mode():  # see TorchRuntime.predict
+            return [self.model(t.from_numpy(x).to(self.torch_device, dt)).float().cpu().numpy() for x in inputs]
 
     def check_replay(self, eager, out) -> None:
         ref = eager.reshape(len(eager), -1).cpu().numpy()
