@@ -117,6 +117,7 @@ def test_int8_entries_beside_fp32(int8_run, calib):
         assert s["reference"] == f"{b}/original" and s["ci"][0] <= s["speedup"] <= s["ci"][1] and s["speedup"] > 0
         assert e["speedup_vs_torch"]["reference"] == "torch/original"
         assert "speedup_vs_fp32" not in fp and "speedup_vs_original" not in e
+        assert e["speedup_vs_best_float"] == s and "speedup_vs_best_float" not in fp   # FP32 is the only float form
 
 
 def test_cache_key_follows_the_calibration_set(int8_run, calib, tmp_path, cache_dir, tiny_ckpt, monkeypatch):

@@ -94,3 +94,41 @@ def test_table_prints_each_entrys_compute_precision(doc):
     rows = list(csv.DictReader(io.StringIO(format_table(typed, "csv"))))
     assert [r["compute_precision"] for r in rows] == ["fp32", "fp32", "bf16"]
     assert "compute" not in format_table(doc, "table").splitlines()[0].split()  # an old file: nothing recorded
+
+
+def test_int8_is_also_compared_with_the_fastest_float_form_of_its_runtime(doc):
+    """An int8 entry's speedup_vs_best_float is against the fastest non-INT8 form of the same runtime in the run:
+    its FP32 form when that is all there is (then the same figure as speedup_vs_fp32), a bf16 entry when the
+    runtime computed faster in bf16; the table and the CSV carry it."""
+    d = copy.deepcopy(doc)
+    fp32 = next(e for e in d["results"] if e["backend"] == "openvino")
+    for e in d["results"]:
+        e.pop("speedup_vs_torch", None)
+
+    def form(variant, factor, **extra):
+        e = copy.deepcopy(fp32)
+        e.update(variant=variant, samples_ms=[v * factor for v in fp32["samples_ms"]], **extra)
+        e["median_ms"] = float(np.median(e["samples_ms"]))
+        return e
+
+    int8 = form("int8", 0.5, fp32_variant=fp32["variant"])
+    d["results"].append(int8)
+    entries = check(d).results
+    add_speedups(entries)
+    e = {x.form: x for x in entries if x.backend == "openvino"}["int8"]
+    assert e.speedup_vs_best_float == e.speedup_vs_fp32 and e.speedup_vs_fp32["speedup"] == pytest.approx(2, rel=1e-3)
+    d["results"].append(form("bf16", 0.625, fp32_variant=fp32["variant"], compute_precision="bf16"))
+    d2 = check(d)
+    add_speedups(d2.results)
+    e = {x.form: x for x in d2.results if x.backend == "openvino"}["int8"]
+    assert e.speedup_vs_fp32["speedup"] == pytest.approx(2, rel=1e-3)
+    assert e.speedup_vs_best_float["reference"] == "openvino/bf16"
+    assert e.speedup_vs_best_float["speedup"] == pytest.approx(1.25, rel=1e-3)
+    lo, hi = e.speedup_vs_best_float["ci"]
+    assert lo <= 1.25 <= hi
+    table = format_table(d2.model_dump(mode="json", by_alias=True), "table")
+    assert "; × bf16 1.25" in table
+    rows = {(r["backend"], r["variant"]): r for r in csv.DictReader(io.StringIO(format_table(
+        d2.model_dump(mode="json", by_alias=True), "csv")))}
+    assert float(rows[("openvino", "int8")]["speedup_vs_best_float"]) == pytest.approx(1.25, rel=1e-3)
+    assert rows[("openvino", "bf16")]["speedup_vs_best_float"] == ""

@@ -201,8 +201,9 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
     backends; for ``int8`` the FP32 form it was quantized from), ``speedup_vs_original`` (original median /
     rewritten median, same model and backend) and, for ``int8`` entries, ``speedup_vs_fp32`` (the FP32 median of
     the form it was quantized from — ``fp32_variant``, rewritten unless the family has no recipe — / the INT8
-    median, same model and backend), each with a block-bootstrap CI. Measured in the same run, so they are the
-    numbers to quote."""
+    median, same model and backend), and ``speedup_vs_best_float`` (the fastest non-INT8 form of the same
+    runtime — that FP32 form or a ``bf16`` entry — / the INT8 median), each with a block-bootstrap CI. Measured
+    in the same run, so they are the numbers to quote."""
     ok = {e.key: e for e in entries if e.status == "ok" and e.samples_ms}  # (model, backend, form, batch)
 
     def ratio(ref: ResultsEntry, e: ResultsEntry, label: str) -> dict:
@@ -211,7 +212,7 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
         return {"reference": label, **_rounded(s)}
 
     for (model, backend, form, batch), e in ok.items():  # each ratio at the same batch
-        e.drop("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32")
+        e.drop("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "speedup_vs_best_float")
         fp32 = (e.fp32_form or "rewritten") if form == "int8" else form  # bf16: torch's bf16 autocast entry
         ref_b = _reference_backend(backend)
         ref = ok.get((model, ref_b, fp32, batch)) if ref_b else None
@@ -226,6 +227,11 @@ def add_speedups(entries: list[ResultsEntry]) -> None:
             base = ok.get((model, backend, src, batch))
             if base is not None:
                 e.speedup_vs_fp32 = ratio(base, e, f"{backend}/{src}")
+        if form == "int8":
+            floats = [f for f in (ok.get((model, backend, g, batch)) for g in (fp32, *COMPUTE_FORMS)) if f is not None]
+            if floats:
+                best = min(floats, key=lambda f: f.median_ms)
+                e.speedup_vs_best_float = ratio(best, e, f"{backend}/{best.form}")
 
 
 def _rounded(s: dict) -> dict:
@@ -239,7 +245,8 @@ COLUMNS = ["model", "backend", "variant", "batch", "compute", "threads", "median
 CSV_KEYS = ["model", "backend", "variant", "status", "threads", "iterations", "warmup", "median_ms",
             "median_ci_lo_ms", "median_ci_hi_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p90_ms", "p99_ms",
             "first_inference_ms", "load_ms", "speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "reason",
-            "artifact_precision", "compute_precision", "batch_size", "images_per_s"]   # columns only ever added at the end
+            "artifact_precision", "compute_precision", "batch_size", "images_per_s",
+            "speedup_vs_best_float"]   # columns only ever added at the end
 
 
 def _f(v, digits=3) -> str:
@@ -250,6 +257,14 @@ def _x(s: dict | None) -> str:
     if not s:
         return ""
     return f"{s['speedup']:.2f} ({s['ci'][0]:.2f}–{s['ci'][1]:.2f})"
+
+
+def _x_fp32(e: ResultsEntry) -> str:
+    """× fp32, and for an INT8 entry whose runtime ran a non-INT8 form faster than FP32 (bf16), × that too."""
+    text, best = _x(e.speedup_vs_fp32), e.speedup_vs_best_float
+    if best and e.speedup_vs_fp32 and best.get("reference") != e.speedup_vs_fp32.get("reference"):
+        text += f"; × {best['reference'].rsplit('/', 1)[-1]} {_x(best)}"
+    return text
 
 
 def _status(e: ResultsEntry) -> str:
@@ -275,7 +290,7 @@ def summary_rows(doc: ResultsDoc | dict) -> list[dict]:
             "first ms": _f(e.first_inference_ms, 1),
             "load s": _f(e.load_ms / 1e3 if e.load_ms is not None else None, 2),
             "× torch": _x(e.speedup_vs_torch), "× original": _x(e.speedup_vs_original),
-            "× fp32": _x(e.speedup_vs_fp32), "status": _status(e),
+            "× fp32": _x_fp32(e), "status": _status(e),
         })
     return rows
 
@@ -287,7 +302,7 @@ def _csv(doc: ResultsDoc) -> str:
     for e in doc.results:
         row = e.to_json()
         row["median_ci_lo_ms"], row["median_ci_hi_ms"] = e.median_ci_ms or (None, None)
-        for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32"):
+        for k in ("speedup_vs_torch", "speedup_vs_original", "speedup_vs_fp32", "speedup_vs_best_float"):
             row[k] = (getattr(e, k) or {}).get("speedup")
         row["reason"] = e.why()
         w.writerow(row)
@@ -299,7 +314,8 @@ def _footer(doc: ResultsDoc, rows: list[dict], fmt: str) -> list[str]:
 
     foot = ["", "× torch / × original / × fp32: how many times faster than torch eager (a bf16 entry: torch eager "
                 "under bf16 autocast) / the original form / the FP32 form an int8 entry was quantized from or a bf16 "
-                "entry computes in bf16, median ratio from this run (95% block-bootstrap CI)."
+                "entry computes in bf16, median ratio from this run (95% block-bootstrap CI); an int8 entry whose "
+                "runtime ran bf16 faster than FP32 shows × bf16 too (what INT8 buys over its best float form)."
             ] if any(r["× torch"] or r["× original"] or r["× fp32"] for r in rows) else []
     if any(r["compute"] for r in rows):
         foot += ["", "compute: the precision each runtime session computed in (fp32, bf16, fp16), as the runtime "

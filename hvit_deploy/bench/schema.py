@@ -102,6 +102,9 @@ class ResultsEntry(_Record):
     speedup_vs_torch: Optional[dict] = None
     speedup_vs_original: Optional[dict] = None
     speedup_vs_fp32: Optional[dict] = None
+    # int8 entries: against the fastest non-INT8 form of the same runtime in the run (its FP32 form, or bf16 where
+    # the CPU computes in it faster): what INT8 buys over the best the runtime does without it
+    speedup_vs_best_float: Optional[dict] = None
     round_medians_ms: list[float] = Field(default_factory=list)
     round_process: Optional[list[int]] = None
     samples_ms: list[float] = Field(default_factory=list)
