@@ -195,30 +195,10 @@ def test_all_calibration_images_unreadable(cli, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-class TinyHybrid(torch.nn.Module):
-    """Conv stem, one softmax attention block, MLP, head (as tests/bench_models.py's, without registering it)."""
-
-    def __init__(self, dim: int = 32, heads: int = 2):
-        super().__init__()
-        nn = torch.nn
-        self.heads = heads
-        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4), nn.BatchNorm2d(dim), nn.GELU())
-        self.norm1, self.qkv, self.proj = nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, x):
-        x = self.stem(x).flatten(2).transpose(1, 2)
-        b, n, c = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        a = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
-        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, n, c))
-        x = x + self.mlp(self.norm2(x))
-        return self.head(x.mean(1))
-
-
 def _tiny_onnx(tmp_path):
+    """tests/bench_models.py's bench_tiny (conv stem, one softmax attention block, MLP, head), seeded, as ONNX."""
+    from bench_models import TinyHybrid
+
     torch.manual_seed(0)
     model = TinyHybrid().eval()
     path = tmp_path / "tiny.onnx"
