@@ -120,10 +120,12 @@ def test_cuda_graphs_and_fp16_time_on_the_gpu(tmp_path):
     assert by["torch-cuda-fp16"]["threads_readback"]["fp16_cosine_vs_fp32"] >= 0.999
 
 
-def test_torch_predict_needs_no_inference_mode_from_the_caller():
-    """The torch runtime enters inference mode at load for its timed calls; a caller in the same thread that leaves
-    that mode later (the bf16 gate run in process, a test's ``with torch.inference_mode()``) must not break predict:
-    the model's tensors were made in inference mode and cannot meet autograd outside it."""
+def test_torch_runtimes_leave_the_callers_autograd_mode_alone():
+    """The torch runtime enters inference mode per call, never for the session's life. It used to hold a mode guard
+    from load on: when such a runtime was garbage-collected, its guard restored the mode it had found, in the
+    middle of another runtime's calls; that runtime's model, made in inference mode, then met autograd ("Inference
+    tensors cannot be saved for backward", a whole-suite CI failure in the bf16 gate)."""
+    import gc
     import sys
 
     import torch
@@ -133,11 +135,30 @@ def test_torch_predict_needs_no_inference_mode_from_the_caller():
 
     from hvit_deploy.runtimes import RuntimeSpec
 
+    spec = RuntimeSpec(model="bench_tiny", backend="torch", threads=1)
+    state = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())
     with torch.inference_mode():
-        rt = get_runtime("torch")(RuntimeSpec(model="bench_tiny", backend="torch", threads=1))
-    assert not torch.is_inference_mode_enabled()
+        rt = get_runtime("torch")(spec)
+    assert (torch.is_inference_mode_enabled(), torch.is_grad_enabled()) == state == (False, True)
+    assert not any(p.requires_grad for p in rt.model.parameters())
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     (y,) = rt.predict([x])
     with torch.inference_mode():
         ref = rt.model(torch.from_numpy(x)).numpy()
     assert y.shape == (1, 10) and np.isfinite(y).all() and np.array_equal(y, ref)
+    rt.prepare()
+    assert (torch.is_inference_mode_enabled(), torch.is_grad_enabled()) == state
+    out = rt.call()
+    assert out.is_inference() and not out.requires_grad and out.shape == (1, 10)
+
+    # the failure: one runtime dropped (in a reference cycle, so the collector frees it later) while another one
+    # computes under the caller's inference mode; the collection must not switch that mode off
+    dropped = get_runtime("torch")(spec)
+    dropped.me = dropped
+    del dropped
+    with torch.inference_mode():
+        gc.collect()
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+        (y2,) = rt.predict([x])
+    assert np.array_equal(y2, ref)
+    assert (torch.is_inference_mode_enabled(), torch.is_grad_enabled()) == state

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..metrics import compare
 from .base import RuntimeSpec, Unavailable, register_runtime
-from .torch_cpu import TorchRuntime
+from .torch_cpu import TorchRuntime, under_inference_mode
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_CALLS = 3  # reduce-overhead needs three: warm-up, graph recording, first replay
@@ -79,6 +79,7 @@ class CompiledMixin:
         self.compile_mode = compile_mode(spec, self.default_mode)
         super().__init__(spec)
 
+    @under_inference_mode  # compiled in the mode it is called in (the compiled graph guards on it)
     def prepare(self, seed: int = 0) -> None:
         super().prepare(seed)
         self._compile_and_check()
@@ -113,7 +114,7 @@ class CompiledMixin:
             compiled(x)
             sync()
 
-        self.call = call
+        self.call = self.scoped(call)
 
     def _sync(self) -> None:
         pass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import Unavailable, register_runtime, RuntimeSpec
-from .torch_cpu import TorchRuntime
+from .torch_cpu import TorchRuntime, under_inference_mode
 
 
 @register_runtime
@@ -33,6 +33,7 @@ class TorchCudaRuntime(TorchRuntime):
         self.timing = ("wall clock around model(x) + torch.cuda.synchronize(); input copied to the GPU before "
                        "timing, output left on the GPU")
 
+    @under_inference_mode
     def prepare(self, seed: int = 0) -> None:
         super().prepare(seed)
         model, x, sync = self.model, self.x, self.torch.cuda.synchronize
@@ -42,4 +43,4 @@ class TorchCudaRuntime(TorchRuntime):
             model(x)
             sync()
 
-        self.call = call
+        self.call = self.scoped(call)

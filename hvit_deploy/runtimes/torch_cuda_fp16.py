@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..metrics import cosine_rows
 from .base import register_runtime
+from .torch_cpu import under_inference_mode
 from .torch_cuda import TorchCudaRuntime
 
 MIN_COSINE = 0.999
@@ -21,6 +22,7 @@ class TorchCudaFp16Runtime(TorchCudaRuntime):
     description = "PyTorch on a CUDA GPU in FP16"
     compute_precision = "fp16"
 
+    @under_inference_mode
     def prepare(self, seed: int = 0) -> None:
         super().prepare(seed)
         torch = self.torch
@@ -40,6 +42,6 @@ class TorchCudaFp16Runtime(TorchCudaRuntime):
             model(x)
             sync()
 
-        self.call = call
+        self.call = self.scoped(call)
         self.timing = ("wall clock around model(x) + torch.cuda.synchronize() with FP16 weights and input; input "
                        "on the GPU before timing, output left there")

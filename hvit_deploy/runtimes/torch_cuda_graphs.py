@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .base import register_runtime
+from .torch_cpu import under_inference_mode
 from .torch_cuda import TorchCudaRuntime
 
 MAX_ABS = 1e-4
@@ -45,6 +46,7 @@ class TorchCudaGraphsRuntime(TorchCudaRuntime):
     description = "PyTorch on a CUDA GPU, one captured CUDA graph replayed per run"
     compute_precision: ClassVar[str] = "fp32"
 
+    @under_inference_mode  # eager reference and capture; the replay needs no mode
     def prepare(self, seed: int = 0) -> None:
         super().prepare(seed)
         torch = self.torch
