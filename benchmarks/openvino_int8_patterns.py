@@ -12,6 +12,12 @@ tensor: that says which pattern carries the error.
     python benchmarks/openvino_int8_patterns.py exports/smt_t.xml smt_t --calibration images/ \
         --settings base tq_fx sq0.5 --noise
 
+``--exact`` also judges each INT8 IR with exact quantization arithmetic: every FakeQuantize rewritten as the same
+rounding in plain float ops (:func:`exact_arithmetic`), which OpenVINO's low-precision transformations do not turn
+into int8 kernels. Those are the numerics of a CPU with VNNI (or AMX), whose int8 dot products add into int32
+exactly, seen from a CPU without it, whose AVX2 kernels add pairs of 8-bit products in int16 and can saturate (the
+reason NNCF's overflow fix gives such CPUs 7-bit weights): the gate a VNNI target would see, measured here.
+
 No timing: the figures are accuracy figures only.
 """
 from __future__ import annotations
@@ -149,6 +155,36 @@ def trace(core, fp32_xml, int8_xml, held, images: int = 6) -> list[dict]:
             for i, (a, _) in enumerate(pairs)]
 
 
+def exact_arithmetic(model) -> int:
+    """Rewrite every FakeQuantize of the OpenVINO ``model`` (in place) as its definition in float ops:
+    ``round(clip((x - il) / (ih - il), 0, 1) * (levels - 1)) / (levels - 1) * (oh - ol) + ol`` (ties to even, as
+    OpenVINO's reference FakeQuantize). OpenVINO then computes in fp32 on fake-quantized values, so no int8 kernel
+    (and no int16 saturation) is involved. Returns how many were rewritten."""
+    import openvino.opset13 as ops
+
+    n = 0
+    for fq in list(model.get_ordered_ops()):
+        if fq.get_type_name() != "FakeQuantize":
+            continue
+        x, il, ih, ol, oh = (fq.input_value(i) for i in range(5))
+        steps = ops.constant(np.float32(fq.get_attributes()["levels"] - 1))
+        t = ops.divide(ops.subtract(x, il), ops.subtract(ih, il))
+        t = ops.minimum(ops.maximum(t, ops.constant(np.float32(0.0))), ops.constant(np.float32(1.0)))
+        r = ops.round(ops.multiply(t, steps), "half_to_even")
+        y = ops.add(ops.multiply(ops.divide(r, steps), ops.subtract(oh, ol)), ol)
+        fq.output(0).replace(y.output(0))
+        n += 1
+    return n
+
+
+def run_exact(core, xml, arrays) -> np.ndarray:
+    """Logits of the INT8 IR ``xml`` under exact quantization arithmetic (:func:`exact_arithmetic`)."""
+    model = core.read_model(str(xml))
+    exact_arithmetic(model)
+    req = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    return np.concatenate([req.infer({0: x[None]})[0].copy() for x in arrays]).reshape(len(arrays), -1)
+
+
 def block_of(name: str) -> str:
     m = re.search(r"__module\.(block\d+\.\d+|patch_embed\d+|head|norm\d+)", name)
     return m.group(1) if m else "other"
@@ -173,6 +209,8 @@ def main(argv=None) -> int:
                     help="a setting that keeps the nodes whose names match in FP (nncf IgnoredScope patterns)")
     ap.add_argument("--noise", action="store_true", help="per-FakeQuantize noise table for the first setting")
     ap.add_argument("--trace", action="store_true", help="error growth through the network, for every setting")
+    ap.add_argument("--exact", action="store_true",
+                    help="also judge each INT8 IR with exact quantization arithmetic (a VNNI CPU's numerics)")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
 
@@ -211,6 +249,14 @@ def main(argv=None) -> int:
                   f"top-5 {fig['top5_agreement_within_tie']:.3f} cosine {fig['mean_cosine']:.4f} "
                   f"(min {fig['min_cosine']:.4f}) FQ {info['fake_quantize_ops']} ignored {len(ignored or [])} "
                   f"{'PASS' if not bad else 'fail'}", flush=True)
+            if args.exact:
+                efig = gate_figures(ref, run_exact(core, out, held.arrays), held.labels, q.gate.tie_logit_margin)
+                ebad = gate_failures(efig, q.gate)
+                report[name]["exact"] = {"figures": efig, "failures": ebad}
+                print(f"{'exact':>14}: top-1 {efig['top1_agreement_within_tie']:.3f} (strict "
+                      f"{efig['top1_agreement']:.3f}) top-5 {efig['top5_agreement_within_tie']:.3f} cosine "
+                      f"{efig['mean_cosine']:.4f} (min {efig['min_cosine']:.4f}) {'PASS' if not ebad else 'fail'}"
+                      "  (exact int arithmetic: a VNNI CPU's numerics)", flush=True)
             if args.trace:
                 tr = trace(core, args.xml, out, held.arrays)
                 report[name]["trace"] = tr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +46,45 @@ def test_op_shares_prints_shares_for_both_runtimes(tmp_path):
     for b in blocks:
         roles = re.findall(r"(\w+) (\d+\.\d)%", b.split("by role:")[1])
         assert {n for n, _ in roles} == {"mlp", "other"} and abs(sum(float(s) for _, s in roles) - 100) < 0.5
+
+
+def test_exact_arithmetic_is_openvinos_fake_quantize_in_float_ops():
+    """benchmarks/openvino_int8_patterns.py --exact: each FakeQuantize rewritten as float ops gives OpenVINO's own
+    FakeQuantize values (activations, per-tensor, and weights, per output channel), and none is left to become an
+    int8 kernel."""
+    import importlib.util
+
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    spec = importlib.util.spec_from_file_location("ovpat", ROOT / "benchmarks" / "openvino_int8_patterns.py")
+    ovpat = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ovpat)
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 6)).astype(np.float32)
+    x = (rng.standard_normal((3, 6)) * 2).astype(np.float32)
+    lo, hi = np.float32(-1.5), np.float32(2.5)                 # values beyond the range clip to it
+    wl, wh = -np.abs(w).max(1, keepdims=True), np.abs(w).max(1, keepdims=True)
+
+    def build():
+        p = ops.parameter([3, 6], np.float32)
+        a = ops.fake_quantize(p, lo, hi, lo, hi, 256)
+        b = ops.fake_quantize(ops.constant(w), wl, wh, wl, wh, 255)
+        return ov.Model([ops.fake_quantize(p, lo, hi, lo, hi, 256), ops.matmul(a, b, False, True)], [p])
+
+    def fq(v, low, high, levels):                               # the FakeQuantize definition, in numpy
+        return np.round(np.clip((v - low) / (high - low), 0, 1) * (levels - 1)) / (levels - 1) * (high - low) + low
+
+    core = ov.Core()
+    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    own = core.compile_model(build(), "CPU", cfg)(x)
+    model = build()
+    assert ovpat.exact_arithmetic(model) == 3
+    assert not [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    got = core.compile_model(model, "CPU", cfg)(x)
+    xa = fq(x, lo, hi, 256)
+    assert np.abs(xa - x).max() > 0.01                          # the rounding is there
+    np.testing.assert_allclose(got[0], own[0], atol=1e-6)       # the activations: OpenVINO's own FakeQuantize
+    np.testing.assert_allclose(got[0], xa, atol=1e-6)
+    np.testing.assert_allclose(got[1], xa @ fq(w, wl, wh, 255).T, rtol=1e-5, atol=1e-5)
