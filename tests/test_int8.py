@@ -504,3 +504,46 @@ def test_fallback_keeps_a_role_group_float_when_single_layers_are_not_enough(tmp
     info = stage._int8_with_gate("onnx", path, tmp_path / "b3.onnx", g2, q, True, [])
     assert not info["ok"] and "simulation does not explain" in info["fallback"]["groups_skipped"]
     assert not any("groups_in_fp" in t for t in info["gate"]["tries"]) and len(info["gate"]["tries"]) == 2
+
+
+def test_runtimes_say_when_8_bit_weights_meet_a_cpu_without_vnni(tmp_path, monkeypatch):
+    """The weights' width is read from the written file (ONNX QDQ and OpenVINO IR, quantized for real both ways) and
+    recorded; ONNX Runtime and OpenVINO add a note when an 8-bit file runs on an x86 CPU without VNNI, whose int16
+    sums can saturate, and none for a 7-bit file or on a VNNI CPU (no one machine has both: the CPU's answer is
+    set here, the quantizers and runtimes are real)."""
+    import numpy as np
+    import openvino as ov
+
+    from hvit_deploy.quantize.onnx_int8 import quantize_onnx
+    from hvit_deploy.quantize.openvino_int8 import quantize_openvino
+    from hvit_deploy.recipes import QuantizationOptions
+    from hvit_deploy.runtimes import open_runtime
+    from hvit_deploy.utils import cpu
+
+    _, path = _tiny_onnx(tmp_path)
+    xml = tmp_path / "tiny.xml"
+    ov.save_model(ov.convert_model(str(path)), str(xml), compress_to_fp16=False)
+    calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    files = {}
+    for bits, onnx_rr, ov_fix in ((7, "on", "enable"), (8, "off", "disable")):
+        o = tmp_path / f"q{bits}.onnx"
+        s = quantize_onnx(path, o, calib, 1, QuantizationOptions(onnx_pre_process=False, onnx_reduce_range=onnx_rr))
+        v = tmp_path / f"q{bits}.xml"
+        t = quantize_openvino(xml, v, calib, 1, QuantizationOptions(openvino_overflow_fix=ov_fix))
+        assert s["weight_bits"] == t["weight_bits"] == bits
+        assert ("every CPU" in s["exact_on"]) == (bits == 7) and ("VNNI" in t["exact_on"]) == (bits == 8)
+        files[bits] = {"onnxruntime": o, "openvino": v}
+    monkeypatch.setattr(cpu, "is_x86", lambda: True)
+    for vnni in (False, True):
+        monkeypatch.setattr(cpu, "has_vnni", lambda: vnni)
+        for bits, by_rt in files.items():
+            for rt_name, f in by_rt.items():
+                rt = open_runtime(rt_name, {"artifact": str(f), "threads": 1})
+                notes = [n for n in rt.notes if "8-bit weights" in n]
+                assert rt.readback["int8_weight_bits"] == bits
+                assert len(notes) == (bits == 8 and not vnni), (rt_name, bits, vnni, rt.notes)
+                if notes:
+                    assert "saturate" in notes[0] and ("onnx_reduce_range" if rt_name == "onnxruntime"
+                                                       else "openvino_overflow_fix") in notes[0]
+    fp32 = open_runtime("onnxruntime", {"artifact": str(path), "threads": 1})
+    assert "int8_weight_bits" not in fp32.readback and not fp32.notes

@@ -131,6 +131,8 @@ def _artifact_logits(path: Path, x: np.ndarray) -> np.ndarray:
 
     b = 1 if _format(path) == "coreml" else _input_batch(path)
     rt = open_runtime(_runtime_for(path), {"artifact": str(path)})  # one session for every chunk
+    for note in rt.notes:  # what the runtime says about running this file here (8-bit INT8 weights without VNNI)
+        print(f"{PROG}: {path.name}: note: {note}", file=sys.stderr)
     try:
         return run_in_batches(lambda xs: [rt.predict([c])[0] for c in tqdm(
             xs, desc=f"{PROG}: {path.name}", unit="batch", file=sys.stderr, disable=None)], x, b)

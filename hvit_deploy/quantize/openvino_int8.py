@@ -8,6 +8,8 @@ import numpy as np
 
 from ..recipes import QuantizationOptions
 from ..formats.quiet import captured
+from ..runtimes.int8_weights import openvino_weight_bits
+from .onnx_int8 import weight_record
 
 
 def overflow_fix_for(opts: QuantizationOptions) -> str | None:
@@ -66,7 +68,8 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calib: np.ndarray, batch: i
             "fast_bias_correction": opts.fast_bias_correction, "subset_size": len(batches),
             "overflow_fix": overflow_fix or "nncf default", "fake_quantize_ops": fq, "ignored_scope": list(ignored or []),
             "recipe_ignored_scope": {"patterns": scope["patterns"], "types": scope["types"],
-                                     "nodes_matched": scope["matched"]}}
+                                     "nodes_matched": scope["matched"]},
+            **weight_record(openvino_weight_bits(core.read_model(str(out_xml))))}
 
 
 def recipe_scope(model, opts: QuantizationOptions) -> dict:

@@ -354,6 +354,13 @@ def _int8_with_gate(fmt: str, fp32_path: Path, target: Path, gate: GateInputs, q
         info["settings"] = settings
     info["gate"] = {"before_fallback": tries[0]["figures"], "final": tries[-1]["figures"], "tries": tries,
                     "passed": not bad}
+    if info["settings"].get("weight_bits") == 8:  # quantized for VNNI: say what that means for other targets
+        from ..utils.cpu import has_vnni, is_x86
+
+        here = " (as on this CPU, whose gate figures include it)" if is_x86() and not has_vnni() else ""
+        warn(f"{label}: 8-bit weights: their int8 sums are exact on x86 CPUs with VNNI or AMX and on Arm, but an x86 "
+             f"CPU without VNNI adds them in int16 and can saturate{here}; for such a target, re-export on it or ask "
+             "the recipe for 7-bit weights (quantization.onnx_reduce_range \"on\" / openvino_overflow_fix enable)")
     info["layers_in_fp"] = tries[-1]["layers_in_fp"]
     info["ok"] = not bad
     if bad:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Runtime, Unavailable, check_batch, os_threads, random_input, register_runtime, timed_load, top_ops, RuntimeSpec
+from .int8_weights import onnx_weight_bits, saturation_note
 
 
 # Checked with onnxruntime 1.31.1 (docs/bench.md, "BF16"): on x86 the CPU execution provider has no BF16 kernels
@@ -113,6 +114,13 @@ class OrtRuntime(Runtime):
         }
         self.timing = ("wall clock (perf_counter_ns) around InferenceSession.run_with_iobinding; input bound once "
                        "before timing (IO binding), outputs in pre-allocated buffers")
+        if self.device_kind == "cpu":  # int8 sums that saturate on this CPU? (int8_weights)
+            bits = onnx_weight_bits(self.spec.artifact)
+            if bits is not None:
+                self.readback["int8_weight_bits"] = bits
+                note = saturation_note(bits, "ONNX Runtime", 'quantization.onnx_reduce_range: "on"')
+                if note:
+                    self.notes.append(note)
 
     @classmethod
     def thread_notes(cls, threads: int, readback: dict) -> list[str]:

@@ -21,6 +21,7 @@ import collections
 import numpy as np
 
 from .base import Runtime, RuntimeSpec, Unavailable, check_batch, os_threads, random_input, register_runtime, timed_load, top_ops
+from .int8_weights import openvino_weight_bits, saturation_note
 
 READBACK_KEYS = ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT",
                  "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE", "EXECUTION_DEVICES")
@@ -113,6 +114,13 @@ class OvRuntime(Runtime):
             pass
         self.timing = ("wall clock (perf_counter_ns) around InferRequest.infer() (synchronous); input tensor set "
                        "once before timing, as benchmark_app does")
+        if self.device_kind == "cpu":  # int8 sums that saturate on this CPU? (int8_weights)
+            bits = openvino_weight_bits(self.model)
+            if bits is not None:
+                self.readback["int8_weight_bits"] = bits
+                note = saturation_note(bits, "OpenVINO", "quantization.openvino_overflow_fix: enable")
+                if note:
+                    self.notes.append(note)
 
     def _compile(self):
         self.model = self.core.read_model(str(self.spec.artifact))
