@@ -7,7 +7,7 @@ exactly. ONNX Runtime's and OpenVINO's CPU kernels both work this way, so the qu
 exporting CPU lacks VNNI (``onnx_reduce_range`` and ``openvino_overflow_fix``, ``auto``) and 8-bit elsewhere. An
 artifact made on a VNNI CPU and run on one without it is then computed with saturated sums: measured on a Milan
 (AVX2), efficientmod_xxs's ONNX INT8 with 8-bit weights failed its gate at a mean cosine of 0.970 where the 7-bit
-file passes at 0.9995. The runtimes read the weights' range from the file (:func:`onnx_weight_bits`,
+file passes at 0.9996. The runtimes read the weights' range from the file (:func:`onnx_weight_bits`,
 :func:`openvino_weight_bits`) and say so (:func:`saturation_note`) when they run such a file on such a CPU.
 """
 from __future__ import annotations
