@@ -73,7 +73,7 @@ def _entry(backend: str, form: str, ms: float, *, gate: bool | None = None, seed
                         samples_ms=samples, median_ms=float(np.median(samples)), median_ci_ms=[ms, ms], artifact=art)
 
 
-def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(monkeypatch):
+def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(monkeypatch, capsys):
     """ONNX Runtime: INT8 at 1.6x FP32 passed its gate: picked, recommended. OpenVINO: INT8 slower than FP32: FP32
     picked, INT8 recorded with recommended false and the sentence, with the ratio and its interval."""
     monkeypatch.setattr(ladder_mod, "FORM_NAMES", ("rewritten", "original", "int8"))  # bf16 rungs: not in the run
@@ -96,7 +96,19 @@ def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(mon
     assert ov2.pick == "fp32" and ov2.rung("int8").recommended is False and ov2.rung("int8").ratio_vs_fp32 > 1
     assert "passed over: INT8 does not pay here" in ov2.rung("int8").why
     text = ladder_mod.format_ladders([ort, ov])
-    assert "PICK" in text and "INT8 does not pay here" in text
+    assert "PICK" in text and f"{ov.model}: INT8 does not pay here" in text
+    # hvit-bench prints the picks and the verdicts, each with its model (a run has one per model and runtime)
+    from types import SimpleNamespace
+
+    from hvit_deploy.cli.bench import _print_ladders
+
+    req = SimpleNamespace(backends=["onnxruntime", "openvino"], profile=SimpleNamespace(calibration="calib"), out=None)
+    _print_ladders(req, doc, "table", ladder=True)
+    err = capsys.readouterr().err.splitlines()
+    model = doc.results[0].model
+    assert f"hvit-bench: pick: {model} openvino: fp32" in err
+    assert [line for line in err if "does not pay" in line] == [
+        f"hvit-bench: {model}: {ov2.rung('int8').verdict}"]
 
 
 def test_a_gated_bf16_rung_is_picked_over_fp32_and_a_failed_int8_gate(monkeypatch):

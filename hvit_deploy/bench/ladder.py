@@ -237,7 +237,7 @@ def format_ladders(ladders: list[Ladder], fmt: str = "table") -> str:
     text = tabulate(rows, headers=["model", "runtime", "threads", "rung", "compute", "median ms", "× fp32 [95% CI]",
                                    "gate", "MB", "status", "why"],
                     tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
-    foot = [r.verdict for lad in ladders for r in lad.rungs if r.verdict]
+    foot = [f"{lad.model}: {r.verdict}" for lad in ladders for r in lad.rungs if r.verdict]  # one per model and runtime
     if ladders:
         lad = ladders[0]
         foot.append(f"CPU: {cpu_words(lad.cpu)}; {lad.iterations} runs per rung in {lad.rounds} interleaved "

@@ -316,8 +316,8 @@ def _print_ladders(req, doc, table_format: str, ladder: bool) -> None:
     for lad in ladders:
         print(f"hvit-bench: pick: {lad.model} {lad.runtime}: {lad.pick or 'none (no rung passed and ran)'}"
               + (f" ({lad.pick_note})" if lad.pick_note else ""), file=sys.stderr)
-    for line in (r.verdict for lad in ladders for r in lad.rungs if r.verdict):
-        print(f"hvit-bench: {line}", file=sys.stderr)
+    for line in (f"{lad.model}: {r.verdict}" for lad in ladders for r in lad.rungs if r.verdict):
+        print(f"hvit-bench: {line}", file=sys.stderr)  # named: a run of several models has one verdict per model
 
 
 def _print_against(req, doc, base_doc, table_format: str) -> None:
