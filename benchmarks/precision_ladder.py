@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     from hvit_deploy.bench import plugins
     from hvit_deploy.bench.ladder import format_ladders
     from hvit_deploy.bench.request import resolve_models
+    from hvit_deploy.bench.results import load_results
     from hvit_deploy.cli.bench import main as bench
     from hvit_deploy.export.ladder import Ladder
 
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         calibration = str(synthetic_calibration(out_dir / "calibration", per))
         notes.append(f"calibration: {2 * per} images made from the two shipped photos in {calibration}; real "
                      "deployments calibrate and gate on their own images")
-    ladders, codes = [], []
+    ladders, codes, entries = [], [], []
     for t in args.threads:
         out = out_dir / f"results-t{t}.json"
         cmd = _bench_cmd(args, models, backends, t, calibration, out)
@@ -111,10 +112,12 @@ def main(argv=None) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # hvit-bench's own tables: the one below replaces them
             codes.append(bench(cmd))
         if out.exists():
-            ladders += [Ladder.model_validate(x) for x in json.loads(out.read_text()).get("ladders") or []]
+            doc = load_results(out)
+            ladders += [Ladder.model_validate(x) for x in doc.ladders or []]
+            entries += doc.results
     print(f"Precision ladder, batch 1: each thread count is one hvit-bench --precision auto run (every rung of a "
           f"runtime in the same interleaved rounds); × fp32 > 1: faster than FP32. Results: {out_dir}")
-    print(format_ladders(ladders, "md") if ladders else "(no ladders)")
+    print(format_ladders(ladders, "md", entries) if ladders else "(no ladders)")
     for lad in ladders:
         print(f"pick: {lad.model} {lad.runtime} {lad.threads} thread(s): {lad.pick or 'none'}")
     for n in notes:

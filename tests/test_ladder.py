@@ -97,6 +97,15 @@ def test_pick_is_the_fastest_passing_rung_and_int8_that_does_not_pay_says_so(mon
     assert "passed over: INT8 does not pay here" in ov2.rung("int8").why
     text = ladder_mod.format_ladders([ort, ov])
     assert "PICK" in text and f"{ov.model}: INT8 does not pay here" in text
+    # across runtimes: ONNX Runtime's INT8 pick against OpenVINO's FP32 pick, from the same run
+    (line,) = ladder_mod.fastest_here([ort, ov2])
+    ms, ms2 = ort.rung("int8").median_ms, ov2.rung("fp32").median_ms
+    assert line == (f"{ort.model}: fastest here, 2 threads: onnxruntime int8, {ms:.2f} ms; next openvino fp32, "
+                    f"{ms2:.2f} ms ({ms2 / ms:.2f}× as long)") and 1.5 < ms2 / ms < 1.7
+    assert line in ladder_mod.format_ladders([ort, ov2]) and ladder_mod.fastest_here([ort]) == []
+    (with_ci,) = ladder_mod.fastest_here([ort, ov2], doc.results)  # the run's samples: the ratio's interval
+    lo, hi = (float(v) for v in with_ci.split("as long [")[1].split("]")[0].split(", "))
+    assert with_ci.startswith(line[:-1]) and lo <= ms2 / ms <= hi and lo > 1.0 and "not settled" not in with_ci
     # hvit-bench prints the picks and the verdicts, each with its model (a run has one per model and runtime)
     from types import SimpleNamespace
 

@@ -13,6 +13,9 @@ built here is listed with the reason (no calibration images, a CPU without BF16,
 INT8 that is less than :data:`~hvit_deploy.export.ladder.INT8_PAYS` times faster than FP32 gets
 ``recommended: false`` and the sentence :func:`int8_verdict` writes ("INT8 does not pay here: ..."); it is not
 picked even when it is the fastest rung that passed (it costs accuracy for a gain under that bar).
+
+Across runtimes, :func:`fastest_here` names each model's fastest pick and the next one (the runtimes of a model
+are timed in the same interleaved rounds): the artifact to ship for this machine.
 """
 from __future__ import annotations
 
@@ -223,7 +226,36 @@ def _gate_words(r: LadderRung) -> str:
     return "reference" if r.status in ("picked", "passed") and r.precision == "fp32" else "-"
 
 
-def format_ladders(ladders: list[Ladder], fmt: str = "table") -> str:
+def fastest_here(ladders: list[Ladder], entries: Iterable[ResultsEntry] = ()) -> list[str]:
+    """Across runtimes: for each model (and thread count) with more than one runtime, the fastest of the runtimes'
+    picks and the next one. Each runtime's pick already is its fastest rung that passed (INT8 only where it pays);
+    the runtimes of a model were timed in the same interleaved rounds, so their medians compare. With the run's
+    ``entries`` (its results), the ratio gets its block-bootstrap interval (one that holds 1: the two are as fast)."""
+    by = {(*e.key[:3], e.threads): e for e in entries if e.batch == 1}
+    groups: dict[tuple, list] = {}
+    for lad in ladders:
+        r = lad.rung(lad.pick) if lad.pick else None
+        if r is not None and r.median_ms:
+            groups.setdefault((lad.model, lad.threads), []).append((r.median_ms, lad.runtime, r))
+    lines = []
+    for (model, threads), cands in groups.items():
+        if len(cands) < 2:
+            continue
+        (ms, rt, r), (ms2, rt2, r2) = sorted(cands, key=lambda c: c[0])[:2]
+        at = f", {threads} thread{'' if threads == 1 else 's'}" if threads else ""
+        ci = ""
+        a, b = by.get((model, rt2, r2.form, threads)), by.get((model, rt, r.form, threads))
+        if a is not None and b is not None and a.samples_ms and b.samples_ms:
+            sp = speedup(a.samples_ms, b.samples_ms, reference_rounds=a.rounds, other_rounds=b.rounds,
+                         reference_round_process=a.round_process, other_round_process=b.round_process)
+            lo, hi = sp["ci"]
+            ci = f" [{lo:.2f}, {hi:.2f}]" + ("; not settled: the interval holds 1" if lo <= 1.0 else "")
+        lines.append(f"{model}: fastest here{at}: {rt} {r.precision}, {ms:.2f} ms; next {rt2} {r2.precision}, "
+                     f"{ms2:.2f} ms ({ms2 / ms:.2f}× as long{ci})")
+    return lines
+
+
+def format_ladders(ladders: list[Ladder], fmt: str = "table", entries: Iterable[ResultsEntry] = ()) -> str:
     """The ladders as one table (``md``: Markdown), then the INT8 verdicts and the CPU it ran on."""
     from tabulate import tabulate
 
@@ -238,6 +270,7 @@ def format_ladders(ladders: list[Ladder], fmt: str = "table") -> str:
                                    "gate", "MB", "status", "why"],
                     tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
     foot = [f"{lad.model}: {r.verdict}" for lad in ladders for r in lad.rungs if r.verdict]  # one per model and runtime
+    foot += fastest_here(ladders, entries)
     if ladders:
         lad = ladders[0]
         foot.append(f"CPU: {cpu_words(lad.cpu)}; {lad.iterations} runs per rung in {lad.rounds} interleaved "

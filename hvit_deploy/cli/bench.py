@@ -312,7 +312,7 @@ def _print_ladders(req, doc, table_format: str, ladder: bool) -> None:
         atomic_write_json(req.out, doc.to_json())
     if table_format in ("table", "md"):
         print("\nprecision ladder (--precision auto):")
-        print(format_ladders(ladders, table_format))
+        print(format_ladders(ladders, table_format, doc.results))
     for lad in ladders:
         print(f"hvit-bench: pick: {lad.model} {lad.runtime}: {lad.pick or 'none (no rung passed and ran)'}"
               + (f" ({lad.pick_note})" if lad.pick_note else ""), file=sys.stderr)
