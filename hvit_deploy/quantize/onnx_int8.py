@@ -28,7 +28,7 @@ import numpy as np
 
 from ..recipes import QuantizationOptions
 from ..formats.quiet import captured
-from ..runtimes.int8_weights import exact_on, onnx_weight_bits
+from ..runtimes.int8_weights import onnx_weight_bits, weight_record
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
@@ -121,12 +121,6 @@ def quantize_onnx(source: Path, out: Path, calib: np.ndarray, batch: int, opts: 
             "elementwise_out_of_scope": len(out_of_scope),
             "recipe_nodes_to_exclude": {"patterns": list(opts.onnx_nodes_to_exclude), "nodes": by_recipe},
             "nodes_excluded": excluded, **weight_record(onnx_weight_bits(out))}
-
-
-def weight_record(bits: int | None) -> dict:
-    """The weights' width read back from the written file and where its integer sums are exact
-    (:mod:`hvit_deploy.runtimes.int8_weights`)."""
-    return {"weight_bits": bits, "exact_on": exact_on(bits)}
 
 
 def quantized_op_types(opts: QuantizationOptions) -> list[str]:

@@ -8,8 +8,7 @@ import numpy as np
 
 from ..recipes import QuantizationOptions
 from ..formats.quiet import captured
-from ..runtimes.int8_weights import openvino_weight_bits
-from .onnx_int8 import weight_record
+from ..runtimes.int8_weights import openvino_weight_bits, weight_record
 
 
 def overflow_fix_for(opts: QuantizationOptions) -> str | None:

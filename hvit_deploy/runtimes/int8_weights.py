@@ -78,6 +78,11 @@ def exact_on(bits: int | None) -> str | None:
             "sums can saturate")
 
 
+def weight_record(bits: int | None) -> dict:
+    """The manifest's record of a written INT8 file: its weights' width and where its integer sums are exact."""
+    return {"weight_bits": bits, "exact_on": exact_on(bits)}
+
+
 def saturation_note(bits: int | None, runtime: str, fix: str) -> str | None:
     """The line a runtime adds to its notes when an 8-bit-weight INT8 file runs on an x86 CPU without VNNI (None
     otherwise); ``fix`` names the recipe setting that gives 7-bit weights."""

@@ -85,11 +85,11 @@ class CompiledMixin:
         self._compile_and_check()
         self.timing = self.timing_text.format(mode=self.compile_mode)
 
+    @under_inference_mode  # as it was compiled
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
         fn = getattr(self, "compiled", self.model)
-        with t.inference_mode():  # as it was compiled (see TorchRuntime.predict)
-            return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
+        return [fn(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def _compile_and_check(self) -> None:
         torch, x = self.torch, self.x

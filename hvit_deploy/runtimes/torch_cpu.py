@@ -40,7 +40,8 @@ def rewrite_format(spec: RuntimeSpec | dict) -> str:
 
 def under_inference_mode(method):
     """A torch runtime's method run under ``torch.inference_mode()``: :meth:`TorchRuntime.prepare` and its
-    overrides, whose eager runs, compilation or graph capture must see the mode the timed calls run in."""
+    overrides, whose eager runs, compilation or graph capture must see the mode the timed calls run in, and
+    ``predict`` (never relying on a mode a caller may have left)."""
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
         with self.torch.inference_mode():
@@ -155,9 +156,10 @@ class TorchRuntime(Runtime):
         model, x = self.model, self.x
         self.call = self.scoped(lambda: model(x))
 
+    @under_inference_mode
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         t = self.torch
-        with t.inference_mode(), self._autocast():
+        with self._autocast():
             return [self.model(t.from_numpy(x).to(self.torch_device)).float().cpu().numpy() for x in inputs]
 
     def op_profile(self, runs: int, top: int) -> list[dict]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..metrics import compare
 from .base import register_runtime
+from .torch_cpu import under_inference_mode
 from .torch_cuda_fp16 import MIN_COSINE
 from .torch_cuda_graphs import TorchCudaGraphsRuntime
 
@@ -58,12 +59,12 @@ class TorchCudaGraphsFp16Runtime(TorchCudaGraphsRuntime):
         self.model.to(self.dtype())
         self.x = self.x.to(self.dtype())
 
+    @under_inference_mode
     def predict(self, inputs: list[np.ndarray], all_outputs: bool = False) -> list:
         """Eager inference in the compute precision once :meth:`prepare` has cast the model (FP32 before)."""
         t = self.torch
         dt = next(self.model.parameters()).dtype
-        with t.inference_mode():  # see TorchRuntime.predict
-            return [self.model(t.from_numpy(x).to(self.torch_device, dt)).float().cpu().numpy() for x in inputs]
+        return [self.model(t.from_numpy(x).to(self.torch_device, dt)).float().cpu().numpy() for x in inputs]
 
     def check_replay(self, eager, out) -> None:
         ref = eager.reshape(len(eager), -1).cpu().numpy()
